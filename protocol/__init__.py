@@ -1,0 +1,1 @@
+"""The IPC contract shared by supervisor, front and worker: messages and framing (a leaf)."""

@@ -1,0 +1,195 @@
+"""Shared by every process: length-prefixed msgpack frames over asyncio streams and Unix sockets.
+
+A frame is a 4-byte big-endian body length followed by a msgpack body. The length is checked
+against `MAX_FRAME` before a single body byte is read, so a hostile peer cannot make us allocate.
+A body that does not decode leaves the stream in sync (we consumed exactly one frame), so the
+receiver can answer with a typed error and keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+MAX_FRAME = 16 * 1024 * 1024
+HEADER = struct.Struct(">I")
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+class FrameError(Exception):
+    """Base for every framing problem; `recoverable` says whether the stream is still in sync."""
+
+    recoverable = False
+
+
+class FrameTooLarge(FrameError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+class FrameDecodeError(FrameError):
+    """The body was read completely but is not a valid message: the stream is still usable."""
+
+    recoverable = True
+
+
+class ConnectionClosed(FrameError):
+    """The peer closed the stream (cleanly between frames, or in the middle of one)."""
+
+
+def encode_frame(message: Any) -> bytes:
+    body = _encoder.encode(message)
+    return HEADER.pack(len(body)) + body
+
+
+def encode_frames(messages: list[Any]) -> bytes:
+    """Several frames in one buffer, so a burst costs one write."""
+    return b"".join(encode_frame(m) for m in messages)
+
+
+class FrameParser:
+    """Incremental parser for bytes that arrive split at arbitrary points (sync, no I/O)."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buffer = bytearray()
+        self._max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        bodies: list[bytes] = []
+        while len(self._buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._buffer)
+            if size > self._max_frame:
+                raise FrameTooLarge(size, self._max_frame)
+            end = HEADER.size + size
+            if len(self._buffer) < end:
+                break
+            bodies.append(bytes(self._buffer[HEADER.size : end]))
+            del self._buffer[:end]
+        return bodies
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+async def read_body(reader: asyncio.StreamReader, max_frame: int = MAX_FRAME) -> bytes:
+    try:
+        header = await reader.readexactly(HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionClosed("peer closed the connection") from exc
+    (size,) = HEADER.unpack(header)
+    if size > max_frame:
+        raise FrameTooLarge(size, max_frame)
+    try:
+        return await reader.readexactly(size)
+    except asyncio.IncompleteReadError as exc:
+        raise ConnectionClosed("peer closed the connection mid-frame") from exc
+
+
+class FramedStream(Generic[In, Out]):
+    """One connection: typed receive of `In` messages, send of `Out` messages.
+
+    Writes are buffered by the transport; `drain` is awaited only when the transport asks for
+    it (high-water mark), so streaming many small frames does not pay a syscall wait per frame.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        incoming: Any,
+        max_frame: int = MAX_FRAME,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._decoder: msgspec.msgpack.Decoder[In] = msgspec.msgpack.Decoder(incoming)
+        self._max_frame = max_frame
+
+    async def recv(self) -> In:
+        body = await read_body(self.reader, self._max_frame)
+        try:
+            return self._decoder.decode(body)
+        except msgspec.DecodeError as exc:  # ValidationError is a subclass
+            raise FrameDecodeError(str(exc)) from exc
+
+    def send_nowait(self, message: Out) -> None:
+        if self.writer.is_closing():
+            raise ConnectionClosed("connection is closing")
+        self.writer.write(encode_frame(message))
+
+    async def send(self, message: Out) -> None:
+        self.send_nowait(message)
+        await self.drain()
+
+    async def drain(self) -> None:
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            try:
+                await self.writer.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                raise ConnectionClosed(str(exc)) from exc
+
+    @property
+    def closed(self) -> bool:
+        return self.writer.is_closing()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+async def open_framed(
+    path: str, incoming: Any, *, timeout: float = 5.0, max_frame: int = MAX_FRAME
+) -> FramedStream[Any, Any]:
+    """Connect to a Unix socket and wrap it; raises OSError / TimeoutError as they come."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_unix_connection(path, limit=max_frame + HEADER.size)
+    return FramedStream(reader, writer, incoming, max_frame)
+
+
+def prepare_socket_dir(directory: str) -> None:
+    """Create the runtime directory with mode 0700 (or tighten it if it already exists)."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+
+
+def bind_unix_socket(path: str) -> socket.socket:
+    """Bind a fresh 0600 Unix socket at `path`, replacing a stale socket file but nothing else."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise FileExistsError(f"{path} exists and is not a socket")
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)  # no window in which the socket is readable by others
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, 0o600)
+    return sock
+
+
+ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def start_unix_server(
+    path: str, handler: ConnectionHandler, *, max_frame: int = MAX_FRAME
+) -> asyncio.Server:
+    sock = bind_unix_socket(path)
+    return await asyncio.start_unix_server(handler, sock=sock, limit=max_frame + HEADER.size)
