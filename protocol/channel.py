@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from protocol.framing import (
@@ -87,7 +87,7 @@ class MuxClient:
         finally:
             self._waiters.pop(request_id, None)
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[Any]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[Any, None]:
         """Send a chat and yield its events until Finish or Failure.
 
         Leaving the iteration early (client gone, deadline) sends `Cancel` so the worker stops

@@ -1,0 +1,67 @@
+"""Framing: arbitrary split points, oversized and garbage frames, never a crash."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import struct
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import messages as m
+from protocol.framing import FrameParser, FrameTooLarge, encode_frame, encode_frames
+
+pytestmark = pytest.mark.unit
+
+texts = st.text(max_size=200)
+deltas = st.builds(m.Delta, id=st.integers(0, 2**31), text=texts)
+
+
+@given(
+    messages=st.lists(deltas, min_size=1, max_size=20),
+    cuts=st.lists(st.integers(0, 10_000), max_size=30),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_split_points_yield_the_same_messages(messages: list[m.Delta], cuts: list[int]) -> None:
+    data = encode_frames(messages)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    parser = FrameParser()
+    bodies: list[bytes] = []
+    for start, end in itertools.pairwise(points):
+        bodies.extend(parser.feed(data[start:end]))
+    decoder = msgspec.msgpack.Decoder(m.WorkerReply)
+    assert [decoder.decode(b) for b in bodies] == messages
+    assert parser.pending == 0
+
+
+def test_length_prefix_is_big_endian_body_length() -> None:
+    frame = encode_frame(m.Cancel(id=7))
+    (size,) = struct.unpack(">I", frame[:4])
+    assert size == len(frame) - 4
+    assert msgspec.msgpack.decode(frame[4:], type=m.Cancel) == m.Cancel(id=7)
+
+
+def test_oversized_header_is_rejected_before_the_body_arrives() -> None:
+    parser = FrameParser(max_frame=1024)
+    with pytest.raises(FrameTooLarge) as info:
+        parser.feed(struct.pack(">I", 1025))  # no body bytes at all
+    assert info.value.size == 1025
+
+
+def test_incomplete_frame_waits_for_more_bytes() -> None:
+    frame = encode_frame(m.Delta(id=1, text="x" * 50))
+    parser = FrameParser()
+    assert parser.feed(frame[:-1]) == []
+    assert parser.pending == len(frame) - 1
+    assert len(parser.feed(frame[-1:])) == 1
+
+
+@given(garbage=st.binary(max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_garbage_bodies_raise_decode_errors_only(garbage: bytes) -> None:
+    decoder = msgspec.msgpack.Decoder(m.WorkerRequest)
+    with contextlib.suppress(msgspec.DecodeError):
+        decoder.decode(garbage)
