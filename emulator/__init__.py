@@ -1,0 +1,1 @@
+"""lingma-emulator: a protocol-faithful EMULATOR of the Tongyi Lingma runtime (tests, demos)."""

@@ -85,16 +85,17 @@ class ChildProcesses:
         cwd: Path | None = None,
     ) -> subprocess.Popen[bytes]:
         full_env = {**os.environ, **(env or {})}
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-        proc = subprocess.Popen(
-            list(args),
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd or REPO,
-            start_new_session=True,
-        )
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(open(log_path, "ab")) if log_path else subprocess.DEVNULL
+            proc = subprocess.Popen(
+                list(args),
+                env=full_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd or REPO,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc
 

@@ -1,0 +1,232 @@
+"""Runs in the emulator: the ACP-like flow — session/new, set_model, prompt, cancel.
+
+`session/update` events are notifications carrying `_meta["ai-coding/request-id"]`; the turn
+ends with `notification/chat_finish` whose `fullAnswer` is empty by default, so clients must
+rebuild the answer from the chunks (lingma-protocol.md §5.4, §12.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.runtime import NOT_LOGGED_IN, Method, Runtime, param_str, require_str, run_fault
+from emulator.scripts import latest_user_turn
+from emulator.sessions import ChatRecord, Session
+from emulator.turns import (
+    CANCELLED_STATUS,
+    Flow,
+    Turn,
+    TurnState,
+    log_finish,
+    paced_chunks,
+    sleep_ms,
+    usage_for,
+)
+
+log = logging.getLogger("lingma-emulator")
+
+REQUEST_ID_KEY = "ai-coding/request-id"
+AVAILABLE_COMMANDS = [
+    {"name": "init", "description": "Create a project rules file (emulated)", "input": None},
+    {"name": "compact", "description": "Summarise the conversation (emulated)", "input": None},
+]
+
+
+def _session(rt: Runtime, params: dict[str, Any]) -> Session:
+    session_id = require_str(params, "sessionId", "id")
+    session = rt.sessions.get(session_id)
+    if session is None:
+        raise RpcError(INVALID_PARAMS, f"session not found: {session_id}")
+    return session
+
+
+async def session_new(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    session = rt.sessions.create(workspace=param_str(params, "cwd"))
+    update = {"sessionUpdate": "available_commands_update", "availableCommands": AVAILABLE_COMMANDS}
+    # Spawned, so it goes out after this method's response (the order the real runtime uses).
+    conn.spawn(_notify_later(conn, {"sessionId": session.session_id, "update": update}))
+    return {"sessionId": session.session_id}
+
+
+async def _notify_later(conn: RpcConnection, params: dict[str, Any]) -> None:
+    conn.notify("session/update", params)
+
+
+async def set_model(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    session = _session(rt, params)
+    model = require_str(params, "modelId")
+    if not rt.catalog.knows(model):
+        raise RpcError(INVALID_PARAMS, f"model not found: {model}")
+    session.model = model
+    return {}
+
+
+async def set_mode(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    session = _session(rt, params)
+    session.mode = param_str(params, "modeId", "mode", default=session.mode)
+    return {}
+
+
+def _meta(params: dict[str, Any]) -> dict[str, Any]:
+    meta = params.get("_meta")
+    return meta if isinstance(meta, dict) else {}
+
+
+def prompt_text(prompt: Any) -> str:
+    """The text items of an ACP prompt, joined; images and resources are only acknowledged."""
+    if not isinstance(prompt, list):
+        raise RpcError(
+            INVALID_PARAMS, "json: cannot unmarshal into field prompt of type []acp.ContentBlock"
+        )
+    texts = [
+        item.get("text", "")
+        for item in prompt
+        if isinstance(item, dict) and item.get("type") == "text"
+    ]
+    return "\n".join(text for text in texts if isinstance(text, str))
+
+
+async def session_prompt(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    session = _session(rt, params)
+    meta = _meta(params)
+    request_id = meta.get(REQUEST_ID_KEY)
+    if not isinstance(request_id, str) or not request_id:
+        raise RpcError(INVALID_PARAMS, "requestId is empty")
+    text = prompt_text(params.get("prompt"))
+    model = param_str(meta, "ai-coding/model", default=session.model)
+    mode = param_str(meta, "ai-coding/mode", default=session.mode or "agent")
+    logged_in = rt.user() is not None
+    rt.recorder.record(
+        flow=Flow.ACP,
+        session_id=session.session_id,
+        mode=mode,
+        model=model,
+        text=text,
+        request_id=request_id,
+        accepted=logged_in and rt.catalog.knows(model),
+    )
+    if not logged_in:
+        raise RpcError(NOT_LOGGED_IN, "user not login, please login first (lingma-emulator)")
+    if not rt.catalog.knows(model):
+        raise RpcError(INVALID_PARAMS, f"model not found: {model}")
+    first = rt.sessions.add_record(
+        session, ChatRecord(request_id, latest_user_turn(text), "assistant")
+    )
+    turn = Turn(request_id, session.session_id, Flow.ACP, conn)
+    rt.turns.add(turn)
+    turn.task = conn.spawn(AcpStream(rt, turn, text, model, first).run())
+    log.debug("EMULATOR ACP prompt, model: %s, request id: %s", model, request_id)
+    return None
+
+
+async def session_cancel(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    """Ends the current turn with chat_finish reason `cancelled` (usually a notification)."""
+    meta = _meta(params)
+    request_id = meta.get(REQUEST_ID_KEY)
+    if isinstance(request_id, str) and request_id:
+        rt.turns.stop_request(request_id)
+    else:
+        rt.turns.stop_session(require_str(params, "sessionId"))
+    return {}
+
+
+class AcpStream:
+    """The events of one session/prompt, from step_start to notification/chat_finish."""
+
+    def __init__(self, rt: Runtime, turn: Turn, text: str, model: str, title: bool) -> None:
+        self.rt = rt
+        self.turn = turn
+        self.text = text
+        self.model = model
+        self.send_title = title
+        self.sent: list[str] = []
+
+    async def run(self) -> None:
+        try:
+            await self._stream()
+        except asyncio.CancelledError:
+            if self.turn.state is not TurnState.STOPPED:
+                raise
+            self._finish(reason="cancelled", status=CANCELLED_STATUS)
+        finally:
+            self.rt.turns.finish(self.turn)
+
+    async def _stream(self) -> None:
+        knobs = self.rt.knobs
+        conn = self.turn.conn
+        answer = self.rt.scripts.answer(
+            self.text, self.model, reasoning=self.rt.catalog.is_reasoning(self.model)
+        )
+        base = {"requestId": self.turn.request_id, "sessionId": self.turn.session_id}
+        await conn.push(
+            "chat/process_step_callback", {**base, "step": "step_start", "status": "done"}
+        )
+        await conn.push(
+            "chat/process_step_callback", {**base, "step": "step_end", "status": "done"}
+        )
+        if self.send_title:
+            session = self.rt.sessions.get(self.turn.session_id)
+            title = session.title if session else ""
+            await conn.push(
+                "session/title/update", {"sessionId": self.turn.session_id, "sessionTitle": title}
+            )
+        await sleep_ms(knobs.first_token_ms + answer.delay_ms)
+        if answer.thinking:
+            started = time.monotonic()
+            async for piece in paced_chunks(answer.thinking, knobs):
+                millis = int((time.monotonic() - started) * 1000)
+                self._update(
+                    "agent_thought_chunk", piece, {"ai-coding/thinking-duration-millis": millis}
+                )
+        async for piece in paced_chunks(answer.text, knobs):
+            self.sent.append(piece)
+            self._update("agent_message_chunk", piece)
+        if answer.action is not None:
+            await run_fault(conn, answer.action)
+        if answer.error is not None:
+            self._finish(reason=answer.error.message or "error", status=answer.error.status)
+        else:
+            self._finish(reason="success", status=200)
+
+    def _notify(self, update: dict[str, Any]) -> None:
+        params = {
+            "sessionId": self.turn.session_id,
+            "_meta": {REQUEST_ID_KEY: self.turn.request_id},
+            "update": update,
+        }
+        self.turn.conn.notify("session/update", params)
+
+    def _update(self, kind: str, text: str, meta: dict[str, Any] | None = None) -> None:
+        update: dict[str, Any] = {"sessionUpdate": kind, "content": {"type": "text", "text": text}}
+        if meta:
+            update["_meta"] = meta
+        self._notify(update)
+
+    def _finish(self, *, reason: str, status: int) -> None:
+        full = "".join(self.sent)
+        usage = usage_for(self.text, full)
+        used = {"usedTokens": usage.total_tokens, "limitTokens": self.rt.knobs.limit_tokens}
+        self._notify({"sessionUpdate": "notification", "type": "context_usage", "data": used})
+        data = {
+            "reason": reason,
+            "statusCode": status,
+            "fullAnswer": full if self.rt.knobs.acp_full_answer else "",
+            "requestId": self.turn.request_id,
+            "sessionId": self.turn.session_id,
+            "usage": usage.as_wire(),
+        }
+        self._notify({"sessionUpdate": "notification", "type": "chat_finish", "data": data})
+        log_finish(Flow.ACP, self.turn.request_id, status, usage)
+
+
+ACP_METHODS: dict[str, Method] = {
+    "session/new": Method(session_new, "acp.NewSessionRequest"),
+    "session/set_model": Method(set_model, "acp.SetSessionModelRequest"),
+    "session/set_mode": Method(set_mode, "acp.SetSessionModeRequest"),
+    "session/prompt": Method(session_prompt, "acp.PromptRequest"),
+    "session/cancel": Method(session_cancel, "acp.CancelNotification"),
+}

@@ -1,0 +1,257 @@
+"""Runs in the emulator: the legacy chat flow — chat/ask and its pushes, chat/stop.
+
+Push order per ask (lingma-protocol.md §5.3): process_step_callback step_start → step_end →
+session/title/update → chat/answer deltas (some empty) → context/usage/sync → chat/finish.
+`step_end` deliberately precedes the answer text, as in the real runtime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.runtime import Method, Runtime, param_str, require_str, run_fault
+from emulator.scripts import Answer, latest_user_turn
+from emulator.sessions import ChatRecord
+from emulator.settings import ThinkStyle
+from emulator.turns import (
+    CANCELLED_STATUS,
+    Flow,
+    Turn,
+    TurnState,
+    log_finish,
+    paced_chunks,
+    sleep_ms,
+    usage_for,
+)
+
+log = logging.getLogger("lingma-emulator")
+
+THINK_OPEN = "\n````think::{THINK_TIME}\n"
+THINK_CLOSE = "\n````\n"
+
+
+def model_key(params: dict[str, Any]) -> str:
+    """`extra.modelConfig.key`, else `auto`."""
+    extra = params.get("extra")
+    config = extra.get("modelConfig") if isinstance(extra, dict) else None
+    key = config.get("key") if isinstance(config, dict) else None
+    return key if isinstance(key, str) and key else "auto"
+
+
+def _refusal(code: str, message: str) -> dict[str, Any]:
+    return {
+        "requestId": "",
+        "success": False,
+        "errorCode": code,
+        "errorMessage": message,
+        "data": None,
+    }
+
+
+async def chat_ask(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    question = params.get("questionText")
+    if not isinstance(question, str) or not question.strip():
+        raise RpcError(INVALID_PARAMS, "questionText is empty")
+    request_id = param_str(params, "requestId", default=uuid.uuid4().hex)
+    session_id = param_str(params, "sessionId")
+    model = model_key(params)
+    refusal = _check_ask(rt, conn, model)
+    rt.recorder.record(
+        flow=Flow.LEGACY,
+        session_id=session_id,
+        mode=param_str(params, "mode", default="normal"),
+        model=model,
+        text=question,
+        request_id=request_id,
+        accepted=refusal is None,
+    )
+    if refusal is not None:
+        return refusal
+    session_type = param_str(params, "sessionType", default="chat")
+    first_in_session = False
+    if session_id:
+        session = rt.sessions.get_or_create(session_id)
+        record = ChatRecord(request_id, latest_user_turn(question), session_type)
+        first_in_session = rt.sessions.add_record(session, record)
+    turn = Turn(request_id, session_id, Flow.LEGACY, conn)
+    rt.turns.add(turn)
+    stream = LegacyStream(
+        rt,
+        turn,
+        question=question,
+        model=model,
+        session_type=session_type,
+        title=first_in_session,
+    )
+    turn.task = conn.spawn(stream.run())
+    log.debug(
+        "EMULATOR doAsk SessionType: %s, model: %s; Async chat, request id: %s",
+        session_type,
+        model,
+        request_id,
+    )
+    return {"requestId": "", "success": True, "errorCode": "", "errorMessage": "", "data": None}
+
+
+def _check_ask(rt: Runtime, conn: RpcConnection, model: str) -> dict[str, Any] | None:
+    if rt.user() is None:
+        return _refusal("NOT_LOGIN", "user not login, please login first (lingma-emulator)")
+    if not rt.catalog.knows(model):
+        return _refusal("MODEL_NOT_FOUND", f"model config not found: {model}")
+    if rt.knobs.one_ask_per_connection and rt.turns.busy(conn):
+        return _refusal("CHAT_BUSY", "another chat is in progress on this connection")
+    return None
+
+
+class LegacyStream:
+    """The pushes of one chat/ask, from step_start to chat/finish."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        turn: Turn,
+        *,
+        question: str,
+        model: str,
+        session_type: str,
+        title: bool,
+    ) -> None:
+        self.rt = rt
+        self.turn = turn
+        self.question = question
+        self.model = model
+        self.session_type = session_type
+        self.send_title = title
+        self.sent: list[str] = []
+        self.base = {"requestId": turn.request_id, "sessionId": turn.session_id}
+
+    async def run(self) -> None:
+        try:
+            await self._stream()
+        except asyncio.CancelledError:
+            if self.turn.state is not TurnState.STOPPED:
+                raise
+            await self._finish(reason="cancelled", status=CANCELLED_STATUS)
+        finally:
+            self.rt.turns.finish(self.turn)
+
+    async def _stream(self) -> None:
+        knobs = self.rt.knobs
+        answer = self.rt.scripts.answer(
+            self.question, self.model, reasoning=self.rt.catalog.is_reasoning(self.model)
+        )
+        await self._step("step_start")
+        if knobs.title_before_step_end:
+            await self._title()
+        await self._step("step_end")
+        if not knobs.title_before_step_end:
+            await self._title()
+        await sleep_ms(knobs.first_token_ms + answer.delay_ms)
+        await self._thinking(answer)
+        first = True
+        async for piece in paced_chunks(answer.text, knobs):
+            await self._answer(piece)
+            if first:
+                await self._answer("")  # the real runtime interleaves empty deltas
+                first = False
+        if answer.action is not None:
+            await run_fault(self.turn.conn, answer.action)
+        if answer.error is not None:
+            await self._finish(reason=answer.error.message or "error", status=answer.error.status)
+        else:
+            await self._finish(reason="success", status=200)
+
+    async def _step(self, step: str) -> None:
+        params = {
+            **self.base,
+            "step": step,
+            "status": "done",
+            "description": "",
+            "result": None,
+            "message": "",
+        }
+        await self.turn.conn.push("chat/process_step_callback", params)
+
+    async def _title(self) -> None:
+        if not self.send_title:
+            return
+        session = self.rt.sessions.get(self.turn.session_id)
+        title = session.title if session else ""
+        await self.turn.conn.push(
+            "session/title/update", {"sessionId": self.turn.session_id, "sessionTitle": title}
+        )
+
+    async def _answer(self, text: str) -> None:
+        self.sent.append(text)
+        params = {
+            **self.base,
+            "text": text,
+            "overwrite": False,
+            "isFiltered": False,
+            "timestamp": int(time.time() * 1000),
+            "extra": {"sessionType": self.session_type},
+        }
+        await self.turn.conn.push("chat/answer", params)
+
+    async def _thinking(self, answer: Answer) -> None:
+        if not answer.thinking:
+            return
+        if self.rt.knobs.think_style is ThinkStyle.FENCE:
+            await self._answer(THINK_OPEN)
+            async for piece in paced_chunks(answer.thinking, self.rt.knobs):
+                await self._answer(piece)
+            await self._answer(THINK_CLOSE)
+            return
+        async for piece in paced_chunks(answer.thinking, self.rt.knobs):
+            await self._think(piece, "start")
+        await self._think("", "done")
+
+    async def _think(self, text: str, step: str) -> None:
+        params = {**self.base, "text": text, "step": step, "timestamp": int(time.time() * 1000)}
+        await self.turn.conn.push("chat/think", params)
+
+    async def _finish(self, *, reason: str, status: int) -> None:
+        full = "".join(self.sent)
+        usage = usage_for(self.question, full)
+        conn = self.turn.conn
+        await conn.push(
+            "context/usage/sync",
+            {
+                **self.base,
+                "usedTokens": usage.total_tokens,
+                "limitTokens": self.rt.knobs.limit_tokens,
+            },
+        )
+        extra = {"sessionType": self.session_type, "modelKey": self.model, "usage": usage.as_wire()}
+        finish = {
+            **self.base,
+            "reason": reason,
+            "statusCode": status,
+            "fullAnswer": full,
+            "extra": extra,
+        }
+        await conn.push("chat/finish", finish)
+        log_finish(Flow.LEGACY, self.turn.request_id, status, usage)
+
+
+async def chat_stop(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    """Ends the turn with chat/finish reason `cancelled` (a non-200 status)."""
+    rt.turns.stop_request(require_str(params, "requestId"))
+    return {}
+
+
+async def chat_stop_session(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    rt.turns.stop_session(require_str(params, "sessionId"))
+    return {}
+
+
+METHODS: dict[str, Method] = {
+    "chat/ask": Method(chat_ask, "definition.AskParams"),
+    "chat/stop": Method(chat_stop, "definition.StopParams"),
+    "chat/stopSession": Method(chat_stop_session, "definition.StopSessionParams"),
+}

@@ -1,0 +1,194 @@
+"""Runs in the emulator: scripted replies and fault injection from LINGMA_EMULATOR_SCRIPT.
+
+The script is JSON `{"rules": [...]}`. The first rule whose `match` regex is found in the
+latest user turn of the prompt decides the answer. Without a match the answer is a
+deterministic echo naming the model. The file is re-read whenever it changes on disk, so tests
+can rewrite it between requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from front.tools import render_tool_call
+
+log = logging.getLogger("lingma-emulator.scripts")
+
+_USER_LINE = re.compile(r"^\[user\][ \t]*", re.IGNORECASE | re.MULTILINE)
+_TRAILING_CUE = re.compile(r"\n\[assistant\][ \t]*\Z", re.IGNORECASE)
+_FILLER = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+]
+MAX_ECHO_CHARS = 4000
+
+
+class Action(StrEnum):
+    """A fault that happens after the rule's reply (if any) has been streamed."""
+
+    HANG = "hang"  # never send the finish event
+    CRASH = "crash"  # exit the whole process
+    DROP = "drop"  # close the client's WebSocket
+
+
+class ErrorSpec(msgspec.Struct, forbid_unknown_fields=True):
+    status: int
+    message: str = ""
+
+
+class ToolCallSpec(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    match: str | None = None  # regex searched in the latest user turn; None matches anything
+    model: str | None = None  # optional regex on the model key
+    reply: str | None = None
+    thinking: str | None = None
+    tool_call: ToolCallSpec | None = None
+    error: ErrorSpec | None = None
+    delay_ms: int = 0
+    action: Action | None = None
+    times: int | None = None  # apply to the first N matching requests only
+
+
+class ScriptFile(msgspec.Struct, forbid_unknown_fields=True):
+    rules: list[Rule] = msgspec.field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one turn says and how it ends."""
+
+    text: str
+    thinking: str = ""
+    error: ErrorSpec | None = None
+    delay_ms: int = 0
+    action: Action | None = None
+    rule: int | None = None  # index of the rule that decided, None for the default reply
+
+
+@dataclass
+class _CompiledRule:
+    rule: Rule
+    match: re.Pattern[str] | None
+    model: re.Pattern[str] | None
+    used: int = 0
+
+
+def latest_user_turn(prompt_text: str) -> str:
+    """Text after the last line starting with `[user]`, else the whole text."""
+    matches = list(_USER_LINE.finditer(prompt_text))
+    last = matches[-1] if matches else None
+    turn = prompt_text[last.end() :] if last else prompt_text
+    return _TRAILING_CUE.sub("", turn.rstrip()).strip()
+
+
+def default_reply(model: str, latest: str, reply_tokens: int) -> str:
+    """Deterministic: names the model, echoes the latest user text, pads to `reply_tokens`."""
+    echo = latest if len(latest) <= MAX_ECHO_CHARS else latest[:MAX_ECHO_CHARS] + "…"
+    text = f"[lingma-emulator {model}] You said: {echo}"
+    missing = reply_tokens - len(text.split())
+    if missing > 0:
+        text += " " + " ".join(_FILLER[i % len(_FILLER)] for i in range(missing))
+    return text
+
+
+def default_thinking(model: str, latest: str) -> str:
+    return f"[lingma-emulator {model}] thinking about: {latest[:80]}"
+
+
+class ScriptBook:
+    """Loads the script file lazily and picks the answer for each prompt."""
+
+    def __init__(self, path: Path | None, reply_tokens: int = 0) -> None:
+        self.path = path
+        self.reply_tokens = reply_tokens
+        self._identity: tuple[int, int, int] | None = None
+        self._rules: list[_CompiledRule] = []
+
+    def answer(self, prompt_text: str, model: str, *, reasoning: bool = False) -> Answer:
+        latest = latest_user_turn(prompt_text)
+        for index, compiled in enumerate(self._current_rules()):
+            if _applies(compiled, latest, model):
+                compiled.used += 1
+                return _answer_from(compiled.rule, index, reasoning, model, latest)
+        thinking = default_thinking(model, latest) if reasoning else ""
+        return Answer(text=default_reply(model, latest, self.reply_tokens), thinking=thinking)
+
+    def _current_rules(self) -> list[_CompiledRule]:
+        if self.path is None:
+            return []
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._identity, self._rules = None, []
+            return []
+        identity = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if identity != self._identity:
+            self._identity = identity
+            self._rules = self._load()
+        return self._rules
+
+    def _load(self) -> list[_CompiledRule]:
+        assert self.path is not None
+        try:
+            script = msgspec.json.decode(self.path.read_bytes(), type=ScriptFile)
+            return [_compile(rule) for rule in script.rules]
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError, re.error) as exc:
+            log.warning("EMULATOR script %s ignored: %s", self.path, exc)
+            return []
+
+
+def _compile(rule: Rule) -> _CompiledRule:
+    return _CompiledRule(
+        rule=rule,
+        match=re.compile(rule.match) if rule.match is not None else None,
+        model=re.compile(rule.model) if rule.model is not None else None,
+    )
+
+
+def _applies(compiled: _CompiledRule, latest: str, model: str) -> bool:
+    if compiled.rule.times is not None and compiled.used >= compiled.rule.times:
+        return False
+    if compiled.model is not None and not compiled.model.search(model):
+        return False
+    return compiled.match is None or compiled.match.search(latest) is not None
+
+
+def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: str) -> Answer:
+    parts = [rule.reply] if rule.reply else []
+    if rule.tool_call is not None:
+        parts.append(render_tool_call(rule.tool_call.name, rule.tool_call.arguments))
+    scripted_outcome = rule.error is not None or rule.action is not None
+    if not parts and not scripted_outcome:
+        parts.append(default_reply(model, latest, 0))
+    thinking = rule.thinking or ""
+    if not thinking and reasoning and not scripted_outcome:
+        thinking = default_thinking(model, latest)
+    return Answer(
+        text="\n\n".join(parts),
+        thinking=thinking,
+        error=rule.error,
+        delay_ms=rule.delay_ms,
+        action=rule.action,
+        rule=index,
+    )

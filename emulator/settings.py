@@ -1,0 +1,192 @@
+"""Runs in the emulator: every behaviour knob, read once from LINGMA_EMULATOR_* at start.
+
+SCRIPT=FILE            scripted replies/faults, JSON {"rules": [...]} (see scripts.py)
+USERS=u:p,...          accounts the login page accepts (default demo:demo)
+FIRST_TOKEN_MS, TOKENS_PER_S (0 = instant), REPLY_TOKENS, INSTANT_CHUNKS   pacing
+RECORD=FILE            one JSON line per chat request received
+STARTUP_DELAY_MS       delay before listening and writing .info.json
+PUSH_AS_NOTIFICATION=1 pushes without ids      STRICT_ACK=1  stall until each push is acked
+NO_ACP=1               session/* → -32601      EXTENSION_REGISTER=1  request right after connect
+FRAME_MODE=single|coalesce|split               UNFRAMED=ignore|close
+THINK_STYLE=fence|event                        ACP_FULL_ANSWER=1  fill chat_finish.fullAnswer
+TITLE_BEFORE_STEP_END=1, ONE_ASK_PER_CONNECTION=1, LOGIN_BASE=URL, NONCE_TTL_S, MODELS=FILE,
+LIMIT_TOKENS, IPC=0, VERSION, LOG_LEVEL=debug|info|warning
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+PREFIX = "LINGMA_EMULATOR_"
+EMULATOR_NAME = "lingma-emulator"
+DEFAULT_VERSION = "2.11.1-emulator"
+DEFAULT_USERS = "demo:demo"
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class FrameMode(StrEnum):
+    """How outgoing messages map onto WebSocket frames (to exercise client buffering)."""
+
+    SINGLE = "single"  # one framed message per frame, like the real runtime
+    COALESCE = "coalesce"  # everything queued at once goes out in one frame
+    SPLIT = "split"  # every message is cut into two frames
+
+
+class UnframedPolicy(StrEnum):
+    """What to do with a message that lacks the Content-Length header."""
+
+    IGNORE = "ignore"  # log `Unknown message header` and drop it (real runtime)
+    CLOSE = "close"  # drop the connection
+
+
+class ThinkStyle(StrEnum):
+    """How legacy chat/ask carries reasoning text."""
+
+    FENCE = "fence"  # inside chat/answer between ````think:: fences (QoderCN)
+    EVENT = "event"  # separate chat/think pushes (JetBrains plugin class)
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+
+
+class SettingsError(ValueError):
+    """An environment knob has a value we cannot use."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Knobs:
+    version: str = DEFAULT_VERSION
+    script_path: Path | None = None
+    users: Mapping[str, str]
+    first_token_ms: int = 0
+    tokens_per_s: float = 0.0
+    reply_tokens: int = 0
+    instant_chunks: int = 3
+    record_path: Path | None = None
+    startup_delay_ms: int = 0
+    push_as_notification: bool = False
+    strict_ack: bool = False
+    no_acp: bool = False
+    extension_register: bool = False
+    frame_mode: FrameMode = FrameMode.SINGLE
+    unframed: UnframedPolicy = UnframedPolicy.IGNORE
+    think_style: ThinkStyle = ThinkStyle.FENCE
+    acp_full_answer: bool = False
+    title_before_step_end: bool = False
+    one_ask_per_connection: bool = False
+    login_base: str = ""
+    nonce_ttl_s: float = 600.0
+    models_path: Path | None = None
+    limit_tokens: int = 128_000
+    ipc: bool = True
+    log_level: str = "INFO"  # DEBUG adds one line per request (costly under benchmark load)
+
+
+def _text(env: Mapping[str, str], name: str) -> str:
+    return env.get(PREFIX + name, "").strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, high: int = 10**9) -> int:
+    raw = _text(env, name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}={raw!r} is not an integer") from None
+    if not 0 <= value <= high:
+        raise SettingsError(f"{PREFIX}{name}={value} is outside 0..{high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _text(env, name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise SettingsError(f"{PREFIX}{name}={value} must not be negative")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool = False) -> bool:
+    raw = _text(env, name).lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{PREFIX}{name}={raw!r} is not a boolean (use 1 or 0)")
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = _text(env, name)
+    return Path(raw) if raw else None
+
+
+def _choice(env: Mapping[str, str], name: str, enum: type[E], default: E) -> E:
+    raw = _text(env, name).lower()
+    if not raw:
+        return default
+    try:
+        return enum(raw)
+    except ValueError:
+        options = ", ".join(member.value for member in enum)
+        raise SettingsError(f"{PREFIX}{name}={raw!r}: expected one of {options}") from None
+
+
+def parse_users(raw: str) -> dict[str, str]:
+    """`user:pass,user2:pass2` → mapping; the password may itself contain ':'."""
+    users: dict[str, str] = {}
+    for entry in raw.split(","):
+        if not entry.strip():
+            continue
+        name, sep, password = entry.strip().partition(":")
+        if not sep or not name:
+            raise SettingsError(f"{PREFIX}USERS entry {entry!r} is not user:password")
+        users[name] = password
+    return users
+
+
+def knobs_from_env(env: Mapping[str, str] | None = None) -> Knobs:
+    env = os.environ if env is None else env
+    return Knobs(
+        version=_text(env, "VERSION") or DEFAULT_VERSION,
+        script_path=_path(env, "SCRIPT"),
+        users=parse_users(_text(env, "USERS") or DEFAULT_USERS),
+        first_token_ms=_int(env, "FIRST_TOKEN_MS", 0),
+        tokens_per_s=_float(env, "TOKENS_PER_S", 0.0),
+        reply_tokens=_int(env, "REPLY_TOKENS", 0, high=1_000_000),
+        instant_chunks=max(1, _int(env, "INSTANT_CHUNKS", 3, high=1000)),
+        record_path=_path(env, "RECORD"),
+        startup_delay_ms=_int(env, "STARTUP_DELAY_MS", 0, high=60_000),
+        push_as_notification=_flag(env, "PUSH_AS_NOTIFICATION"),
+        strict_ack=_flag(env, "STRICT_ACK"),
+        no_acp=_flag(env, "NO_ACP"),
+        extension_register=_flag(env, "EXTENSION_REGISTER"),
+        frame_mode=_choice(env, "FRAME_MODE", FrameMode, FrameMode.SINGLE),
+        unframed=_choice(env, "UNFRAMED", UnframedPolicy, UnframedPolicy.IGNORE),
+        think_style=_choice(env, "THINK_STYLE", ThinkStyle, ThinkStyle.FENCE),
+        acp_full_answer=_flag(env, "ACP_FULL_ANSWER"),
+        title_before_step_end=_flag(env, "TITLE_BEFORE_STEP_END"),
+        one_ask_per_connection=_flag(env, "ONE_ASK_PER_CONNECTION"),
+        login_base=_text(env, "LOGIN_BASE").rstrip("/"),
+        nonce_ttl_s=_float(env, "NONCE_TTL_S", 600.0),
+        models_path=_path(env, "MODELS"),
+        limit_tokens=_int(env, "LIMIT_TOKENS", 128_000),
+        ipc=_flag(env, "IPC", default=True),
+        log_level=_choice(env, "LOG_LEVEL", LogLevel, LogLevel.INFO).upper(),
+    )
