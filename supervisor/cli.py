@@ -1,0 +1,258 @@
+"""Runs in the `lingma-gw` command: argument parsing and the subcommands.
+
+Imports stay light at module level: spawned children import this module as their `__main__`
+stand-in (multiprocessing's spawn start method re-imports the parent's main script), so the
+heavy supervisor modules are imported inside the subcommands that need them.
+
+Exit codes: 0 success; 1 the supervisor refused the request (or `status`: degraded, or
+`serve`: another instance already runs on that runtime dir);
+3 not running; 4 status unknown (permission denied, timeout, bad reply); 78 bad config
+(EX_CONFIG, from `serve` and `check-config`; also `serve` when its runtime/state directory is
+unusable or no front can listen at all);
+130 a forced stop (second Ctrl-C).
+"""
+
+# ruff: noqa: PLC0415 - deliberate function-level imports, see the module docstring
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_NOT_RUNNING = 3
+EXIT_UNKNOWN = 4
+EXIT_BAD_CONFIG = 78
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    result: int = args.handler(args)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lingma-gw",
+        description="OpenAI/Anthropic-compatible gateway over Tongyi Lingma accounts.",
+    )
+    parser.add_argument("--version", action="version", version=f"lingma-gw {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gateway in the foreground (systemd ExecStart)")
+    serve.add_argument("--config", required=True, metavar="FILE", help="the TOML config file")
+    serve.set_defaults(handler=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("--config", required=True, metavar="FILE")
+    check.set_defaults(handler=cmd_check_config)
+
+    control = argparse.ArgumentParser(add_help=False)
+    control.add_argument("--socket", metavar="PATH", help="the control socket")
+    control.add_argument("--config", metavar="FILE", help="find the socket via this config")
+    control.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+
+    status = sub.add_parser("status", parents=[control], help="show every worker and front")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=cmd_status)
+    reload = sub.add_parser("reload", parents=[control], help="re-read the config (like SIGHUP)")
+    reload.set_defaults(handler=cmd_reload)
+    for name, handler, text in (
+        ("restart-worker", cmd_restart_worker, "restart one account's worker, clearing cooldown"),
+        ("login", cmd_login, "start the login of one account (auto-login or a manual URL)"),
+        ("export-session", cmd_export_session, "print one account's session bundle (base64)"),
+    ):
+        command = sub.add_parser(name, parents=[control], help=text)
+        command.add_argument("name", metavar="NAME", help="the account name")
+        command.set_defaults(handler=handler)
+    return parser
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("lingma-gw")
+    except metadata.PackageNotFoundError:  # pragma: no cover
+        return "0+unknown"
+
+
+# --------------------------------------------------------------------------- serve & config
+
+
+def _load(path: str) -> Any:
+    from supervisor.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"lingma-gw: bad config: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from supervisor.config import config_warnings, describe
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    summary = describe(config)
+    names = ", ".join(a["name"] for a in summary["accounts"])
+    print(f"{args.config}: OK")
+    print(f"  listen {summary['listen']} with {summary['fronts']} front(s), accounts: {names}")
+    print(f"  runtime_dir {summary['runtime_dir']}, state_dir {summary['state_dir']}")
+    for warning in config_warnings(config):
+        print(f"  warning: {warning}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvloop
+
+    from protocol.logs import configure_logging
+    from supervisor.config import config_warnings
+    from supervisor.console import Console
+    from supervisor.envconfig import SECRET_VARIABLES
+    from supervisor.supervisor import AlreadyRunning, CannotStart, Supervisor
+    from supervisor.systemd import Notifier
+
+    environ = dict(os.environ)  # kept for reloads, before secrets leave our environment
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    os.umask(0o077)  # state dirs, sockets and logs of accounts are private to the service
+    configure_logging("supervisor", config.server.log_level)
+    for warning in config_warnings(config):
+        logging.getLogger("supervisor").warning("%s", warning)
+    for variable in SECRET_VARIABLES:
+        os.environ.pop(variable, None)  # children get their secrets from their spec only
+    supervisor = Supervisor(
+        config,
+        os.path.abspath(args.config),
+        environ,
+        Notifier(),
+        Console(config.server.progress),
+    )
+    try:
+        result: int = uvloop.run(supervisor.serve())
+    except AlreadyRunning as exc:
+        print(f"lingma-gw: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except CannotStart as exc:
+        print(f"lingma-gw: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return result
+
+
+# --------------------------------------------------------------------------- control commands
+
+
+def _socket(args: argparse.Namespace) -> str:
+    from supervisor.control import socket_path
+
+    runtime_dir = None
+    if args.config and not args.socket:
+        config = _load(args.config)
+        if config is None:
+            raise SystemExit(EXIT_BAD_CONFIG)
+        runtime_dir = config.server.runtime_dir
+    return socket_path(args.socket, runtime_dir, dict(os.environ))
+
+
+def _ask(args: argparse.Namespace, message: Any) -> Any:
+    """Send one request; on failure print why and raise SystemExit with the LSB code."""
+    import asyncio
+
+    from supervisor.control import ControlUnavailable, Unreachable, request
+
+    path = _socket(args)
+    try:
+        return asyncio.run(request(path, message, timeout=args.timeout))
+    except ControlUnavailable as exc:
+        print(f"lingma-gw: {exc}", file=sys.stderr)
+        not_running = exc.kind in (Unreachable.MISSING, Unreachable.REFUSED)
+        raise SystemExit(EXIT_NOT_RUNNING if not_running else EXIT_UNKNOWN) from None
+
+
+def _refused(reply: Any) -> int:
+    print(f"lingma-gw: {reply.code.value}: {reply.message}", file=sys.stderr)
+    return EXIT_REFUSED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from protocol.messages import ControlError, StatusQuery, StatusReply
+    from supervisor import status_view
+
+    try:
+        reply = _ask(args, StatusQuery())
+    except SystemExit as exit_:
+        if args.json:
+            print('{"running": false}')
+        raise exit_ from None
+    if isinstance(reply, ControlError):
+        return _refused(reply)
+    if not isinstance(reply, StatusReply):
+        print(f"lingma-gw: unexpected reply {type(reply).__name__}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    if args.json:
+        print(msgspec.json.format(msgspec.json.encode(reply), indent=2).decode())
+    else:
+        print(status_view.render(reply, color=sys.stdout.isatty() and not os.getenv("NO_COLOR")))
+    return status_view.exit_code(reply)
+
+
+def _simple(args: argparse.Namespace, message: Any) -> int:
+    from protocol.messages import ControlOk
+
+    reply = _ask(args, message)
+    if not isinstance(reply, ControlOk):
+        return _refused(reply)
+    print(reply.message)
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from protocol.messages import ReloadRequest
+
+    return _simple(args, ReloadRequest())
+
+
+def cmd_restart_worker(args: argparse.Namespace) -> int:
+    from protocol.messages import RestartWorker
+
+    return _simple(args, RestartWorker(name=args.name))
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from protocol.messages import ControlOk, LoginRequest
+
+    reply = _ask(args, LoginRequest(name=args.name))
+    if not isinstance(reply, ControlOk):
+        return _refused(reply)
+    data = reply.data
+    print(f"{args.name}: login {data.get('login')}, auto-login {data.get('auto_login')}")
+    if data.get("url"):
+        print(f"open this URL in a browser to log in:\n{data['url']}")
+    return EXIT_OK
+
+
+def cmd_export_session(args: argparse.Namespace) -> int:
+    from protocol.messages import ControlOk, ExportSessionRequest
+
+    reply = _ask(args, ExportSessionRequest(name=args.name))
+    if not isinstance(reply, ControlOk):
+        return _refused(reply)
+    # The bundle alone on stdout so `> bundle.b64` captures exactly it; the note to stderr.
+    print(reply.data.get("bundle_b64", ""))
+    print(f"lingma-gw: {reply.message}", file=sys.stderr)
+    return EXIT_OK

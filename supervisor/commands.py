@@ -1,0 +1,196 @@
+"""Runs in the supervisor: what each control-socket request does (status, reload, restart, ...).
+
+Account-level requests (login, export-session) are forwarded to that account's worker over
+its socket and its reply translated into a `ControlOk` / `ControlError`; secrets in those
+replies (the session bundle) go back to the caller only, never into a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from protocol.framing import FrameError
+from protocol.messages import (
+    ControlError,
+    ControlOk,
+    ControlReply,
+    ErrorCode,
+    ExportSessionRequest,
+    Failure,
+    LoginInfo,
+    LoginRequest,
+    LoginStart,
+    LoginState,
+    MetricsReply,
+    MetricsRequest,
+    ReloadRequest,
+    RestartWorker,
+    SessionBundle,
+    SessionExport,
+    StatsRequest,
+    StatusQuery,
+    StatusReply,
+    WorkerStats,
+    WorkerStatus,
+)
+from supervisor.handle import NotConnected, ProcessHandle
+from supervisor.procfacts import FactsSampler
+
+if TYPE_CHECKING:
+    from supervisor.supervisor import Supervisor
+
+FORWARD_TIMEOUT_S = 30.0
+METRICS_MAX_AGE_S = 1.0
+
+
+def version() -> str:
+    try:
+        return metadata.version("lingma-gw")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+class Commands:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._sup = supervisor
+        self._sampler = FactsSampler()  # its own: cpu_percent is "since my last look"
+
+    async def handle(self, request: Any) -> ControlReply:  # noqa: PLR0911 - one per request
+        match request:
+            case StatusQuery():
+                return self.status()
+            case ReloadRequest():
+                return await self._sup.reloader.reload()
+            case RestartWorker(name=name):
+                return self.restart(name)
+            case LoginRequest(name=name):
+                return await self._forward(name, LoginStart, _login_reply)
+            case ExportSessionRequest(name=name):
+                return await self._forward(name, SessionExport, _bundle_reply)
+            case StatsRequest():
+                await self._sup.metrics.refresh(METRICS_MAX_AGE_S)
+                return self.stats()
+            case MetricsRequest():
+                await self._sup.metrics.refresh(METRICS_MAX_AGE_S)
+                return MetricsReply(text=self._sup.metrics.render())
+        return ControlError(code=ErrorCode.UNSUPPORTED, message="unknown control request")
+
+    def _worker(self, name: str) -> ProcessHandle | ControlError:
+        handle = self._sup.workers.get(name)
+        if handle is None:
+            known = ", ".join(sorted(self._sup.workers)) or "none"
+            return ControlError(
+                code=ErrorCode.NOT_FOUND, message=f"no account named {name!r} (accounts: {known})"
+            )
+        return handle
+
+    def restart(self, name: str) -> ControlReply:
+        handle = self._worker(name)
+        if isinstance(handle, ControlError):
+            return handle
+        was = handle.state.value
+        if not handle.request_restart(self._sup.config.server.grace_period_s):
+            return ControlError(code=ErrorCode.UNAVAILABLE, message="shutting down")
+        # A fresh worker process starts with no upstream cooldown: restarting clears it.
+        return ControlOk(message=f"restarting worker {name} (was {was})")
+
+    async def _forward(self, name: str, request: Any, translate: Any) -> ControlReply:
+        handle = self._worker(name)
+        if isinstance(handle, ControlError):
+            return handle
+        try:
+            reply = await handle.call(lambda i: request(id=i), timeout=FORWARD_TIMEOUT_S)
+        except NotConnected as exc:
+            return ControlError(code=ErrorCode.UNAVAILABLE, message=str(exc))
+        except (FrameError, OSError, TimeoutError) as exc:
+            return ControlError(
+                code=ErrorCode.UNAVAILABLE, message=f"worker {name} did not answer: {exc!r}"
+            )
+        if isinstance(reply, Failure):
+            return ControlError(code=reply.code, message=reply.message)
+        result: ControlReply = translate(reply)
+        return result
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> StatusReply:
+        sup = self._sup
+        return StatusReply(
+            version=version(),
+            pid=os.getpid(),
+            uptime_s=time.time() - sup.started_at,
+            listen=sup.config.server.listen,
+            workers=[self._row(h) for h in sup.workers.values()],
+            fronts=[self._row(h) for h in sup.fronts],
+        )
+
+    def _row(self, handle: ProcessHandle) -> WorkerStatus:
+        pid = handle.pid
+        pong = handle.last_pong if pid else None
+        stats = pong.stats if pong is not None else WorkerStats()
+        own = self._sampler.sample(pid)
+        binary = self._sampler.sample(pong.binary_pid if pong is not None else None)
+        return WorkerStatus(
+            name=handle.name,
+            kind=handle.kind,
+            state=handle.state,
+            login=pong.login if pong is not None else LoginState.UNKNOWN,
+            pid=pid,
+            binary_pid=pong.binary_pid if pong is not None else None,
+            uptime_s=time.time() - handle.started_at if pid else 0.0,
+            restarts=handle.restarts,
+            generation=handle.generation,
+            in_flight=stats.in_flight,
+            queued=stats.queued,
+            sessions=stats.sessions,
+            rss_bytes=own.rss_bytes + binary.rss_bytes,
+            cpu_percent=own.cpu_percent + binary.cpu_percent,
+            models=pong.models if pong is not None else 0,
+            cooldown_s=max(0.0, pong.cooldown_until - time.time()) if pong is not None else 0.0,
+            last_exit=handle.last_exit,
+        )
+
+    def stats(self) -> ControlOk:
+        sup = self._sup
+        data = {
+            kind: {
+                h.name: msgspec.to_builtins(h.last_stats.stats)
+                for h in handles
+                if h.last_stats is not None
+            }
+            for kind, handles in (("workers", sup.workers.values()), ("fronts", sup.fronts))
+        }
+        return ControlOk(message="stats", data=data)
+
+
+def _login_reply(reply: Any) -> ControlReply:
+    if not isinstance(reply, LoginInfo):
+        return ControlError(code=ErrorCode.INTERNAL, message=f"unexpected {type(reply).__name__}")
+    return ControlOk(
+        message=reply.message or f"{reply.account}: {reply.login.value}",
+        data={
+            "account": reply.account,
+            "login": reply.login.value,
+            "auto_login": reply.auto_login,
+            "url": reply.url,
+            "user": reply.user,
+        },
+    )
+
+
+def _bundle_reply(reply: Any) -> ControlReply:
+    if not isinstance(reply, SessionBundle):
+        return ControlError(code=ErrorCode.INTERNAL, message=f"unexpected {type(reply).__name__}")
+    return ControlOk(
+        message=f"exported {reply.raw_bytes} bytes from {reply.account}",
+        data={
+            "account": reply.account,
+            "raw_bytes": reply.raw_bytes,
+            "bundle_b64": reply.bundle_b64,
+        },
+    )

@@ -1,0 +1,212 @@
+"""Runs in the supervisor: SIGHUP / `lingma-gw reload` - re-read the config and converge on it.
+
+Added accounts get a worker at once; removed ones drain. A changed account (or front) gets a
+replacement that must become READY before the old one drains, so nothing stops serving; if
+the replacement cannot get READY (FATAL, or not within its login budget) the old one stays.
+Fronts keep the listening port open throughout: they learn the new worker set through
+WorkersUpdate, and are only replaced when their own settings (listen, keys, limits) changed,
+each replacement binding the port (SO_REUSEPORT) before the old front stops listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from protocol.messages import ControlError, ControlOk, ErrorCode, WorkerState
+from supervisor.config import Config, ConfigError, load_config
+from supervisor.handle import ProcessHandle
+from supervisor.specs import front_spec, spec_changed, worker_specs
+
+if TYPE_CHECKING:
+    from supervisor.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+S = WorkerState
+SETTLED = frozenset({S.READY, S.FATAL, S.EXITED})
+# Settings a running supervisor cannot move: its sockets and children's state live there.
+FIXED_KEYS = ("runtime_dir", "state_dir")
+
+
+@dataclass
+class ReloadPlan:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    fronts_changed: bool = False
+    fronts_added: list[int] = field(default_factory=list)
+    fronts_removed: list[int] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [
+            f"{label} {', '.join(names)}"
+            for label, names in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("replacing", self.changed),
+            )
+            if names
+        ]
+        if self.fronts_changed:
+            parts.append("replacing fronts")
+        if self.fronts_added or self.fronts_removed:
+            parts.append(f"fronts +{len(self.fronts_added)} -{len(self.fronts_removed)}")
+        return "; ".join(parts) or "no changes"
+
+
+def plan_reload(old: Config, new: Config) -> ReloadPlan:
+    """What must change to go from `old` to `new` (a pure function of the two configs)."""
+    old_specs, new_specs = worker_specs(old), worker_specs(new)
+    plan = ReloadPlan(
+        added=[name for name in new_specs if name not in old_specs],
+        removed=[name for name in old_specs if name not in new_specs],
+        changed=[
+            name
+            for name, spec in new_specs.items()
+            if name in old_specs and spec_changed(old_specs[name], spec)
+        ],
+    )
+    plan.fronts_changed = spec_changed(front_spec(old, 0, "", []), front_spec(new, 0, "", []))
+    plan.fronts_added = list(range(old.server.fronts, new.server.fronts))
+    plan.fronts_removed = list(range(new.server.fronts, old.server.fronts))
+    return plan
+
+
+class Reloader:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._sup = supervisor
+        self._lock = asyncio.Lock()
+        self._replacements: dict[str, tuple[ProcessHandle, asyncio.Task[None]]] = {}
+
+    def pending(self) -> list[ProcessHandle]:
+        return [handle for handle, _ in self._replacements.values()]
+
+    async def reload(self) -> ControlOk | ControlError:
+        sup = self._sup
+        async with self._lock:
+            if sup.shutting_down:
+                return ControlError(code=ErrorCode.UNAVAILABLE, message="shutting down")
+            try:
+                new = load_config(sup.config_path, environ=sup.environ)
+            except ConfigError as exc:
+                log.error("config not reloaded: %s", exc)  # noqa: TRY400 - no traceback wanted
+                return ControlError(code=ErrorCode.BAD_REQUEST, message=f"not reloaded: {exc}")
+            for key in FIXED_KEYS:
+                if getattr(new.server, key) != getattr(sup.config.server, key):
+                    message = f"not reloaded: server.{key} cannot change while running (restart)"
+                    log.error("%s", message)
+                    return ControlError(code=ErrorCode.BAD_REQUEST, message=message)
+            sup.notifier.reloading()
+            plan = plan_reload(sup.config, new)
+            sup.config = new
+            self._apply(plan, new)
+            sup.notifier.ready(f"reloaded: {plan.summary()}")
+            log.info("reload: %s", plan.summary())
+            sup.console.line(f"reloaded {sup.config_path}: {plan.summary()}")
+            return ControlOk(
+                message=plan.summary(), data=msgspec.structs.asdict(_plan_struct(plan))
+            )
+
+    def _apply(self, plan: ReloadPlan, config: Config) -> None:
+        sup = self._sup
+        accounts = {account.name: account for account in config.accounts}
+        for name in plan.removed:
+            self._cancel_replacement(f"w/{name}")
+            sup.retire(sup.workers.pop(name))
+        for name in plan.added:
+            handle = sup.workers[name] = sup.new_worker(accounts[name])
+            handle.start()
+        for name in plan.changed:
+            self._replace(f"w/{name}", sup.new_worker(accounts[name]))
+        for index in plan.fronts_removed:
+            sup.retire(sup.fronts.pop())
+            self._cancel_replacement(f"f/{index}")
+        for index in plan.fronts_added:
+            handle = sup.new_front(index)
+            sup.fronts.append(handle)
+            handle.start()
+        if plan.fronts_changed:
+            kept = len(sup.fronts) - len(plan.fronts_added)
+            for index in range(kept):
+                self._replace(f"f/{index}", sup.new_front(index))
+        sup.mark_workers_changed()
+
+    def _replace(self, key: str, new: ProcessHandle) -> None:
+        self._cancel_replacement(key)
+        new.start()
+        task = asyncio.create_task(self._swap_when_ready(key, new), name=f"replace-{key}")
+        self._replacements[key] = (new, task)
+
+    def _cancel_replacement(self, key: str) -> None:
+        entry = self._replacements.pop(key, None)
+        if entry is not None:
+            entry[1].cancel()
+
+    async def _swap_when_ready(self, key: str, new: ProcessHandle) -> None:
+        sup = self._sup
+        budget = sup.config.lingma.startup_timeout_s + sup.config.browser.login_timeout_s + 30
+        deadline = asyncio.get_running_loop().time() + budget
+        swapped = False
+        try:
+            # Wait while the old child serves and the new one is still on its way; an old
+            # child that is not serving anyway (backoff, FATAL, logged out) is replaced at once.
+            while (
+                new.state not in SETTLED
+                and self._current(key).state == S.READY
+                and asyncio.get_running_loop().time() < deadline
+            ):
+                await new.wait_for_state(SETTLED, 0.5)
+            old = self._current(key)
+            if new.state in (S.FATAL, S.EXITED) or (new.state != S.READY and old.state == S.READY):
+                log.error("%s: replacement is %s: keeping the old one", key, new.state.value)
+                return
+            kind, _, name = key.partition("/")
+            if kind == "w":
+                sup.workers[name] = new
+            else:
+                sup.fronts[int(name)] = new
+            swapped = True
+            sup.mark_workers_changed()
+            sup.retire(old)
+        finally:
+            entry = self._replacements.get(key)
+            if entry is not None and entry[0] is new:
+                del self._replacements[key]
+            if not swapped:
+                sup.retire(new)
+
+    def _current(self, key: str) -> ProcessHandle:
+        """The routed handle a replacement keyed 'w/<account>' or 'f/<index>' would replace."""
+        kind, _, name = key.partition("/")
+        return self._sup.workers[name] if kind == "w" else self._sup.fronts[int(name)]
+
+    async def cancel(self) -> None:
+        """At shutdown: abandon replacements in flight (their new children are retired)."""
+        tasks = [task for _, task in self._replacements.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class PlanData(msgspec.Struct, frozen=True, kw_only=True):
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    fronts_changed: bool
+
+
+def _plan_struct(plan: ReloadPlan) -> PlanData:
+    return PlanData(
+        added=plan.added,
+        removed=plan.removed,
+        changed=plan.changed,
+        fronts_changed=plan.fronts_changed,
+    )

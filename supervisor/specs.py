@@ -1,0 +1,115 @@
+"""Runs in the supervisor: turns the config into the spec Struct each child is started with.
+
+Children never read the config; everything a front or worker needs (paths, limits, secrets)
+travels in its `FrontSpec` / `WorkerSpec`. `spec_changed` decides on reload whether a running
+child can keep going or must be replaced.
+"""
+
+from __future__ import annotations
+
+import os
+
+import msgspec
+
+from protocol.messages import FrontSpec, LoginSpec, WorkerRef, WorkerSpec
+from supervisor.config import AccountConfig, Config
+
+
+def worker_socket_path(config: Config, name: str, serial: int = 0) -> str:
+    suffix = f".{serial}" if serial else ""
+    return os.path.join(config.server.runtime_dir, f"worker-{name}{suffix}.sock")
+
+
+def front_socket_path(config: Config, index: int, serial: int = 0) -> str:
+    suffix = f".{serial}" if serial else ""
+    return os.path.join(config.server.runtime_dir, f"front-{index}{suffix}.sock")
+
+
+def worker_spec(config: Config, account: AccountConfig, socket_path: str) -> WorkerSpec:
+    lingma, browser, sessions = config.lingma, config.browser, config.sessions
+    auto_login = browser.auto_login if account.auto_login is None else account.auto_login
+    return WorkerSpec(
+        name=account.name,
+        socket_path=socket_path,
+        binary=config.account_binary(account),
+        binary_args=list(
+            lingma.binary_args if account.binary_args is None else account.binary_args
+        ),
+        binary_env={**lingma.env, **account.env},
+        work_dir=config.work_dir(account.name),
+        startup_timeout_s=lingma.startup_timeout_s,
+        rpc_timeout_s=lingma.rpc_timeout_s,
+        request_timeout_s=config.limits.request_timeout_s,
+        default_model=lingma.default_model,
+        default_ask_mode=lingma.default_ask_mode,
+        chat_flow=lingma.chat_flow,
+        model_aliases=dict(config.models.aliases),
+        session_reuse=sessions.reuse,
+        session_cache_ttl_s=sessions.ttl_s,
+        session_cache_max_entries=sessions.max_entries,
+        max_concurrency=account.max_concurrency,
+        queue_timeout_s=config.limits.queue_timeout_s,
+        cooldown_s=lingma.cooldown_s,
+        dedicated_domain_url=lingma.dedicated_domain_url,
+        login=LoginSpec(
+            username=account.username,
+            password=account.password,
+            auto_login=auto_login,
+            headless=browser.headless,
+            timeout_s=browser.login_timeout_s,
+            max_retry=browser.login_max_retry,
+            executable_path=browser.executable_path,
+            session_bundle_b64=account.session_bundle,
+        ),
+        log_level=config.server.log_level,
+    )
+
+
+def front_spec(config: Config, index: int, socket_path: str, workers: list[WorkerRef]) -> FrontSpec:
+    auth, limits = config.auth, config.limits
+    return FrontSpec(
+        index=index,
+        host=config.host,
+        port=config.port,
+        # Always on: a replacement front (reload with new keys or limits) binds the port
+        # before the old one stops listening, so the port never closes.
+        reuse_port=True,
+        socket_path=socket_path,
+        control_socket=config.control_socket,
+        workers=workers,
+        api_keys=list(auth.api_keys),
+        admin_token=auth.admin_token,
+        metrics_token=auth.metrics_token,
+        metrics_public=auth.metrics_public,
+        max_in_flight=limits.max_in_flight,
+        per_worker_max_in_flight=limits.per_worker_max_in_flight,
+        queue_timeout_s=limits.queue_timeout_s,
+        request_timeout_s=limits.request_timeout_s,
+        max_body_bytes=limits.max_body_bytes,
+        default_model=config.lingma.default_model,
+        model_aliases=dict(config.models.aliases),
+        ping_interval_s=config.server.ping_interval_s,
+        log_level=config.server.log_level,
+        access_log=config.server.access_log,
+    )
+
+
+def worker_specs(config: Config) -> dict[str, WorkerSpec]:
+    """Every account's spec with a placeholder socket path, for comparing two configs."""
+    return {account.name: worker_spec(config, account, "") for account in config.accounts}
+
+
+def spec_changed(old: msgspec.Struct, new: msgspec.Struct) -> bool:
+    """True when a child started with `old` must be replaced to run with `new`.
+
+    Socket paths and the front's initial worker list are where the supervisor put things,
+    not settings: WorkersUpdate keeps a front's worker list current without a restart.
+    """
+    ignore: dict[str, object] = {"socket_path": "", "workers": []}
+    old_fields = {**msgspec.structs.asdict(old), **_present(old, ignore)}
+    new_fields = {**msgspec.structs.asdict(new), **_present(new, ignore)}
+    return old_fields != new_fields
+
+
+def _present(struct: msgspec.Struct, ignore: dict[str, object]) -> dict[str, object]:
+    return {key: value for key, value in ignore.items() if key in struct.__struct_fields__}

@@ -1,0 +1,130 @@
+"""Runs in the `lingma-gw` CLI: renders a StatusReply like `systemctl status`, and its exit code.
+
+Exit codes follow LSB `status` conventions where they exist:
+  0  running, every worker and front READY
+  1  running but degraded (some account not READY: logging in, cooling down, backoff, FATAL)
+  3  not running (no control socket, or nothing listening on it)
+  4  status unknown (permission denied, timeout, unexpected reply)
+"""
+
+from __future__ import annotations
+
+from protocol.messages import StatusReply, WorkerState, WorkerStatus
+
+EXIT_OK = 0
+EXIT_DEGRADED = 1
+EXIT_NOT_RUNNING = 3
+EXIT_UNKNOWN = 4
+
+_RESET = "\033[0m"
+_COLORS = {
+    WorkerState.READY: "\033[32m",  # green
+    WorkerState.DEGRADED: "\033[33m",  # yellow
+    WorkerState.STARTING: "\033[36m",  # cyan
+    WorkerState.BACKOFF: "\033[33m",
+    WorkerState.STOPPING: "\033[36m",
+    WorkerState.EXITED: "\033[90m",  # grey
+    WorkerState.FATAL: "\033[31m",  # red
+}
+_BOLD = "\033[1m"
+
+WORKER_COLUMNS = (
+    "ACCOUNT", "STATE", "LOGIN", "PID", "BINARY PID", "UPTIME", "RESTARTS",
+    "IN-FLIGHT", "SESSIONS", "RSS", "CPU", "MODELS",
+)  # fmt: skip
+FRONT_COLUMNS = ("FRONT", "STATE", "PID", "UPTIME", "RESTARTS", "IN-FLIGHT", "RSS", "CPU")
+
+
+def exit_code(reply: StatusReply) -> int:
+    rows = [*reply.workers, *reply.fronts]
+    if reply.workers and all(row.state == WorkerState.READY for row in rows):
+        return EXIT_OK
+    return EXIT_DEGRADED
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "K", "M", "G"):
+        if value < 1024 or unit == "G":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}G"  # pragma: no cover - the loop always returns
+
+
+def human_duration(seconds: float) -> str:
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _paint(text: str, state: WorkerState, color: bool) -> str:
+    return f"{_COLORS[state]}{text}{_RESET}" if color else text
+
+
+def _worker_cells(row: WorkerStatus) -> list[str]:
+    state = row.state.value + (f" ({row.cooldown_s:.0f}s cooldown)" if row.cooldown_s > 0 else "")
+    return [
+        row.name, state, row.login.value, _opt(row.pid), _opt(row.binary_pid),
+        human_duration(row.uptime_s) if row.pid else "-", str(row.restarts),
+        str(row.in_flight), str(row.sessions), human_bytes(row.rss_bytes) if row.pid else "-",
+        f"{row.cpu_percent:.1f}%" if row.pid else "-", str(row.models),
+    ]  # fmt: skip
+
+
+def _front_cells(row: WorkerStatus) -> list[str]:
+    return [
+        row.name, row.state.value, _opt(row.pid),
+        human_duration(row.uptime_s) if row.pid else "-", str(row.restarts), str(row.in_flight),
+        human_bytes(row.rss_bytes) if row.pid else "-",
+        f"{row.cpu_percent:.1f}%" if row.pid else "-",
+    ]  # fmt: skip
+
+
+def _opt(value: int | None) -> str:
+    return str(value) if value else "-"
+
+
+def _table(
+    header: tuple[str, ...], rows: list[WorkerStatus], cells: list[list[str]], color: bool
+) -> list[str]:
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    for row, row_cells in zip(rows, cells, strict=True):
+        padded = [c.ljust(w) for c, w in zip(row_cells, widths, strict=True)]
+        padded[1] = _paint(padded[1], row.state, color)
+        lines.append("  ".join(padded).rstrip())
+    if color:
+        lines[0] = f"{_BOLD}{lines[0]}{_RESET}"
+    return lines
+
+
+def render(reply: StatusReply, color: bool = False) -> str:
+    ready = sum(1 for w in reply.workers if w.state == WorkerState.READY)
+    degraded = exit_code(reply) != EXIT_OK
+    dot = "●"
+    if color:
+        dot = f"{_COLORS[WorkerState.DEGRADED if degraded else WorkerState.READY]}{dot}{_RESET}"
+    summary = "degraded" if degraded else "running"
+    lines = [
+        f"{dot} lingma-gw {reply.version} - {summary} ({ready}/{len(reply.workers)} accounts "
+        f"ready)",
+        f"   Main PID: {reply.pid}, up {human_duration(reply.uptime_s)}, "
+        f"listening on {reply.listen}",
+        "",
+    ]
+    lines += _table(WORKER_COLUMNS, reply.workers, [_worker_cells(w) for w in reply.workers], color)
+    lines.append("")
+    lines += _table(FRONT_COLUMNS, reply.fronts, [_front_cells(f) for f in reply.fronts], color)
+    problems = [w for w in reply.workers if w.last_exit and w.state != WorkerState.READY]
+    if problems:
+        lines.append("")
+        lines += [f"   {w.name}: last exit: {w.last_exit}" for w in problems]
+    return "\n".join(lines)

@@ -1,0 +1,326 @@
+"""Runs in the supervisor: `lingma-gw serve` - owns every handle, the signals and the main loop.
+
+Signal handlers only record the signal and wake the loop; the loop acts on it:
+TERM/INT drain (fronts first, then workers) and exit 0, a second INT kills everything at once
+(exit 130), HUP reloads the config. The loop also pets the systemd watchdog, says READY=1 once
+every front listens, and pushes the worker set to the fronts whenever it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import signal
+import time
+
+import msgspec
+
+from protocol.framing import FrameError, prepare_socket_dir
+from protocol.messages import (
+    FrontReply,
+    FrontSpec,
+    StatusQuery,
+    StatusReply,
+    WorkerRef,
+    WorkerReply,
+    WorkerState,
+    WorkersUpdate,
+)
+from supervisor.commands import Commands
+from supervisor.config import AccountConfig, Config
+from supervisor.console import Console
+from supervisor.control import ControlServer, ControlUnavailable, request
+from supervisor.handle import NotConnected, ProcessHandle, Timings
+from supervisor.metrics import MetricsAggregate
+from supervisor.reload import Reloader
+from supervisor.spawn import FRONT_MODULE, WORKER_MODULE
+from supervisor.specs import front_socket_path, front_spec, worker_socket_path, worker_spec
+from supervisor.systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+S = WorkerState
+EXIT_FORCED = 130
+EXIT_NO_FRONT = 78  # every front exited "cannot start" (e.g. a privileged port): a config issue
+TICK_S = 1.0
+BOOT_TIMEOUT_S = 30.0
+
+
+class AlreadyRunning(RuntimeError):
+    """Another supervisor owns this runtime dir: taking over its sockets would orphan it."""
+
+
+class CannotStart(RuntimeError):
+    """The runtime or state directory cannot be created or used (permissions, read-only)."""
+
+
+async def _answers(control_socket: str) -> bool:
+    try:
+        reply = await request(control_socket, StatusQuery(), timeout=2.0)
+    except ControlUnavailable:
+        return False
+    return isinstance(reply, StatusReply)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str,
+        environ: dict[str, str],
+        notifier: Notifier,
+        console: Console,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.environ = environ  # a copy taken before secrets were scrubbed, for reloads
+        self.notifier = notifier
+        self.console = console
+        self.workers: dict[str, ProcessHandle] = {}  # the routing set, by account name
+        self.fronts: list[ProcessHandle] = []
+        self.retiring: list[ProcessHandle] = []  # replaced or removed, draining
+        self.started_at = time.time()
+        # Which module each kind of child runs (tests substitute stand-ins).
+        self.modules = {"worker": WORKER_MODULE, "front": FRONT_MODULE}
+        self.metrics = MetricsAggregate(self.routed_handles)
+        self.commands = Commands(self)
+        self.reloader = Reloader(self)
+        self.shutting_down = False
+        self._signals: collections.deque[int] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._workers_dirty = False
+        self._ready_notified = False
+        self._exit_code = 0
+        self._last_status = ""
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ views
+
+    def routed_handles(self) -> list[ProcessHandle]:
+        return [*self.fronts, *self.workers.values()]
+
+    def all_handles(self) -> list[ProcessHandle]:
+        return [*self.routed_handles(), *self.retiring, *self.reloader.pending()]
+
+    def worker_refs(self) -> list[WorkerRef]:
+        return [WorkerRef(name=h.name, socket_path=h.socket_path) for h in self.workers.values()]
+
+    def free_socket_path(self, kind: str, key: str | int) -> str:
+        in_use = {h.socket_path for h in self.all_handles()}
+        for serial in range(1000):
+            if kind == "worker":
+                path = worker_socket_path(self.config, str(key), serial)
+            else:
+                path = front_socket_path(self.config, int(key), serial)
+            if path not in in_use:
+                return path
+        raise RuntimeError(f"no free socket path for {kind} {key}")  # pragma: no cover
+
+    # ------------------------------------------------------------------ handles
+
+    def _timings(self) -> Timings:
+        server = self.config.server
+        return Timings(
+            ping_interval_s=server.ping_interval_s,
+            ping_timeout_s=server.ping_timeout_s,
+            boot_timeout_s=BOOT_TIMEOUT_S,
+        )
+
+    def new_worker(self, account: AccountConfig) -> ProcessHandle:
+        path = self.free_socket_path("worker", account.name)
+        spec = worker_spec(self.config, account, path)
+        return ProcessHandle(
+            kind="worker",
+            name=account.name,
+            module=self.modules["worker"],
+            socket_path=path,
+            make_spec=lambda: spec,
+            incoming=WorkerReply,
+            template=msgspec.structs.replace(spec, socket_path=""),
+            timings=self._timings(),
+            on_transition=self._on_transition,
+            on_pong=self.console.on_pong,
+        )
+
+    def new_front(self, index: int) -> ProcessHandle:
+        path = self.free_socket_path("front", index)
+        template: FrontSpec = front_spec(self.config, index, path, [])
+
+        def make_spec() -> FrontSpec:  # the worker set as it is at each (re)spawn
+            return msgspec.structs.replace(template, workers=self.worker_refs())
+
+        return ProcessHandle(
+            kind="front",
+            name=f"front-{index}",
+            module=self.modules["front"],
+            socket_path=path,
+            make_spec=make_spec,
+            incoming=FrontReply,
+            template=msgspec.structs.replace(template, socket_path=""),
+            timings=self._timings(),
+            on_transition=self._on_transition,
+        )
+
+    def _on_transition(
+        self, handle: ProcessHandle, old: WorkerState, new: WorkerState, reason: str
+    ) -> None:
+        self.console.on_transition(handle, old, new, reason)
+        if new == S.READY:
+            self._workers_dirty = True  # a (re)started worker or front: tell the fronts
+        self._wakeup.set()
+
+    def retire(self, handle: ProcessHandle) -> None:
+        """Drain a replaced or removed child in the background."""
+        self.retiring.append(handle)
+        self.spawn_task(self._retire(handle), f"retire-{handle.label}")
+
+    async def _retire(self, handle: ProcessHandle) -> None:
+        try:
+            # Fronts learn the new worker set before the old worker starts refusing chats.
+            await self.broadcast_workers()
+            await handle.stop(self.config.server.grace_period_s)
+        finally:
+            with contextlib.suppress(ValueError):
+                self.retiring.remove(handle)
+
+    def spawn_task(self, coro: collections.abc.Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def mark_workers_changed(self) -> None:
+        self._workers_dirty = True
+        self._wakeup.set()
+
+    # ------------------------------------------------------------------ main
+
+    async def serve(self) -> int:
+        server = self.config.server
+        control = ControlServer(self.config.control_socket, self.commands.handle)
+        try:
+            prepare_socket_dir(server.runtime_dir)
+            os.makedirs(os.path.join(server.state_dir, "accounts"), mode=0o700, exist_ok=True)
+            if await _answers(self.config.control_socket):
+                raise AlreadyRunning(
+                    f"another lingma-gw answers on {self.config.control_socket}: "
+                    "stop it or use another runtime_dir"
+                )
+            await control.start()
+        except OSError as exc:
+            raise CannotStart(
+                f"cannot prepare {server.runtime_dir} / {server.state_dir}: {exc}"
+            ) from exc
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._record_signal, sig)
+        self.notifier.status("starting workers and fronts")
+        try:
+            for account in self.config.accounts:
+                self.workers[account.name] = self.new_worker(account)
+            self.fronts = [self.new_front(i) for i in range(server.fronts)]
+            for handle in self.routed_handles():
+                handle.start()
+            self.spawn_task(self._poll_stats(), "poll-stats")
+            return await self._main_loop()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            for handle in self.all_handles():  # only reached with children alive on a crash
+                handle.force_kill()
+            for task in list(self._background):
+                task.cancel()
+            await control.close()
+            self.notifier.close()
+
+    def _record_signal(self, sig: int) -> None:
+        self._signals.append(sig)
+        self._wakeup.set()
+
+    async def _main_loop(self) -> int:
+        shutdown: asyncio.Task[int] | None = None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_S):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._signals:
+                sig = self._signals.popleft()
+                if sig == signal.SIGHUP and shutdown is None:
+                    log.info("SIGHUP: reloading %s", self.config_path)
+                    self.spawn_task(self._reload_from_signal(), "reload")
+                elif shutdown is None and sig in (signal.SIGTERM, signal.SIGINT):
+                    log.info("%s: draining", signal.Signals(sig).name)
+                    shutdown = asyncio.create_task(self._shutdown())
+                    shutdown.add_done_callback(lambda _: self._wakeup.set())
+                elif sig == signal.SIGINT:
+                    log.warning("second SIGINT: killing every child now")
+                    self._exit_code = EXIT_FORCED
+                    for handle in self.all_handles():
+                        handle.force_kill()
+            if shutdown is not None and shutdown.done():
+                return shutdown.result()
+            if shutdown is None and self.fronts and all(h.state == S.FATAL for h in self.fronts):
+                log.error("no front can listen on %s: stopping", self.config.server.listen)
+                self._exit_code = EXIT_NO_FRONT
+                shutdown = asyncio.create_task(self._shutdown())
+                shutdown.add_done_callback(lambda _: self._wakeup.set())
+            self._tick()
+
+    async def _reload_from_signal(self) -> None:
+        reply = await self.reloader.reload()
+        log.info("reload: %s", getattr(reply, "message", reply))
+
+    def _tick(self) -> None:
+        self.notifier.watchdog()
+        if self.shutting_down:
+            return
+        if self._workers_dirty:
+            self._workers_dirty = False
+            self.spawn_task(self.broadcast_workers(), "workers-update")
+        fronts_ready = all(h.state == S.READY for h in self.fronts)
+        ready = sum(1 for h in self.workers.values() if h.state == S.READY)
+        status = (
+            f"{ready}/{len(self.workers)} accounts ready, listening on {self.config.server.listen}"
+        )
+        if fronts_ready and not self._ready_notified:
+            self._ready_notified = True
+            self.notifier.ready(status)
+            self._last_status = status
+        elif status != self._last_status and self._ready_notified:
+            self.notifier.status(status)
+            self._last_status = status
+        self.console.maybe_banner(
+            self.config, list(self.workers.values()), self.config.control_socket
+        )
+
+    async def broadcast_workers(self) -> None:
+        refs = self.worker_refs()
+        await asyncio.gather(*(self._send_workers(front, refs) for front in self.fronts))
+
+    @staticmethod
+    async def _send_workers(front: ProcessHandle, refs: list[WorkerRef]) -> None:
+        with contextlib.suppress(NotConnected, FrameError, OSError, TimeoutError):
+            await front.call(lambda i: WorkersUpdate(id=i, workers=refs), timeout=2.0)
+
+    async def _poll_stats(self) -> None:
+        interval = self.config.server.stats_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await self.metrics.refresh(max_age_s=interval / 2)
+
+    async def _shutdown(self) -> int:
+        """Drain: fronts first (they finish in-flight requests), then workers; no orphans."""
+        self.shutting_down = True
+        self.notifier.stopping("draining")
+        self.console.line("draining (Ctrl-C again to stop at once)")
+        await self.reloader.cancel()
+        grace = self.config.server.grace_period_s
+        fronts = [h for h in self.all_handles() if h.kind == "front"]
+        await asyncio.gather(*(h.stop(grace) for h in fronts))
+        workers = [h for h in self.all_handles() if h.kind == "worker"]
+        await asyncio.gather(*(h.stop(grace) for h in workers))
+        self.console.line("stopped")
+        return self._exit_code
