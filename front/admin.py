@@ -1,0 +1,186 @@
+"""Runs in the front: the reference gateway's /internal/* admin endpoints, routed to workers.
+
+All require ADMIN_TOKEN (Bearer or x-admin-token) and refuse with 403 when it is unset.
+`?instance=NAME` picks a worker (404 if unknown); without it the request goes to a suitable
+worker (login: one not yet logged in) or, for status and stats, to all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from front.auth import require_admin
+from front.context import CONTEXT, FrontContext
+from front.control import front_stats
+from front.errors import ApiError, ErrorKind, from_failure
+from front.httpkit import json_response
+from front.workers import WorkerLink
+from protocol.framing import FrameError
+from protocol.messages import (
+    ErrorCode,
+    Failure,
+    LoginInfo,
+    LoginStart,
+    LoginState,
+    LoginStatusQuery,
+    Models,
+    ModelsQuery,
+    ModelsRaw,
+    ModelsRawQuery,
+    SessionBundle,
+    SessionExport,
+    Stats,
+    StatsQuery,
+)
+
+ADMIN_TIMEOUT_S = 30.0
+
+
+def _admin_context(request: web.Request) -> FrontContext:
+    ctx = request.app[CONTEXT]
+    require_admin(request.headers, ctx.spec.admin_token)
+    return ctx
+
+
+def _pick(
+    ctx: FrontContext, name: str | None, prefer: Callable[[WorkerLink], bool] | None = None
+) -> WorkerLink:
+    if name:
+        link = ctx.pool.links.get(name)
+        if link is None:
+            raise ApiError(ErrorKind.NOT_FOUND, f"instance not found: {name}")
+        return link
+    links = [link for link in ctx.pool.links.values() if link.reachable]
+    if not links:
+        raise ApiError(ErrorKind.UNAVAILABLE, "no worker is reachable", retry_after=5.0)
+    preferred = [link for link in links if prefer(link)] if prefer else []
+    return (preferred or links)[0]
+
+
+async def _ask(
+    link: WorkerLink, make: Callable[[int], Any], expected: type, timeout: float = ADMIN_TIMEOUT_S
+) -> Any:
+    try:
+        reply = await link.client.call(make, timeout)
+    except TimeoutError:
+        raise ApiError(ErrorKind.TIMEOUT, f"worker {link.name} did not answer in time") from None
+    except (FrameError, OSError):
+        raise ApiError(
+            ErrorKind.UNAVAILABLE, f"worker {link.name} is unreachable", retry_after=5.0
+        ) from None
+    if isinstance(reply, Failure):
+        if reply.code is ErrorCode.NOT_LOGGED_IN:
+            raise ApiError(ErrorKind.CONFLICT, f"instance {link.name} is not logged in")
+        raise from_failure(reply)
+    if not isinstance(reply, expected):
+        raise ApiError(ErrorKind.UPSTREAM, f"worker {link.name} sent an unexpected reply")
+    return reply
+
+
+def _login_json(link: WorkerLink, info: LoginInfo) -> dict[str, Any]:
+    return {
+        "instance": link.name,
+        "login": info.login.value,
+        "auto_login": info.auto_login,
+        "url": info.url,
+        "message": info.message,
+        "user": info.user,
+        "state": link.state,
+    }
+
+
+async def auto_login_start(request: web.Request) -> web.Response:
+    ctx = _admin_context(request)
+    link = _pick(
+        ctx, request.query.get("instance"), prefer=lambda w: w.login != LoginState.LOGGED_IN.value
+    )
+    info: LoginInfo = await _ask(link, lambda i: LoginStart(id=i), LoginInfo)
+    state = "already_logged_in" if info.login is LoginState.LOGGED_IN else info.auto_login
+    return json_response({"ok": True, **_login_json(link, info), "state": state})
+
+
+async def auto_login_status(request: web.Request) -> web.Response:
+    ctx = _admin_context(request)
+
+    async def one(link: WorkerLink) -> dict[str, Any]:
+        try:
+            info: LoginInfo = await _ask(
+                link, lambda i: LoginStatusQuery(id=i), LoginInfo, timeout=5.0
+            )
+        except ApiError as err:
+            return {"instance": link.name, "state": link.state, "error": err.message}
+        return _login_json(link, info)
+
+    instances = await asyncio.gather(*(one(link) for link in ctx.pool.links.values()))
+    return json_response({"ok": True, "instances": list(instances)})
+
+
+async def session_export(request: web.Request) -> web.Response:
+    ctx = _admin_context(request)
+    link = _pick(
+        ctx, request.query.get("instance"), prefer=lambda w: w.login == LoginState.LOGGED_IN.value
+    )
+    bundle: SessionBundle = await _ask(link, lambda i: SessionExport(id=i), SessionBundle)
+    return json_response(
+        {
+            "instance": link.name,
+            "account": bundle.account,
+            "raw_bytes": bundle.raw_bytes,
+            "bundle_b64": bundle.bundle_b64,
+        }
+    )
+
+
+async def models_raw(request: web.Request) -> web.Response:
+    ctx = _admin_context(request)
+    link = _pick(ctx, request.query.get("instance"), prefer=lambda w: w.ready)
+    raw: ModelsRaw = await _ask(link, lambda i: ModelsRawQuery(id=i), ModelsRaw)
+    models: Models = await _ask(link, lambda i: ModelsQuery(id=i), Models)
+    return json_response(
+        {
+            "instance": link.name,
+            "raw": raw.raw,
+            "extracted_name_map": {m.key: m.display_name for m in models.models},
+            "exposed_keys": [m.key for m in models.models],
+            "aliases": models.aliases,
+        }
+    )
+
+
+async def internal_stats(request: web.Request) -> web.Response:
+    ctx = _admin_context(request)
+
+    async def one(link: WorkerLink) -> dict[str, Any]:
+        base = link.describe()
+        try:
+            stats: Stats = await _ask(link, lambda i: StatsQuery(id=i), Stats, timeout=5.0)
+        except ApiError as err:
+            return {**base, "error": err.message}
+        return {**base, "stats": stats.stats}
+
+    workers = await asyncio.gather(*(one(link) for link in ctx.pool.links.values()))
+    return json_response(
+        {
+            "ok": True,
+            "front": {"name": ctx.name, "state": ctx.state.value, "stats": front_stats(ctx)},
+            "concurrency": {
+                "max_in_flight": ctx.admission.max_in_flight,
+                "in_flight": ctx.admission.in_flight,
+                "queued": ctx.admission.queued,
+                "rejected_total": ctx.admission.rejected_total,
+            },
+            "pool": list(workers),
+        }
+    )
+
+
+def add_admin_routes(app: web.Application) -> None:
+    app.router.add_post("/internal/auto-login/start", auto_login_start)
+    app.router.add_get("/internal/auto-login/status", auto_login_status)
+    app.router.add_post("/internal/session/export", session_export)
+    app.router.add_get("/internal/models/raw", models_raw)
+    app.router.add_get("/internal/stats", internal_stats)

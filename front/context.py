@@ -1,0 +1,64 @@
+"""Runs in the front: the process-wide state every handler reaches through the aiohttp app.
+
+Owned here: the spec, the worker pool, admission control, the metrics registry, and the
+serving state (STARTING → SERVING → DRAINING) that the middleware and /healthz consult.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from front.admission import Admission
+from front.metrics import FrontMetrics
+from front.workers import WorkerPool
+from protocol.messages import FrontSpec
+
+
+class ServeState(enum.StrEnum):
+    STARTING = "starting"
+    SERVING = "serving"
+    DRAINING = "draining"
+
+
+@dataclass
+class FrontContext:
+    spec: FrontSpec
+    pool: WorkerPool
+    admission: Admission
+    metrics: FrontMetrics
+    started_at: float = field(default_factory=time.time)
+    state: ServeState = ServeState.STARTING
+    requests_total: int = 0
+    failures_total: int = 0
+    drain_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    drain_grace_s: float = 10.0
+
+    @classmethod
+    def from_spec(cls, spec: FrontSpec) -> FrontContext:
+        ctx = cls(
+            spec=spec,
+            pool=WorkerPool(spec.workers, ping_interval_s=spec.ping_interval_s),
+            admission=Admission(spec.max_in_flight, spec.queue_timeout_s),
+            metrics=FrontMetrics(),
+        )
+        # Gauges read live state at scrape time instead of being kept in step by hand.
+        ctx.metrics.in_flight.set_function(lambda: ctx.admission.in_flight)
+        ctx.metrics.queued.set_function(lambda: ctx.admission.queued)
+        ctx.metrics.ready_workers.set_function(lambda: len(ctx.pool.ready_links()))
+        return ctx
+
+    @property
+    def name(self) -> str:
+        return f"front-{self.spec.index}"
+
+    def request_drain(self, grace_s: float) -> None:
+        self.drain_grace_s = grace_s
+        self.drain_requested.set()
+
+
+CONTEXT = web.AppKey("front_context", FrontContext)

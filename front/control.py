@@ -1,0 +1,145 @@
+"""Runs in the front: its own Unix socket for the supervisor, and the client for /metrics.
+
+The supervisor pings the front (Pong: serving state, in-flight), collects its metrics
+(StatsQuery → Stats with a registry snapshot), pushes the worker set (WorkersUpdate) and asks
+it to drain (Drain). `/metrics` asks the supervisor for the aggregate over its control
+socket; without a supervisor the front serves its own registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+from front.context import FrontContext, ServeState
+from protocol.framing import (
+    FrameDecodeError,
+    FramedStream,
+    FrameError,
+    open_framed,
+    start_unix_server,
+)
+from protocol.messages import (
+    ControlReply,
+    Drain,
+    ErrorCode,
+    Failure,
+    FrontReply,
+    FrontRequest,
+    LoginState,
+    MetricsReply,
+    MetricsRequest,
+    Ok,
+    Ping,
+    Pong,
+    Stats,
+    StatsQuery,
+    WorkerState,
+    WorkerStats,
+    WorkersUpdate,
+)
+
+log = logging.getLogger(__name__)
+
+_PONG_STATES = {
+    ServeState.STARTING: WorkerState.STARTING,
+    ServeState.SERVING: WorkerState.READY,
+    ServeState.DRAINING: WorkerState.STOPPING,
+}
+
+
+def front_stats(ctx: FrontContext) -> WorkerStats:
+    return WorkerStats(
+        in_flight=ctx.admission.in_flight,
+        queued=ctx.admission.queued,
+        requests_total=ctx.requests_total,
+        failures_total=ctx.failures_total,
+    )
+
+
+def reply_to(ctx: FrontContext, message: object) -> FrontReply:
+    match message:
+        case Ping(id=rid, sent_at=sent_at):
+            return Pong(
+                id=rid,
+                sent_at=sent_at,
+                account=ctx.name,
+                state=_PONG_STATES[ctx.state],
+                login=LoginState.UNKNOWN,
+                pid=os.getpid(),
+                started_at=ctx.started_at,
+                stats=front_stats(ctx),
+            )
+        case StatsQuery(id=rid):
+            return Stats(
+                id=rid, account=ctx.name, stats=front_stats(ctx), metrics=ctx.metrics.families()
+            )
+        case WorkersUpdate(id=rid, workers=workers):
+            ctx.pool.update(workers)
+            return Ok(id=rid, message=f"{len(workers)} workers")
+        case Drain(id=rid, grace_s=grace_s):
+            ctx.request_drain(grace_s)
+            return Ok(id=rid, message="draining")
+    return Failure(
+        id=0, code=ErrorCode.UNSUPPORTED, message=f"unsupported: {type(message).__name__}"
+    )
+
+
+class FrontControlServer:
+    def __init__(self, ctx: FrontContext) -> None:
+        self._ctx = ctx
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await start_unix_server(self._ctx.spec.socket_path, self._serve)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._ctx.spec.socket_path)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        stream: FramedStream[object, FrontReply] = FramedStream(reader, writer, FrontRequest)
+        try:
+            while True:
+                try:
+                    message = await stream.recv()
+                except FrameDecodeError as exc:
+                    await stream.send(Failure(id=0, code=ErrorCode.BAD_FRAME, message=str(exc)))
+                    continue
+                await stream.send(reply_to(self._ctx, message))
+        except (FrameError, OSError):
+            pass  # the supervisor hung up
+        finally:
+            self._connections.discard(task)
+            await stream.close()
+
+
+async def supervisor_metrics(control_socket: str, timeout: float = 3.0) -> str | None:
+    """The supervisor's aggregate exposition, or None when it cannot be had."""
+    if not control_socket:
+        return None
+    try:
+        stream = await open_framed(control_socket, ControlReply, timeout=timeout)
+    except (OSError, TimeoutError):
+        return None
+    try:
+        async with asyncio.timeout(timeout):
+            await stream.send(MetricsRequest())
+            reply = await stream.recv()
+    except (FrameError, OSError, TimeoutError) as exc:
+        log.warning("supervisor metrics unavailable: %s", type(exc).__name__)
+        return None
+    finally:
+        await stream.close()
+    return reply.text if isinstance(reply, MetricsReply) else None

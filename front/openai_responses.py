@@ -1,0 +1,234 @@
+"""Runs in the front: POST /v1/responses (and /responses) — the OpenAI Responses API.
+
+Input items (messages, function_call, function_call_output) become a ChatPlan; the reply is a
+`response` object, or the Responses event stream (response.created, output items, text and
+function-call argument deltas, response.completed / incomplete / failed).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from front.auth import require_api_key
+from front.context import CONTEXT
+from front.errors import ApiFlavor
+from front.httpkit import AFFINITY_HEADER, json_response, read_body, request_meta
+from front.pipeline import Outcome
+from front.plan import (
+    ChatPlan,
+    bad_request,
+    check_max_tokens,
+    check_tool_choice,
+    first_texts,
+    require_messages,
+    with_tool_instructions,
+)
+from front.relay import Collected, collect, stream_response
+from front.responses_stream import (
+    ResponsesStreamRenderer,
+    function_call_item,
+    message_item,
+    reasoning_item,
+)
+from front.routing import affinity_source
+from front.schemas_openai import InputItem, ResponsesBody, ResponsesContent
+from front.sse import json_encode
+from front.tools import arguments_from_json, render_tool_call, render_tool_result
+from protocol.messages import Message, ToolSpec
+
+TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
+SKIPPED_ITEM_TYPES = frozenset({"reasoning", "item_reference"})
+
+
+def flatten_input(content: ResponsesContent, param: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for part in content:
+        if part.type in TEXT_PART_TYPES:
+            texts.append(part.text or "")
+        elif part.type in ("input_image", "input_file", "input_audio"):
+            raise bad_request(f"{part.type} is not supported by this gateway (text only)", param)
+        elif part.type != "refusal":
+            raise bad_request(f"unsupported content part type {part.type!r}", param)
+    return "\n".join(t for t in texts if t)
+
+
+def _item_message(item: InputItem, index: int, call_names: dict[str, str]) -> Message | None:
+    param = f"input[{index}]"
+    if item.type == "message":
+        text = flatten_input(item.content, f"{param}.content")
+        role = {"developer": "system", "system": "system", "assistant": "assistant"}.get(
+            item.role, "user"
+        )
+        return Message(role=role, text=text) if text else None
+    if item.type == "function_call":
+        call_names[item.call_id] = item.name
+        return Message(
+            role="assistant", text=render_tool_call(item.name, arguments_from_json(item.arguments))
+        )
+    if item.type == "function_call_output":
+        name = call_names.get(item.call_id, "")
+        output = flatten_input(item.output, f"{param}.output")
+        return Message(role="tool", text=render_tool_result(item.call_id, name, output), name=name)
+    if item.type in SKIPPED_ITEM_TYPES:
+        return None
+    raise bad_request(f"unsupported input item type {item.type!r}", f"{param}.type")
+
+
+def _merge_assistant_turns(messages: list[Message]) -> list[Message]:
+    """Consecutive assistant items (text + function_calls) are one turn for the model."""
+    merged: list[Message] = []
+    for message in messages:
+        if merged and message.role == "assistant" and merged[-1].role == "assistant":
+            merged[-1] = Message(role="assistant", text=f"{merged[-1].text}\n\n{message.text}")
+        else:
+            merged.append(message)
+    return merged
+
+
+def messages_of(body: ResponsesBody) -> list[Message]:
+    messages: list[Message] = []
+    if body.instructions:
+        messages.append(Message(role="system", text=body.instructions))
+    if isinstance(body.input, str):
+        messages.append(Message(role="user", text=body.input))
+    else:
+        call_names: dict[str, str] = {}
+        for index, item in enumerate(body.input):
+            message = _item_message(item, index, call_names)
+            if message is not None:
+                messages.append(message)
+    return require_messages(_merge_assistant_turns(messages))
+
+
+def tools_of(body: ResponsesBody) -> list[ToolSpec]:
+    return [
+        ToolSpec(
+            name=tool.name,
+            description=tool.description or "",
+            parameters_json=json_encode(tool.parameters or {}).decode(),
+        )
+        for tool in body.tools or []
+        if tool.type == "function" and tool.name  # hosted tools (web_search, ...) do not exist here
+    ]
+
+
+def tool_choice_of(body: ResponsesBody, tools: list[ToolSpec]) -> str:
+    choice = body.tool_choice
+    if choice is None:
+        return "auto"
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise bad_request(f"unknown tool_choice {choice!r}", "tool_choice")
+        return check_tool_choice(choice, tools)
+    if choice.type != "function" or not choice.name:
+        raise bad_request(f"unsupported tool_choice type {choice.type!r}", "tool_choice")
+    return check_tool_choice(choice.name, tools)
+
+
+def plan_responses(
+    body: ResponsesBody, *, default_model: str, affinity_header: str | None
+) -> ChatPlan:
+    if body.previous_response_id:
+        raise bad_request(
+            "previous_response_id is not supported (responses are not stored): send the full input",
+            "previous_response_id",
+        )
+    messages = messages_of(body)
+    tools = tools_of(body)
+    choice = tool_choice_of(body, tools)
+    system, first = first_texts(messages)
+    return ChatPlan(
+        api=ApiFlavor.RESPONSES,
+        model=body.model or default_model,
+        messages=with_tool_instructions(messages, tools, choice),
+        tools=tools,
+        tool_choice=choice,
+        max_tokens=check_max_tokens(body.max_output_tokens, "max_output_tokens"),
+        stream=body.stream,
+        affinity_source=affinity_source(
+            header=affinity_header, user=body.user, system_text=system, first_text=first
+        ),
+        call_id_prefix="call_",
+    )
+
+
+def response_body(
+    plan: ChatPlan, body: ResponsesBody, response_id: str, created: int, result: Collected
+) -> dict[str, Any]:
+    outcome = result.outcome or Outcome(finish_reason="stop")
+    output: list[dict[str, Any]] = []
+    if result.reasoning:
+        output.append(reasoning_item(f"rs_{secrets.token_hex(12)}", "".join(result.reasoning)))
+    if result.text:
+        output.append(
+            message_item(f"msg_{secrets.token_hex(12)}", "".join(result.text), "completed")
+        )
+    output += [
+        function_call_item(f"fc_{secrets.token_hex(12)}", c, "completed") for c in result.calls
+    ]
+    renderer = ResponsesStreamRenderer(
+        response_id, created, plan.model, envelope_extras(plan, body)
+    )
+    return renderer.response(outcome, output)
+
+
+def envelope_extras(plan: ChatPlan, body: ResponsesBody) -> dict[str, Any]:
+    """Request-echo fields every `response` object carries."""
+    choice: Any = plan.tool_choice
+    if plan.forced_tool:
+        choice = {"type": "function", "name": plan.forced_tool}
+    return {
+        "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens,
+        "parallel_tool_calls": body.parallel_tool_calls
+        if body.parallel_tool_calls is not None
+        else True,
+        "previous_response_id": None,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "tool_choice": choice,
+        "tools": [
+            {
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": None,
+                "strict": None,
+            }
+            for t in plan.tools
+        ],
+        "metadata": body.metadata or {},
+        "user": body.user,
+        "store": False,
+        "text": {"format": {"type": "text"}},
+        "truncation": "disabled",
+        "reasoning": {"effort": None, "summary": None},
+    }
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    api_key = require_api_key(request.headers, ctx.spec.api_keys)
+    body = await read_body(request, ResponsesBody)
+    plan = plan_responses(
+        body,
+        default_model=ctx.spec.default_model,
+        affinity_header=request.headers.get(AFFINITY_HEADER),
+    )
+    meta = request_meta(request, ctx, api_key, plan.affinity_source)
+    response_id, created = f"resp_{secrets.token_hex(12)}", int(time.time())
+    if plan.stream:
+        renderer = ResponsesStreamRenderer(
+            response_id, created, plan.model, envelope_extras(plan, body)
+        )
+        return await stream_response(request, ctx, plan, meta, renderer)
+    result = await collect(ctx, plan, meta)
+    return json_response(response_body(plan, body, response_id, created, result))

@@ -1,0 +1,182 @@
+"""Runs in the front: turns one worker's chat events into what the client sees.
+
+Applies, in order: emulated tool-call parsing (declared tools only), the tool_choice policy
+(required/forced hold the text back and fall back to reading a bare JSON reply as the forced
+tool's arguments), stop sequences and the max-token budget, and usage/latency accounting.
+Pure and synchronous: one call per event, so relaying costs no extra task switches.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from front.limits import LimitHit, OutputLimiter, estimate_tokens
+from front.plan import ChatPlan
+from front.tool_stream import Segment, ToolTextParser
+from front.tools import ParsedCall, ToolNames, forced_fallback
+from protocol.messages import Delta, Finish, FinishReason, Reasoning, ToolCall
+
+FrontEvent = Delta | Reasoning | ToolCall
+_json = msgspec.json.Encoder()
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How a reply ended, in the front's vocabulary: stop | length | tool_calls | stop_sequence."""
+
+    finish_reason: str
+    stop_sequence: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    served_by: str = ""
+    model: str = ""
+    first_token_ms: float | None = None
+    total_ms: float = 0.0
+    session_reused: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def new_call_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)
+
+
+class EventPipeline:
+    def __init__(self, plan: ChatPlan, clock: Callable[[], float] = time.monotonic) -> None:
+        self._plan = plan
+        self._clock = clock
+        self._started = clock()
+        self._names = ToolNames(t.name for t in plan.tools)
+        self._parser = ToolTextParser(self._names) if plan.parses_tools else None
+        self._hold_text = plan.parses_tools and plan.tool_choice != "auto"
+        self._held: list[str] = []
+        self._limiter = OutputLimiter(plan.stop, plan.max_tokens)
+        # No tools and no limits: text passes through untouched (the relay's hot path).
+        self._plain = self._parser is None and not self._limiter.active
+        self.calls = 0
+        self.output_chars = 0
+        self.first_output_ms: float | None = None
+
+    @property
+    def limited(self) -> bool:
+        """A stop sequence or the token budget was hit: stop reading the worker."""
+        return self._limiter.hit is not None
+
+    def feed(self, event: object) -> list[FrontEvent]:
+        if self.limited:
+            return []
+        if type(event) is Delta:
+            return self._delta(event)
+        if isinstance(event, Reasoning):
+            self._count(len(event.text))
+            return [event]
+        if isinstance(event, ToolCall):
+            return self._native_call(event)
+        return []
+
+    def _delta(self, event: Delta) -> list[FrontEvent]:
+        if self._plain:
+            self._count(len(event.text))
+            return [event]
+        if self._parser is None:
+            return self._texts((event.text,))
+        return self._segments(self._parser.feed(event.text))
+
+    def finish(
+        self, finish: Finish | None, served_by: str = ""
+    ) -> tuple[list[FrontEvent], Outcome]:
+        out: list[FrontEvent] = []
+        if self._parser is not None and not self.limited:
+            out += self._segments(self._parser.finish())
+        if self._hold_text:
+            out += self._release_held()
+        if not self.limited:
+            out += self._texts((self._limiter.flush(),), limit=False)
+        return out, self._outcome(finish, served_by)
+
+    def _segments(self, segments: Iterable[Segment]) -> list[FrontEvent]:
+        out: list[FrontEvent] = []
+        for segment in segments:
+            if isinstance(segment, ParsedCall):
+                out.append(self._call(segment.name, _json.encode(segment.arguments).decode()))
+            elif self._hold_text:
+                self._held.append(segment)
+            else:
+                out += self._texts((segment,))
+        return out
+
+    def _release_held(self) -> list[FrontEvent]:
+        held, self._held = "".join(self._held), []
+        if self.calls:
+            return []  # a forced/required call was made: the surrounding prose is dropped
+        forced = self._plan.forced_tool
+        if forced is None and self._plan.tool_choice == "required" and len(self._plan.tools) == 1:
+            forced = self._plan.tools[0].name
+        call = forced_fallback(held, forced, self._names) if forced else None
+        if call is not None:
+            return [self._call(call.name, _json.encode(call.arguments).decode())]
+        return self._texts((held,))
+
+    def _texts(self, texts: Iterable[str], *, limit: bool = True) -> list[FrontEvent]:
+        out: list[FrontEvent] = []
+        for text in texts:
+            visible = self._limiter.feed(text) if limit else text
+            if visible:
+                self._count(len(visible))
+                out.append(Delta(id=0, text=visible))
+            if self.limited:
+                break
+        return out
+
+    def _native_call(self, event: ToolCall) -> list[FrontEvent]:
+        # Runtime-native IDE tools the client never declared are not the client's to run.
+        name = self._names.match(event.name) if self._plan.parses_tools else None
+        if name is None:
+            return []
+        return [self._call(name, event.arguments_json)]
+
+    def _call(self, name: str, arguments_json: str) -> ToolCall:
+        self.calls += 1
+        self._count(len(name) + len(arguments_json))
+        return ToolCall(
+            id=0,
+            call_id=new_call_id(self._plan.call_id_prefix),
+            name=name,
+            arguments_json=arguments_json,
+        )
+
+    def _count(self, chars: int) -> None:
+        if self.first_output_ms is None:
+            self.first_output_ms = (self._clock() - self._started) * 1000
+        self.output_chars += chars
+
+    def _outcome(self, finish: Finish | None, served_by: str) -> Outcome:
+        hit = self._limiter.hit
+        if self.calls:
+            reason = "tool_calls"
+        elif hit is LimitHit.STOP_SEQUENCE:
+            reason = "stop_sequence"
+        elif hit is LimitHit.LENGTH or (finish and finish.reason is FinishReason.LENGTH):
+            reason = "length"
+        else:
+            reason = "stop"
+        usage = finish.usage if finish else None
+        prompt = usage.prompt_tokens if usage and usage.prompt_tokens else 0
+        completion = usage.completion_tokens if usage and not hit else 0
+        elapsed_ms = (self._clock() - self._started) * 1000
+        return Outcome(
+            finish_reason=reason,
+            stop_sequence=self._limiter.stop_sequence,
+            prompt_tokens=prompt or estimate_tokens(self._plan.prompt_chars),
+            completion_tokens=completion or estimate_tokens(self.output_chars),
+            served_by=(finish.served_by if finish else "") or served_by,
+            model=finish.model if finish else "",
+            first_token_ms=(finish.first_token_ms if finish else None) or self.first_output_ms,
+            total_ms=(finish.total_ms if finish else 0.0) or elapsed_ms,
+            session_reused=finish.session_reused if finish else False,
+        )

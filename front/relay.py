@@ -1,0 +1,311 @@
+"""Runs in the front: one chat from admission to last byte (routing, retries, deadline, metrics).
+
+`run_chat` yields the client-visible events of one chat and ends with its `Outcome`, or raises
+`ApiError`. Before a worker has produced anything the request may move to the next worker
+(UNAVAILABLE, OVERLOADED, upstream 429, connection lost); after that a failure ends the reply.
+`stream_response` delays the HTTP headers until the first event, so a failure that happens
+before it is still a proper HTTP status; after it, an in-band error event in the API's format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+import msgspec
+from aiohttp import web
+
+from front.admission import AdmissionRejected
+from front.context import FrontContext
+from front.errors import ApiError, ErrorKind, from_failure
+from front.pipeline import EventPipeline, FrontEvent, Outcome
+from front.plan import ChatPlan
+from front.sse import CoalescingWriter, StreamRenderer, open_stream
+from protocol.framing import FrameError
+from protocol.messages import ChatRequest, Delta, ErrorCode, Failure, Finish, Reasoning, ToolCall
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset(
+    {
+        ErrorCode.UNAVAILABLE,
+        ErrorCode.OVERLOADED,
+        ErrorCode.UPSTREAM_RATE_LIMITED,
+        ErrorCode.NOT_LOGGED_IN,
+    }
+)
+CLIENT_GONE = 499  # nginx's convention for "client closed the request", metrics only
+
+
+@dataclass(slots=True)
+class RequestMeta:
+    request_id: str
+    scope: str
+    affinity: str
+    deadline: float  # event-loop time
+    started: float  # event-loop time
+    served_by: str = ""
+
+
+@dataclass(slots=True)
+class Collected:
+    """A whole reply, for non-streaming responses."""
+
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    outcome: Outcome | None = None
+
+
+def _no_worker_error(failures: list[Failure]) -> ApiError:
+    limited = [
+        f for f in failures if f.code in (ErrorCode.UPSTREAM_RATE_LIMITED, ErrorCode.OVERLOADED)
+    ]
+    if limited:
+        waits = [f.retry_after for f in limited if f.retry_after is not None]
+        worst = min(limited, key=lambda f: f.code != ErrorCode.UPSTREAM_RATE_LIMITED)
+        err = from_failure(worst)
+        if waits:
+            err.retry_after = min(waits)
+        return err
+    detail = "; ".join(f"{f.served_by or '?'}: {f.message}" for f in failures[-3:])
+    message = "no READY account can serve this request" + (f" ({detail})" if detail else "")
+    return ApiError(ErrorKind.UNAVAILABLE, message, retry_after=5.0)
+
+
+async def worker_events(
+    ctx: FrontContext, chat: ChatRequest, meta: RequestMeta
+) -> AsyncGenerator[object, None]:
+    """The chat's events from the first worker that starts answering."""
+    links = ctx.pool.attempts(meta.affinity, ctx.spec.per_worker_max_in_flight)
+    if not links and ctx.pool.ready_links():
+        raise ApiError(
+            ErrorKind.OVERLOADED, "every account is at its concurrency limit", retry_after=1.0
+        )
+    failures: list[Failure] = []
+    for attempt, link in enumerate(links):
+        if attempt:
+            ctx.metrics.retries.labels(failures[-1].code.value).inc()
+        started = False
+        ctx.pool.acquire(link)
+        try:
+            request = msgspec.structs.replace(chat, id=link.client.next_id())
+            async with contextlib.aclosing(link.client.stream(request)) as events:
+                async for event in events:
+                    if not started and isinstance(event, Failure) and event.code in RETRYABLE:
+                        failures.append(msgspec.structs.replace(event, served_by=link.name))
+                        break
+                    started = True
+                    meta.served_by = link.name
+                    yield event
+                else:
+                    return
+        except (FrameError, OSError) as exc:
+            link.mark_unreachable()
+            if started:
+                raise ApiError(
+                    ErrorKind.UPSTREAM, f"worker {link.name} went away mid-reply"
+                ) from exc
+            failures.append(
+                Failure(
+                    id=0, code=ErrorCode.UNAVAILABLE, message="unreachable", served_by=link.name
+                )
+            )
+        finally:
+            ctx.pool.release(link)
+    raise _no_worker_error(failures)
+
+
+def build_chat_request(plan: ChatPlan, meta: RequestMeta) -> ChatRequest:
+    remaining = meta.deadline - asyncio.get_running_loop().time()
+    return ChatRequest(
+        id=0,
+        request_id=meta.request_id,
+        model=plan.model,
+        messages=plan.messages,
+        tools=plan.tools,
+        tool_choice=plan.tool_choice,
+        max_tokens=plan.max_tokens,
+        stream=plan.stream,
+        affinity=meta.affinity,
+        scope=meta.scope,
+        deadline=time.time() + max(0.0, remaining),
+    )
+
+
+async def run_chat(
+    ctx: FrontContext, plan: ChatPlan, meta: RequestMeta
+) -> AsyncGenerator[FrontEvent | Outcome, None]:
+    remaining = meta.deadline - asyncio.get_running_loop().time()
+    try:
+        await ctx.admission.acquire(max_wait=remaining)
+    except AdmissionRejected as exc:
+        ctx.metrics.rejections.labels(exc.reason.value).inc()
+        raise ApiError(
+            ErrorKind.OVERLOADED,
+            "too many requests in flight, retry later",
+            retry_after=exc.retry_after,
+        ) from None
+    try:
+        pipeline = EventPipeline(plan)
+        chat = build_chat_request(plan, meta)
+        async with contextlib.aclosing(worker_events(ctx, chat, meta)) as events:
+            async for event in events:
+                if isinstance(event, Failure):
+                    raise from_failure(event)
+                if isinstance(event, Finish):
+                    tail, outcome = pipeline.finish(event, meta.served_by)
+                    for item in tail:
+                        yield item
+                    yield outcome
+                    return
+                for item in pipeline.feed(event):
+                    yield item
+                if pipeline.limited:
+                    break  # leaving the stream cancels the worker's upstream answer
+        tail, outcome = pipeline.finish(None, meta.served_by)
+        for item in tail:
+            yield item
+        yield outcome
+    finally:
+        ctx.admission.release()
+
+
+def _record(
+    ctx: FrontContext, plan: ChatPlan, meta: RequestMeta, status: int, outcome: Outcome | None
+) -> None:
+    elapsed = asyncio.get_running_loop().time() - meta.started
+    model = outcome.model if outcome and outcome.model else "unknown"
+    account = meta.served_by or "none"
+    ctx.metrics.requests.labels(plan.api.value, account, model, str(status)).inc()
+    ctx.metrics.latency.labels(plan.api.value).observe(elapsed)
+    ctx.requests_total += 1
+    if status >= 400:
+        ctx.failures_total += 1
+    log.info(
+        "chat %s model=%s account=%s status=%d in %.0fms",
+        plan.api.value,
+        plan.model,
+        account,
+        status,
+        elapsed * 1000,
+    )
+
+
+def _deadline_error() -> ApiError:
+    return ApiError(ErrorKind.TIMEOUT, "the request's deadline passed before the reply finished")
+
+
+class _StreamOut:
+    """The HTTP side of one streamed reply: headers go out with the first chunk."""
+
+    def __init__(self, request: web.Request, renderer: StreamRenderer) -> None:
+        self.request = request
+        self.renderer = renderer
+        self.response: web.StreamResponse | None = None
+        self.writer: CoalescingWriter | None = None
+        self.outcome: Outcome | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.writer is not None
+
+    async def send(self, item: FrontEvent | Outcome) -> None:
+        if isinstance(item, Outcome):
+            self.outcome, chunk = item, self.renderer.close(item)
+        else:
+            chunk = self.renderer.event(item)
+        if self.writer is None:
+            self.response = await open_stream(self.request)
+            self.writer = CoalescingWriter(self.response)
+            chunk = self.renderer.open() + chunk
+        await self.writer.write(chunk)
+
+    async def flush(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
+
+    async def fail(self, error: ApiError) -> None:
+        """An in-band error event: the stream has started, so the status is already 200."""
+        log.warning("stream ended by an error after the first byte: %s", error.message)
+        assert self.writer is not None
+        with contextlib.suppress(ConnectionResetError):
+            await self.writer.write(self.renderer.error(error))
+            await self.writer.close()
+
+    async def end(self) -> web.StreamResponse:
+        if self.writer is not None:
+            self.writer.abort()
+        if self.response is None:
+            return web.Response(status=204)  # the client left before the headers: nobody reads it
+        with contextlib.suppress(ConnectionResetError):
+            await self.response.write_eof()
+        return self.response
+
+
+async def stream_response(
+    request: web.Request,
+    ctx: FrontContext,
+    plan: ChatPlan,
+    meta: RequestMeta,
+    renderer: StreamRenderer,
+) -> web.StreamResponse:
+    out = _StreamOut(request, renderer)
+    error: ApiError | None = None
+    status = CLIENT_GONE
+    try:
+        try:
+            async with asyncio.timeout_at(meta.deadline):
+                async with contextlib.aclosing(run_chat(ctx, plan, meta)) as items:
+                    async for item in items:
+                        if not out.started:
+                            elapsed = asyncio.get_running_loop().time() - meta.started
+                            ctx.metrics.ttft.labels(plan.api.value).observe(elapsed)
+                        await out.send(item)
+                await out.flush()
+            status = 200
+        except TimeoutError:
+            error = _deadline_error()
+        except ApiError as exc:
+            error = exc
+        except ConnectionResetError:
+            log.info("client went away mid-stream")
+        if error is not None:
+            status = error.status
+            if not out.started:
+                raise error  # nothing sent yet: a real HTTP status, rendered by the middleware
+            await out.fail(error)
+    finally:
+        _record(ctx, plan, meta, status, out.outcome)
+    return await out.end()
+
+
+async def collect(ctx: FrontContext, plan: ChatPlan, meta: RequestMeta) -> Collected:
+    result = Collected()
+    status = CLIENT_GONE
+    try:
+        async with asyncio.timeout_at(meta.deadline):
+            async with contextlib.aclosing(run_chat(ctx, plan, meta)) as items:
+                async for item in items:
+                    if type(item) is Delta:
+                        result.text.append(item.text)
+                    elif type(item) is Reasoning:
+                        result.reasoning.append(item.text)
+                    elif isinstance(item, ToolCall):
+                        result.calls.append(item)
+                    elif isinstance(item, Outcome):
+                        result.outcome = item
+        status = 200
+    except TimeoutError:
+        status = ErrorKind.TIMEOUT.status
+        raise _deadline_error() from None
+    except ApiError as err:
+        status = err.status
+        raise
+    finally:
+        _record(ctx, plan, meta, status, result.outcome)
+    return result

@@ -1,0 +1,166 @@
+"""Runs in the front: the set of workers it may route to, their health, and its load on each.
+
+One `MuxClient` per worker socket carries every request to that worker. A ping loop per
+worker keeps its last `Pong` (state, login, in-flight); only a worker whose last ping was
+answered and said READY is routable. A worker removed by `WorkersUpdate` is retired: no new
+requests, and its connection closes once this front's last request on it has finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from front.routing import Candidate, plan_attempts
+from protocol.channel import MuxClient
+from protocol.framing import FrameError
+from protocol.messages import LoginState, Ping, Pong, WorkerRef, WorkerState
+
+log = logging.getLogger(__name__)
+
+
+class WorkerLink:
+    def __init__(self, ref: WorkerRef) -> None:
+        self.name = ref.name
+        self.socket_path = ref.socket_path
+        self.client = MuxClient(ref.socket_path)
+        self.pong: Pong | None = None
+        self.reachable = False
+        self.retired = False
+        self.in_flight = 0  # this front's requests on the worker right now
+        self.last_seen = 0.0
+        self._pinger: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.reachable
+            and not self.retired
+            and self.pong is not None
+            and self.pong.state is WorkerState.READY
+        )
+
+    @property
+    def state(self) -> str:
+        if not self.reachable or self.pong is None:
+            return "unreachable"
+        return self.pong.state.value
+
+    @property
+    def login(self) -> str:
+        return self.pong.login.value if self.pong is not None else LoginState.UNKNOWN.value
+
+    def mark_unreachable(self) -> None:
+        self.reachable = False
+
+    def describe(self) -> dict[str, Any]:
+        """What /healthz shows about one worker: no paths, no secrets."""
+        remote = self.pong.stats.in_flight if self.pong is not None else 0
+        return {
+            "name": self.name,
+            "state": self.state,
+            "login": self.login,
+            "ready": self.ready,
+            "in_flight": self.in_flight,
+            "worker_in_flight": remote,
+        }
+
+
+class WorkerPool:
+    def __init__(self, refs: Sequence[WorkerRef], *, ping_interval_s: float) -> None:
+        self.ping_interval_s = ping_interval_s
+        self.links: dict[str, WorkerLink] = {}
+        self._pending_refs = list(refs)
+        self._closed = False
+        self._retired: set[WorkerLink] = set()
+
+    async def start(self) -> None:
+        self.update(self._pending_refs)
+
+    async def close(self) -> None:
+        self._closed = True
+        links = list(self.links.values()) + list(self._retired)
+        self.links.clear()
+        self._retired.clear()
+        await asyncio.gather(*(self._shutdown(link) for link in links))
+
+    def update(self, refs: Sequence[WorkerRef]) -> None:
+        """Adopt a new worker set: connect to new ones, retire the ones no longer listed."""
+        wanted = {ref.name: ref for ref in refs}
+        for name, link in list(self.links.items()):
+            ref = wanted.get(name)
+            if ref is None or ref.socket_path != link.socket_path:
+                del self.links[name]
+                self._retire(link)
+        for name, ref in wanted.items():
+            if name not in self.links:
+                link = WorkerLink(ref)
+                self.links[name] = link
+                link._pinger = asyncio.create_task(self._ping_loop(link), name=f"ping:{name}")
+
+    def ready_links(self) -> list[WorkerLink]:
+        return [link for link in self.links.values() if link.ready]
+
+    def attempts(self, affinity: str, hard_max: int) -> list[WorkerLink]:
+        """READY workers to try for this affinity key, in routing order."""
+        ready = {link.name: link for link in self.ready_links()}
+        candidates = [Candidate(name, link.in_flight) for name, link in ready.items()]
+        return [ready[name] for name in plan_attempts(affinity, candidates, hard_max=hard_max)]
+
+    def acquire(self, link: WorkerLink) -> None:
+        link.in_flight += 1
+
+    def release(self, link: WorkerLink) -> None:
+        link.in_flight -= 1
+        if link.retired and link.in_flight <= 0 and link in self._retired:
+            self._retired.discard(link)
+            asyncio.get_running_loop().create_task(self._shutdown(link))
+
+    def _retire(self, link: WorkerLink) -> None:
+        link.retired = True
+        log.info("worker %s retired from routing", link.name)
+        if link.in_flight <= 0:
+            asyncio.get_running_loop().create_task(self._shutdown(link))
+        else:
+            self._retired.add(link)
+
+    async def _shutdown(self, link: WorkerLink) -> None:
+        pinger, link._pinger = link._pinger, None
+        if pinger is not None:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+        await link.client.close()
+
+    async def _ping_loop(self, link: WorkerLink) -> None:
+        timeout = max(1.0, 2 * self.ping_interval_s)
+        while not self._closed and not link.retired:
+            await self._ping_once(link, timeout)
+            await asyncio.sleep(self.ping_interval_s)
+
+    async def _ping_once(self, link: WorkerLink, timeout: float) -> None:
+        was = link.state
+        try:
+            reply = await link.client.call(lambda i: Ping(id=i, sent_at=time.time()), timeout)
+        except TimeoutError:
+            # Busy or hung: no new requests, but streams in flight on the connection go on.
+            link.reachable = False
+            if was != "unreachable":
+                log.warning("worker %s did not answer a ping in %.1fs", link.name, timeout)
+            return
+        except (FrameError, OSError) as exc:
+            link.reachable = False
+            await link.client.close()  # reconnect from scratch next time
+            if was != "unreachable":
+                log.warning("worker %s unreachable: %s", link.name, type(exc).__name__)
+            return
+        if isinstance(reply, Pong):
+            link.pong, link.reachable, link.last_seen = reply, True, time.monotonic()
+        else:
+            link.reachable = False
+        if link.state != was:
+            log.info("worker %s is now %s (login %s)", link.name, link.state, link.login)
