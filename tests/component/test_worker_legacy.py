@@ -1,0 +1,138 @@
+"""A real worker over an emulator without ACP (VS Code build): AUTO falls back to chat/ask.
+
+The emulator also runs with strict acks (each push waits for our ack, so a client that does not
+ack hangs) and split frames (every message cut across two WebSocket frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from protocol.channel import MuxClient
+from protocol.messages import ChatRequest, ErrorCode, Message, Reasoning, WorkerState
+from tests.component.worker_support import (
+    WorkerProcess,
+    chat,
+    login_via_callback,
+    make_spec,
+    pong,
+    request_ids_stopped,
+    start_worker,
+    user,
+    wait_state,
+)
+from tests.helpers import ChildProcesses, wait_until_async
+
+pytestmark = pytest.mark.component
+
+LEGACY_EMULATOR = {
+    "LINGMA_EMULATOR_NO_ACP": "1",
+    "LINGMA_EMULATOR_STRICT_ACK": "1",
+    "LINGMA_EMULATOR_FRAME_MODE": "split",
+}
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[WorkerProcess]:
+    root = Path(tempfile.mkdtemp(prefix="lgw-", dir="/tmp"))
+    children = ChildProcesses()
+    try:
+        spec = make_spec(root, env=LEGACY_EMULATOR, rpc_timeout_s=3.0)
+        process = start_worker(children, spec, root)
+        asyncio.run(_log_in(process))
+        yield process
+    finally:
+        children.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def _log_in(process: WorkerProcess) -> None:
+    client = MuxClient(process.spec.socket_path)
+    try:
+        await login_via_callback(client)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def client(worker: WorkerProcess) -> AsyncIterator[MuxClient]:
+    worker.set_script([])
+    mux = MuxClient(worker.spec.socket_path)
+    await wait_state(mux, WorkerState.READY)
+    try:
+        yield mux
+    finally:
+        await mux.close()
+
+
+async def test_auto_flow_falls_back_to_legacy_chat_ask(
+    worker: WorkerProcess, client: MuxClient
+) -> None:
+    result = await chat(client, "hello legacy 你好")
+    assert "You said: hello legacy 你好" in result.text
+    record = worker.records()[-1]
+    assert (record["flow"], record["model"], record["text"]) == (
+        "legacy",
+        "auto",
+        "hello legacy 你好",
+    )
+    assert record["session_id"] == result.finish.upstream_session != ""
+
+
+async def test_follow_up_continues_the_legacy_session_with_the_delta_only(
+    worker: WorkerProcess, client: MuxClient
+) -> None:
+    first = await chat(client, [Message(role="system", text="Be kind."), user("one")])
+    history = [
+        Message(role="system", text="Be kind."),
+        user("one"),
+        Message(role="assistant", text=first.text),
+    ]
+    second = await chat(client, [*history, user("two")])
+    assert second.finish.session_reused
+    records = worker.records()[-2:]
+    assert [r["text"] for r in records] == ["[system] Be kind.\n[user] one", "two"]
+    assert records[0]["session_id"] == records[1]["session_id"] == first.finish.upstream_session
+
+
+async def test_think_fences_become_reasoning(client: MuxClient) -> None:
+    result = await chat(client, "ponder", model="dashscope_qwen_plus_20250428_thinking")
+    assert any(isinstance(e, Reasoning) for e in result.events)
+    assert result.reasoning.startswith("[lingma-emulator") and "````" not in result.reasoning
+    assert result.text.startswith("[lingma-emulator") and "think::" not in result.text
+
+
+async def test_silence_from_the_runtime_is_an_upstream_timeout(
+    worker: WorkerProcess, client: MuxClient
+) -> None:
+    worker.set_script([{"match": "mute", "action": "hang"}])  # accepted, then never a word
+    failure = (await chat(client, "mute please")).failure
+    assert failure.code is ErrorCode.UPSTREAM_TIMEOUT and "nothing for 3s" in failure.message
+
+
+async def test_cancel_sends_chat_stop(worker: WorkerProcess, client: MuxClient) -> None:
+    worker.set_script([{"match": "forever", "reply": "some words", "action": "hang"}])
+    request = ChatRequest(
+        id=client.next_id(), request_id="stop-me", model="auto", messages=[user("talk forever")]
+    )
+    async with contextlib.aclosing(client.stream(request)) as events:
+        async for _event in events:
+            break  # closing the stream early sends Cancel(id)
+    upstream_id = worker.records()[-1]["request_id"]
+
+    async def stopped() -> bool:
+        return upstream_id in request_ids_stopped(worker.emulator_log())
+
+    await wait_until_async(stopped, 5.0, "chat/stop to end the legacy turn")
+
+    async def idle() -> bool:
+        return (await pong(client)).stats.in_flight == 0
+
+    await wait_until_async(idle, 5.0, "the cancelled chat to be released")

@@ -1,0 +1,108 @@
+"""Upstream event parsing and status mapping for both chat flows, and login helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.messages import ErrorCode
+from worker.flows import LegacyFlow, acp_event
+from worker.login import is_logged_in, login_url_from
+from worker.rpc import RpcError
+from worker.upstream import (
+    Ask,
+    End,
+    NativeTool,
+    Text,
+    Thought,
+    UpstreamFailure,
+    Usage,
+    check_end,
+    end_from,
+    rpc_failure,
+)
+
+pytestmark = pytest.mark.unit
+
+ASK = Ask(
+    request_id="r1",
+    session_id="s1",
+    question="q",
+    model_key="auto",
+    mode="agent",
+    is_reply=True,
+    cwd="/w",
+)
+
+
+def test_acp_updates_become_events() -> None:
+    def chunk(kind: str) -> dict[str, object]:
+        return {"sessionUpdate": kind, "content": {"type": "text", "text": "t"}}
+
+    assert acp_event(chunk("agent_message_chunk")) == Text("t")
+    assert acp_event(chunk("agent_thought_chunk")) == Thought("t")
+    tool = {
+        "sessionUpdate": "tool_call",
+        "toolCallId": "c1",
+        "title": "Read file",
+        "rawInput": {"path": "a.py"},
+        "_meta": {"ai-coding/tool-name": "read_file"},
+    }
+    assert acp_event(tool) == NativeTool("c1", "read_file", '{"path": "a.py"}')
+    usage = {
+        "sessionUpdate": "notification",
+        "type": "context_usage",
+        "data": {"usedTokens": 5, "limitTokens": 9},
+    }
+    assert acp_event(usage) == Usage(5, 9)
+    finish = {
+        "sessionUpdate": "notification",
+        "type": "chat_finish",
+        "data": {"reason": "success", "fullAnswer": ""},
+    }
+    assert acp_event(finish) == End(200, "success", "")
+    assert acp_event({"sessionUpdate": "available_commands_update"}) is None
+    assert acp_event("junk") is None
+
+
+def test_finish_status_mapping() -> None:
+    assert end_from({"statusCode": 429, "reason": "busy", "extra": {"retryAfter": 7}}) == End(
+        429, "busy", "", 7.0
+    )
+    assert end_from({"reason": "error"}).status_code == 500
+    check_end(End(200, "success"))
+    expected = {
+        429: ErrorCode.UPSTREAM_RATE_LIMITED,
+        408: ErrorCode.UPSTREAM_TIMEOUT,
+        500: ErrorCode.UPSTREAM_ERROR,
+        401: ErrorCode.NOT_LOGGED_IN,
+    }
+    for status, code in expected.items():
+        with pytest.raises(UpstreamFailure) as info:
+            check_end(End(status, "why"))
+        assert info.value.code is code and "why" in info.value.message
+
+
+def test_rpc_errors_are_classified() -> None:
+    assert (
+        rpc_failure(RpcError(-32001, "user not login, please login")).code
+        is ErrorCode.NOT_LOGGED_IN
+    )
+    forgotten = rpc_failure(RpcError(-32602, "session not found: abc"))
+    assert forgotten.code is ErrorCode.UPSTREAM_ERROR and forgotten.session_rejected
+    assert not rpc_failure(RpcError(-32603, "boom")).session_rejected
+
+
+def test_legacy_params_carry_model_session_and_mode() -> None:
+    params = LegacyFlow().params(ASK)
+    assert params["extra"]["modelConfig"]["key"] == "auto"
+    assert (params["sessionId"], params["isReply"], params["mode"]) == ("s1", True, "agent")
+    assert params["questionText"] == "q" and params["stream"] is True
+
+
+def test_login_helpers() -> None:
+    assert is_logged_in({"status": 2, "id": "1"}) and not is_logged_in({"status": 1, "id": ""})
+    assert is_logged_in({"id": "5930"}) and not is_logged_in(None)
+    assert login_url_from({"url": "https://devops.aliyun.com/lingma/login?x=1"}).endswith("x=1")
+    assert login_url_from({"loginUrl": "http://127.0.0.1:1/l"}) == "http://127.0.0.1:1/l"
+    assert login_url_from({"data": "go to https://a.b/c now"}) == "https://a.b/c"
+    assert login_url_from({}) == ""

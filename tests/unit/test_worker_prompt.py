@@ -1,0 +1,67 @@
+"""Prompt flattening, think-fence splitting, token estimates."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol.messages import Message
+from worker.prompt import estimate_tokens, flatten, has_text
+from worker.think import Part, ThinkSplitter
+
+pytestmark = pytest.mark.unit
+
+FENCED = "\n````think::1234\nweighing options\n````\nThe answer is 42."
+
+
+def test_transcript_layout_and_lone_user_message() -> None:
+    messages = [
+        Message(role="system", text="Be brief."),
+        Message(role="user", text="hi"),
+        Message(role="assistant", text="hello"),
+        Message(role="user", text=" what now? "),
+    ]
+    assert flatten(messages) == "[system] Be brief.\n[user] hi\n[assistant] hello\n[user] what now?"
+    assert flatten([Message(role="user", text=" only this ")]) == "only this"
+    assert flatten([Message(role="system", text=""), Message(role="user", text="x")]) == "x"
+    assert not has_text([Message(role="user", text="  ")])
+
+
+def split_all(chunks: list[str]) -> list[tuple[Part, str]]:
+    splitter = ThinkSplitter()
+    parts = [p for chunk in chunks for p in splitter.feed(chunk)] + splitter.flush()
+    merged: list[tuple[Part, str]] = []
+    for part, text in parts:
+        if merged and merged[-1][0] is part:
+            merged[-1] = (part, merged[-1][1] + text)
+        else:
+            merged.append((part, text))
+    return merged
+
+
+def test_think_fence_becomes_reasoning() -> None:
+    assert split_all([FENCED]) == [
+        (Part.REASONING, "weighing options"),
+        (Part.TEXT, "The answer is 42."),
+    ]
+
+
+@given(st.lists(st.integers(0, len(FENCED)), max_size=8))
+def test_any_chunking_gives_the_same_split(cuts: list[int]) -> None:
+    points = sorted(set(cuts))
+    chunks = [FENCED[a:b] for a, b in zip([0, *points], [*points, len(FENCED)], strict=True)]
+    assert split_all(chunks) == split_all([FENCED])
+
+
+def test_text_without_fences_passes_through_and_unclosed_fence_is_reasoning() -> None:
+    assert split_all(["plain ```python\ncode\n```", " text\n"]) == [
+        (Part.TEXT, "plain ```python\ncode\n```" + " text\n")
+    ]
+    assert split_all(["````think::5\nhalf a thought"]) == [(Part.REASONING, "half a thought")]
+
+
+def test_token_estimates() -> None:
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("abcd" * 10) == 10
+    assert estimate_tokens("你好世界") == 4

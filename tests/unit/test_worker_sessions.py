@@ -1,0 +1,68 @@
+"""Session cache: prefix keys, LRU + TTL, generation and flow checks, consume-on-use."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.messages import Message
+from worker.sessions import SessionCache, conversation_key, split_latest_turn
+
+pytestmark = pytest.mark.unit
+
+
+def msg(role: str, text: str) -> Message:
+    return Message(role=role, text=text)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_split_latest_turn_cuts_at_the_last_user_message() -> None:
+    messages = [msg("system", "s"), msg("user", "a"), msg("assistant", "b"), msg("user", "c")]
+    prefix, turn = split_latest_turn(messages)
+    assert prefix == messages[:3] and turn == messages[3:]
+    assert split_latest_turn([msg("assistant", "x")]) == ([], [msg("assistant", "x")])
+
+
+def test_keys_separate_scopes_models_and_histories() -> None:
+    history = [msg("user", "hi"), msg("assistant", "hello")]
+    key = conversation_key("k1", "auto", history)
+    assert key == conversation_key("k1", "auto", [msg("user", "hi"), msg("assistant", "hello ")])
+    assert key != conversation_key("k2", "auto", history)
+    assert key != conversation_key("k1", "kmodel", history)
+    assert key != conversation_key("k1", "auto", [msg("user", "hi"), msg("user", "hello")])
+    assert key != conversation_key("k1", "auto", [msg("user", "hihello")])
+
+
+def test_take_consumes_and_checks_generation_flow_and_ttl() -> None:
+    clock = Clock()
+    cache = SessionCache(max_entries=10, ttl_s=60, clock=clock)
+    cache.put("k", session_id="s1", generation=1, flow="acp")
+    assert cache.take("k", generation=2, flow="acp") is None  # the binary restarted since
+    cache.put("k", session_id="s1", generation=1, flow="acp")
+    assert cache.take("k", generation=1, flow="legacy") is None
+    cache.put("k", session_id="s1", generation=1, flow="acp")
+    entry = cache.take("k", generation=1, flow="acp")
+    assert entry is not None and entry.session_id == "s1"
+    assert cache.take("k", generation=1, flow="acp") is None  # consumed
+    cache.put("k", session_id="s2", generation=1, flow="acp")
+    clock.now += 61
+    assert cache.take("k", generation=1, flow="acp") is None
+
+
+def test_lru_bound_prune_and_disabled_cache() -> None:
+    clock = Clock()
+    cache = SessionCache(max_entries=2, ttl_s=10, clock=clock)
+    for name in ("a", "b", "c"):
+        cache.put(name, session_id=name, generation=1, flow="acp")
+    assert len(cache) == 2 and cache.take("a", generation=1, flow="acp") is None
+    clock.now += 11
+    assert cache.prune() == 2 and len(cache) == 0
+    off = SessionCache(max_entries=0, ttl_s=10)
+    off.put("a", session_id="a", generation=1, flow="acp")
+    assert not off.enabled and len(off) == 0

@@ -1,0 +1,235 @@
+"""Runs in the worker: the account's login — status, endpoint, manual URL, auto-login, bundles.
+
+Login state comes only from the runtime's `auth/status` (status 2 = logged in). A fresh work dir
+can be logged in three ways: a session bundle unpacked before the binary starts, the headless
+browser with the configured credentials (retried `max_retry` times), or an operator opening the
+URL from `auth/login`. Credentials, tokens and bundles never reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from protocol.messages import LoginInfo, LoginState, WorkerSpec
+from worker import bundles
+from worker.autologin import Outcome, browser_login
+from worker.pool import LingmaClient
+from worker.rpc import RpcClosed, RpcError
+
+log = logging.getLogger(__name__)
+
+_URL = re.compile(r"https?://\S+")
+
+
+class AutoLogin(enum.StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
+class LoginUnavailable(RuntimeError):
+    """The runtime is not reachable right now, so no login action is possible."""
+
+
+def is_logged_in(status: Any) -> bool:
+    if not isinstance(status, dict):
+        return False
+    if "status" in status:
+        return status.get("status") == 2
+    return bool(status.get("id"))  # the reference gateway's test, for runtimes without `status`
+
+
+def login_url_from(result: Any) -> str:
+    """`url` (auth/login) or `loginUrl` (login/generateUrl), else the first URL in the reply."""
+    if isinstance(result, dict):
+        for key in ("url", "loginUrl", "authUrl"):
+            value = result.get(key)
+            if isinstance(value, str) and value.startswith("http"):
+                return value
+    match = _URL.search(str(result))
+    return match.group(0).rstrip("\"',}") if match else ""
+
+
+def import_bundle(spec: WorkerSpec) -> bool:
+    """Unpack the configured bundle into a work dir that holds no login yet; True if it did."""
+    if not spec.login.session_bundle_b64:
+        return False
+    if bundles.has_login(spec.work_dir):
+        log.info("work dir already holds a login: the configured session bundle is not applied")
+        return False
+    try:
+        written = bundles.unpack_bundle(
+            bundles.decode_bundle(spec.login.session_bundle_b64), spec.work_dir
+        )
+    except bundles.BundleError as exc:
+        problem = str(exc)
+    else:
+        log.info("session bundle imported", extra={"files": len(written)})
+        return True
+    log.error("session bundle rejected: %s", problem)
+    return False
+
+
+class LoginManager:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        client: Callable[[], LingmaClient | None],
+        on_unusable: Callable[[], None],
+    ) -> None:
+        self.spec = spec
+        self.state = LoginState.UNKNOWN
+        self.auto = AutoLogin.IDLE if self.auto_configured else AutoLogin.DISABLED
+        self.user = ""
+        self.url = ""
+        self.message = ""
+        self._client = client
+        self._on_unusable = on_unusable
+        self._task: asyncio.Task[None] | None = None
+        self._bundle_given = bool(spec.login.session_bundle_b64)
+
+    @property
+    def auto_configured(self) -> bool:
+        login = self.spec.login
+        return login.auto_login and bool(login.username) and bool(login.password)
+
+    def info(self, request_id: int) -> LoginInfo:
+        return LoginInfo(
+            id=request_id,
+            account=self.spec.name,
+            login=self.state,
+            auto_login=self.auto.value,
+            url=self.url,
+            message=self.message,
+            user=self.user,
+        )
+
+    def _require_client(self) -> LingmaClient:
+        client = self._client()
+        if client is None:
+            raise LoginUnavailable("the Lingma runtime is not up")
+        return client
+
+    async def refresh(self) -> LoginState:
+        """Ask the runtime; transport failures leave the last known state in place."""
+        try:
+            status = await self._require_client().call("auth/status", {})
+        except (LoginUnavailable, RpcClosed, RpcError, TimeoutError, OSError):
+            return self.state
+        if is_logged_in(status):
+            self.state = LoginState.LOGGED_IN
+            self.user = str(status.get("name") or status.get("id") or "")
+            self.url = ""
+        elif self.auto is AutoLogin.RUNNING:
+            self.state = LoginState.LOGGING_IN
+        else:
+            self.state = LoginState.LOGGED_OUT
+            self.user = ""
+        return self.state
+
+    async def apply_endpoint(self) -> None:
+        """Point the runtime at the dedicated domain when one is configured (as the seed did)."""
+        wanted = self.spec.dedicated_domain_url
+        if not wanted:
+            return
+        client = self._require_client()
+        try:
+            current = await client.call("config/getEndpoint", {})
+            endpoint = current.get("endpoint", "") if isinstance(current, dict) else ""
+            if endpoint != wanted:
+                await client.call("config/updateEndpoint", {"endpoint": wanted})
+                log.info("dedicated endpoint applied", extra={"endpoint": wanted})
+        except (RpcClosed, RpcError, TimeoutError) as exc:
+            log.warning("switching to the dedicated endpoint failed: %s", exc)
+
+    async def manual_url(self) -> str:
+        """A login URL for an operator (auth/login, else login/generateUrl)."""
+        client = self._require_client()
+        await self.apply_endpoint()
+        url = ""
+        for method in ("auth/login", "login/generateUrl"):
+            try:
+                url = login_url_from(await client.call(method, {}))
+            except RpcError as exc:
+                log.info("%s failed: %s", method, exc)
+                continue
+            if url:
+                break
+        self.url = url
+        self.message = "open the URL in a browser to log in" if url else "no login URL available"
+        return url
+
+    def start_auto(self, *, at_startup: bool = False) -> bool:
+        """Start the browser login in the background; False if it is off or already running."""
+        if not self.auto_configured or (self._task is not None and not self._task.done()):
+            return False
+        self.auto = AutoLogin.RUNNING
+        self.state = LoginState.LOGGING_IN
+        self._task = asyncio.create_task(self._auto_login(at_startup))
+        return True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _auto_login(self, at_startup: bool) -> None:
+        attempts = max(1, self.spec.login.max_retry)
+        outcomes: list[Outcome] = []
+        for attempt in range(1, attempts + 1):
+            outcome = await self._attempt()
+            outcomes.append(outcome)
+            log.info("auto-login attempt %d/%d: %s", attempt, attempts, outcome.value)
+            if outcome is Outcome.SUCCEEDED:
+                self.auto = AutoLogin.SUCCEEDED
+                self.message = "logged in by auto-login"
+                await self.refresh()
+                return
+        self.auto = AutoLogin.FAILED
+        self.message = f"auto-login failed after {attempts} attempt(s): {outcomes[-1].value}"
+        await self.refresh()
+        if at_startup and all(o is Outcome.REJECTED for o in outcomes) and not self._bundle_given:
+            log.error("the login page rejected the credentials on every attempt")
+            self._on_unusable()
+
+    async def _attempt(self) -> Outcome:
+        login = self.spec.login
+        try:
+            url = await self.manual_url()
+            if not url:
+                return Outcome.ERROR
+            return await browser_login(
+                url,
+                login.username,
+                login.password,
+                executable_path=login.executable_path,
+                headless=login.headless,
+                timeout_s=login.timeout_s,
+                logged_in=self._logged_in_now,
+            )
+        except (LoginUnavailable, RpcClosed, RpcError, TimeoutError, OSError) as exc:
+            self.message = f"auto-login attempt failed: {type(exc).__name__}"
+            log.warning("auto-login attempt failed: %s", exc)
+            return Outcome.ERROR
+        except Exception as exc:  # Playwright raises its own Error / TimeoutError types
+            self.message = f"auto-login browser error: {type(exc).__name__}"
+            log.warning("auto-login browser error: %s", type(exc).__name__)
+            return Outcome.ERROR
+
+    async def _logged_in_now(self) -> bool:
+        client = self._client()
+        if client is None:
+            return False
+        try:
+            return is_logged_in(await client.call("auth/status", {}))
+        except (RpcClosed, RpcError, TimeoutError, OSError):
+            return False

@@ -1,0 +1,90 @@
+"""Runs in the worker: splitting Lingma's inline think fences out of a streamed answer.
+
+Some runtimes put the model's reasoning inside the answer text between
+`\\n````think::<millis>\\n` and `\\n````\\n` (lingma-protocol.md §5.3). Deltas split those markers
+at arbitrary points, so the splitter holds back any tail that could still become a marker.
+"""
+
+from __future__ import annotations
+
+import enum
+
+OPEN = "````think::"
+CLOSE = "\n````\n"
+
+
+class Part(enum.StrEnum):
+    TEXT = "text"
+    REASONING = "reasoning"
+
+
+class _Where(enum.Enum):
+    OUTSIDE = 1
+    HEADER = 2  # inside the `think::<millis>` info string
+    INSIDE = 3
+
+
+def _held_tail(buffer: str, *tokens: str) -> int:
+    """Length of the longest tail of `buffer` that is a proper prefix of one of `tokens`."""
+    best = 0
+    for token in tokens:
+        for size in range(min(len(buffer), len(token) - 1), best, -1):
+            if token.startswith(buffer[-size:]):
+                best = size
+                break
+    return best
+
+
+class ThinkSplitter:
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._where = _Where.OUTSIDE
+
+    def feed(self, text: str) -> list[tuple[Part, str]]:
+        self._buffer += text
+        out: list[tuple[Part, str]] = []
+        while self._buffer:
+            if not self._step(out):
+                break
+        return [(part, chunk) for part, chunk in out if chunk]
+
+    def flush(self) -> list[tuple[Part, str]]:
+        rest, self._buffer = self._buffer, ""
+        if self._where is _Where.OUTSIDE:
+            return [(Part.TEXT, rest)] if rest else []
+        if self._where is _Where.INSIDE:
+            rest = rest.removesuffix("\n````")
+            return [(Part.REASONING, rest)] if rest else []
+        return []
+
+    def _step(self, out: list[tuple[Part, str]]) -> bool:
+        """Consume what can be decided now; False when the rest must wait for more text."""
+        buffer = self._buffer
+        if self._where is _Where.OUTSIDE:
+            start = buffer.find(OPEN)
+            if start >= 0:
+                out.append((Part.TEXT, buffer[:start].removesuffix("\n")))
+                self._buffer = buffer[start + len(OPEN) :]
+                self._where = _Where.HEADER
+                return True
+            keep = _held_tail(buffer, "\n" + OPEN, OPEN)
+            out.append((Part.TEXT, buffer[: len(buffer) - keep]))
+            self._buffer = buffer[len(buffer) - keep :]
+            return False
+        if self._where is _Where.HEADER:
+            end = buffer.find("\n")
+            if end < 0:
+                return False
+            self._buffer = buffer[end + 1 :]
+            self._where = _Where.INSIDE
+            return True
+        end = buffer.find(CLOSE)
+        if end >= 0:
+            out.append((Part.REASONING, buffer[:end]))
+            self._buffer = buffer[end + len(CLOSE) :]
+            self._where = _Where.OUTSIDE
+            return True
+        keep = _held_tail(buffer, CLOSE)
+        out.append((Part.REASONING, buffer[: len(buffer) - keep]))
+        self._buffer = buffer[len(buffer) - keep :]
+        return False
