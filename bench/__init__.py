@@ -1,0 +1,1 @@
+"""The benchmark suite (`make bench`): lingma-gw against direct baselines and LiteLLM."""

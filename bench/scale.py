@@ -1,0 +1,198 @@
+"""Runs in the bench: scenario 5 (open streams against a slow upstream) and 6 (idle footprint).
+
+Streams are opened in steps up to the plan's maximum; at each step, once every stream has its
+response headers, the RSS of the front(s) and workers is sampled with psutil. Memory per open
+stream is the growth over the idle RSS divided by the streams open at the top step. Every
+stream must end with its terminator (`data: [DONE]`) and status 200, or it counts as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from bench.bodies import GATEWAY_MODEL, openai_body
+from bench.gateway import API_KEY, Gateway, GatewayPids
+from bench.plan import Plan
+from bench.procs import MIB, rss_bytes, uss_bytes
+
+SETTLE_S = 0.5
+DONE = b"data: [DONE]"
+MAX_ERROR_SAMPLES = 5
+
+
+async def idle_footprint(gateway: Gateway) -> dict[str, Any]:
+    """RSS (and USS) of supervisor, fronts and workers right after start, binary excluded."""
+    pids = await gateway.pids()
+
+    def row(pid: int) -> dict[str, Any]:
+        return {
+            "pid": pid,
+            "rss_mib": round(rss_bytes(pid) / MIB, 1),
+            "uss_mib": round(uss_bytes(pid) / MIB, 1),
+        }
+
+    workers = [row(pid) for pid in pids.workers]
+    return {
+        "supervisor": row(pids.supervisor),
+        "fronts": [row(pid) for pid in pids.fronts],
+        "workers": workers,
+        "binaries_emulator": [row(pid) for pid in pids.binaries],
+        "max_worker_rss_mib": max((w["rss_mib"] for w in workers), default=None),
+    }
+
+
+@dataclass
+class StreamBook:
+    """Counts shared by every stream task."""
+
+    opened: int = 0
+    finished: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def mark_open(self) -> None:
+        self.opened += 1
+        self.changed.set()
+
+    def fail(self, why: str) -> None:
+        self.errors += 1
+        self.changed.set()
+        if len(self.error_samples) < MAX_ERROR_SAMPLES:
+            self.error_samples.append(why[:200])
+
+    @property
+    def open_now(self) -> int:
+        return self.opened - self.finished
+
+
+async def _one_stream(
+    session: aiohttp.ClientSession, gateway: Gateway, book: StreamBook, body: bytes
+) -> None:
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    counted = False
+    try:
+        async with session.post(
+            f"{gateway.url}/v1/chat/completions", data=body, headers=headers
+        ) as response:
+            if response.status != 200:
+                book.fail(f"HTTP {response.status}: {(await response.read())[:120]!r}")
+                return
+            book.mark_open()
+            counted = True
+            tail = b""
+            async for block in response.content.iter_any():
+                tail = (tail + block)[-64:]
+            if DONE not in tail:
+                book.fail(f"stream ended without [DONE]: {tail!r}")
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        book.fail(f"{type(exc).__name__}: {exc}")
+    finally:
+        if counted:
+            book.finished += 1
+
+
+def _rss_sample(pids: GatewayPids) -> dict[str, float]:
+    fronts = sum(rss_bytes(pid) for pid in pids.fronts)
+    workers = sum(rss_bytes(pid) for pid in pids.workers)
+    binaries = sum(rss_bytes(pid) for pid in pids.binaries)
+    return {
+        "front_rss_mib": round(fronts / MIB, 1),
+        "workers_rss_mib": round(workers / MIB, 1),
+        "gateway_rss_mib": round((fronts + workers) / MIB, 1),
+        "emulator_rss_mib": round(binaries / MIB, 1),
+    }
+
+
+async def _wait_open(book: StreamBook, launched: int, timeout_s: float) -> None:
+    """Until every launched stream has its headers or has failed, at most `timeout_s` in all."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            while book.opened + book.errors < launched:
+                book.changed.clear()
+                await book.changed.wait()
+
+
+def stream_seconds(plan: Plan) -> float:
+    """How long one slow answer takes upstream (first token, then the reply at its rate)."""
+    return plan.scale_first_token_ms / 1000 + plan.scale_reply_tokens / plan.scale_tokens_per_s
+
+
+async def open_streams(plan: Plan, gateway: Gateway) -> dict[str, Any]:
+    """Ramp to the plan's top step of concurrent slow streams; RSS per step; errors must be 0.
+
+    A step whose streams do not all open within `scale_step_timeout_s` ends the ramp: the
+    shortfall is recorded as stalled streams (errors), never waited for without bound.
+    """
+    pids = await gateway.pids()
+    idle = _rss_sample(pids)
+    book = StreamBook()
+    body = openai_body(GATEWAY_MODEL, stream=True, prompt="tell me a long story")
+    steps: list[dict[str, Any]] = []
+    tasks: list[asyncio.Task[None]] = []
+    started = last_launch = time.monotonic()
+    finish_within = stream_seconds(plan) + plan.scale_step_timeout_s * len(plan.scale_steps)
+    timeout = aiohttp.ClientTimeout(total=finish_within + 30.0)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=timeout
+    ) as session:
+        for step in plan.scale_steps:
+            tasks += [
+                asyncio.create_task(_one_stream(session, gateway, book, body))
+                for _ in range(step - len(tasks))
+            ]
+            last_launch = time.monotonic()
+            await _wait_open(book, len(tasks), plan.scale_step_timeout_s)
+            await asyncio.sleep(SETTLE_S)
+            steps.append(
+                {
+                    "target": step,
+                    "open": book.open_now,
+                    "errors": book.errors,
+                    "stalled": len(tasks) - book.opened - book.errors,
+                    "t_s": round(time.monotonic() - started, 1),
+                    **_rss_sample(pids),
+                }
+            )
+            print(f"  open streams {steps[-1]}", flush=True)
+            if steps[-1]["stalled"] or book.errors:
+                break
+        # The last streams were launched at `last_launch`; none should outlive one answer's
+        # duration after that by more than the slack of a step.
+        remaining = (
+            last_launch + stream_seconds(plan) + plan.scale_step_timeout_s - time.monotonic()
+        )
+        done, pending = await asyncio.wait(tasks, timeout=max(1.0, remaining))
+        for task in pending:
+            task.cancel()
+            book.fail("stream did not finish within the time an answer takes plus the ramp")
+        await asyncio.gather(*pending, return_exceptions=True)
+    return _scale_result(idle, steps, book, len(done))
+
+
+def _scale_result(
+    idle: dict[str, float], steps: list[dict[str, Any]], book: StreamBook, done: int
+) -> dict[str, Any]:
+    clean = [s for s in steps if s["errors"] == 0]
+    top = max(steps, key=lambda s: s["open"]) if steps else None
+    per_stream = None
+    if top is not None and top["open"] > 0:
+        growth_mib = top["gateway_rss_mib"] - idle["gateway_rss_mib"]
+        per_stream = round(growth_mib * 1024 / top["open"], 2)
+    return {
+        "idle": idle,
+        "steps": steps,
+        "completed_streams": done,
+        "errors": book.errors,
+        "error_samples": book.error_samples,
+        "kib_per_open_stream": per_stream,
+        # Most streams seen open at once while no stream had failed yet (stalled ones that
+        # never opened are not open; they turn into errors when the ramp ends).
+        "max_open_streams_without_error": max((s["open"] for s in clean), default=0),
+    }

@@ -1,0 +1,149 @@
+"""Runs in the bench: the non-streaming comparison (scenarios 1-3) and the generator's ceiling.
+
+At every concurrency level the four systems run back to back — direct to the emulator,
+lingma-gw, direct to the mock OpenAI server, LiteLLM — so slow drift of a shared machine hits
+them alike. Added latency is lingma-gw minus direct at the same level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from bench.bodies import GATEWAY_MODEL, PROMPT, openai_target, trivial_target
+from bench.gateway import API_KEY, Gateway
+from bench.litellm_env import MASTER_KEY, MODEL, LiteLLMProxy
+from bench.loadgen import LoadGenerator, Summary
+from bench.plan import Plan
+from bench.targets import LingmaTarget, Target
+
+SUMMARY_FIELDS = ("rps", "p50_ms", "p90_ms", "p99_ms")
+REQUEST_TIMEOUT_S = 15.0  # a request slower than this counts as an error (LiteLLM at 256: ~7 s)
+
+
+@dataclass
+class Sweep:
+    """One system's summaries across the concurrency levels, fed level by level."""
+
+    name: str
+    target: Target
+    levels: list[Summary] = field(default_factory=list)
+
+    def window_for(self, plan: Plan, concurrency: int) -> tuple[float, float]:
+        """(warm-up, measured window): a slow system (LiteLLM at 256) gets both stretched to a
+        few of its expected latencies, estimated from the previous level, within the caps."""
+        if not self.levels or self.levels[-1].rps <= 0:
+            return plan.warmup_s, plan.duration_s
+        latency = concurrency / self.levels[-1].rps
+        warmup = min(plan.max_warmup_s, max(plan.warmup_s, 1.5 * latency))
+        duration = min(plan.max_duration_s, max(plan.duration_s, 3.0 * latency))
+        return warmup, duration
+
+    def at(self, concurrency: int) -> Summary | None:
+        return next((s for s in self.levels if s.concurrency == concurrency), None)
+
+
+def processes_for(plan: Plan, concurrency: int) -> int:
+    return plan.loadgen_processes if concurrency >= plan.multi_process_from else 1
+
+
+async def run_level(load: LoadGenerator, plan: Plan, sweep: Sweep, concurrency: int) -> Summary:
+    warmup, duration = sweep.window_for(plan, concurrency)
+    summary = await load.run(
+        sweep.target,
+        concurrency,
+        duration,
+        warmup,
+        processes=processes_for(plan, concurrency),
+        timeout_s=REQUEST_TIMEOUT_S,
+    )
+    sweep.levels.append(summary)
+    return summary
+
+
+def build_sweeps(
+    gateway: Gateway | None, mock_url: str | None, litellm: LiteLLMProxy | None
+) -> list[Sweep]:
+    sweeps: list[Sweep] = []
+    if gateway is not None:
+        sweeps.append(
+            Sweep("direct_emulator", LingmaTarget(ws_url=gateway.ws_url(), question=PROMPT))
+        )
+        target = openai_target(gateway.url, API_KEY, GATEWAY_MODEL, stream=False)
+        sweeps.append(Sweep("lingma_gw", target))
+    if mock_url is not None:
+        sweeps.append(
+            Sweep("direct_mock_openai", openai_target(mock_url, "sk-mock", MODEL, stream=False))
+        )
+    if litellm is not None:
+        sweeps.append(Sweep("litellm", openai_target(litellm.url, MASTER_KEY, MODEL, stream=False)))
+    return sweeps
+
+
+async def non_streaming(load: LoadGenerator, plan: Plan, sweeps: list[Sweep]) -> dict[str, Any]:
+    """Scenarios 1-3: every system at every level, interleaved level by level."""
+    for concurrency in plan.levels:
+        for sweep in sweeps:
+            summary = await run_level(load, plan, sweep, concurrency)
+            print(f"  {sweep.name:<20} c={concurrency:<4} {_line(summary)}", flush=True)
+    result: dict[str, Any] = {s.name: [_plain(x) for x in s.levels] for s in sweeps}
+    direct = next((s.target for s in sweeps if isinstance(s.target, LingmaTarget)), None)
+    result["direct_flow"] = direct.flow if direct is not None else None
+    by_name = {s.name: s for s in sweeps}
+    result["added_latency"] = added_latency(
+        plan, by_name.get("lingma_gw"), by_name.get("direct_emulator")
+    )
+    result["litellm_added_latency"] = added_latency(
+        plan, by_name.get("litellm"), by_name.get("direct_mock_openai")
+    )
+    return result
+
+
+def added_latency(plan: Plan, proxy: Sweep | None, direct: Sweep | None) -> list[dict[str, Any]]:
+    if proxy is None or direct is None:
+        return []
+    rows = []
+    for concurrency in plan.levels:
+        via, base = proxy.at(concurrency), direct.at(concurrency)
+        if via is None or base is None:
+            continue
+        rows.append(
+            {
+                "concurrency": concurrency,
+                "added_p50_ms": round(via.p50_ms - base.p50_ms, 3),
+                "added_p90_ms": round(via.p90_ms - base.p90_ms, 3),
+                "added_p99_ms": round(via.p99_ms - base.p99_ms, 3),
+                "throughput_share_of_direct": round(via.rps / base.rps, 3) if base.rps else None,
+            }
+        )
+    return rows
+
+
+async def loadgen_ceiling(load: LoadGenerator, plan: Plan, mock_url: str) -> dict[str, Any]:
+    """The generator against the smallest aiohttp handler: what it can drive at most."""
+    levels = []
+    for concurrency in sorted({64, plan.levels[-1]}):
+        summary = await load.run(
+            trivial_target(mock_url),
+            concurrency,
+            plan.duration_s,
+            plan.warmup_s,
+            processes=processes_for(plan, concurrency),
+        )
+        print(f"  {'loadgen_ceiling':<20} c={concurrency:<4} {_line(summary)}", flush=True)
+        levels.append(_plain(summary))
+    return {"levels": levels, "max_rps": max(level["rps"] for level in levels)}
+
+
+def _line(summary: Summary) -> str:
+    text = " ".join(f"{name}={getattr(summary, name)}" for name in SUMMARY_FIELDS)
+    if summary.errors:
+        text += f" errors={summary.errors} ({summary.error_samples[:1]})"
+    return text
+
+
+def _plain(summary: Summary) -> dict[str, Any]:
+    result: dict[str, Any] = msgspec.to_builtins(summary)
+    return result

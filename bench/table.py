@@ -1,0 +1,145 @@
+"""Runs in the bench: the table printed at the end of a run (latest.json has everything)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import TARGETS
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+NON_STREAMING_COLUMNS = (
+    ("system", "", 20),
+    ("conc", "concurrency", 5),
+    ("req/s", "rps", 9),
+    ("p50 ms", "p50_ms", 9),
+    ("p90 ms", "p90_ms", 9),
+    ("p99 ms", "p99_ms", 9),
+    ("errors", "errors", 7),
+)
+
+
+def _non_streaming_rows(results: dict[str, Any]) -> list[str]:
+    def line(cells: list[str]) -> str:
+        first, *rest = cells
+        widths = [w for _, _, w in NON_STREAMING_COLUMNS]
+        return f"  {first:<{widths[0]}}" + "".join(
+            f" {c:>{w}}" for c, w in zip(rest, widths[1:], strict=True)
+        )
+
+    lines = [line([title for title, _, _ in NON_STREAMING_COLUMNS])]
+    non_streaming = results.get("non_streaming") or {}
+    for system in ("direct_emulator", "lingma_gw", "direct_mock_openai", "litellm"):
+        for row in non_streaming.get(system) or []:
+            cells = [_fmt(row.get(key)) for _, key, _ in NON_STREAMING_COLUMNS[1:]]
+            lines.append(line([system, *cells]))
+    return lines
+
+
+def _header(results: dict[str, Any]) -> list[str]:
+    meta = results.get("meta") or {}
+    mode = "quick" if (meta.get("plan") or {}).get("quick") else "full"
+    return [
+        "",
+        f"lingma-gw bench ({mode}, commit {meta.get('commit') or '?'}): {meta.get('cpus')} CPUs, "
+        f"load average {meta.get('load_average_at_start')} at start, "
+        f"{meta.get('load_average_at_end')} at end; the emulator stands in for Lingma",
+    ]
+
+
+def _streaming_rows(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    ttft = results.get("ttft") or {}
+    if ttft:
+        cells = [
+            f"{name} {_fmt((ttft.get(name) or {}).get('ttft_p50_ms'))} ms"
+            for name in ("direct_emulator", "openai", "anthropic")
+        ]
+        lines.append("  TTFT p50, one stream at a time:  " + " | ".join(cells))
+    chunks = results.get("stream_chunks") or {}
+    if chunks:
+        cells = [
+            f"{name} {_fmt(chunks.get(f'{name}_chunks_per_s'))}"
+            for name in ("direct", "openai", "anthropic")
+        ]
+        lines.append("  relayed chunks/s, long answers:  " + " | ".join(cells))
+    return ["", "streaming", *lines] if lines else []
+
+
+def _scale_rows(results: dict[str, Any]) -> list[str]:
+    scale = results.get("scale") or {}
+    steps = scale.get("steps") or []
+    if not steps:
+        return []
+    lines = ["", "open streams (slow upstream): open / errors / front + workers RSS MiB"]
+    idle = (scale.get("idle") or {}).get("gateway_rss_mib")
+    lines.append(f"  idle: {_fmt(idle)} MiB")
+    lines += [
+        f"  {s['target']:>5} launched: {s['open']:>5} open, {s['errors']} errors, "
+        f"{s['stalled']} stalled, {_fmt(s['gateway_rss_mib'])} MiB"
+        for s in steps
+    ]
+    return lines
+
+
+def _footprint_rows(results: dict[str, Any]) -> list[str]:
+    idle = results.get("idle") or {}
+    if not idle:
+        return []
+    rows = [("supervisor", idle.get("supervisor") or {})]
+    rows += [(f"front {i}", f) for i, f in enumerate(idle.get("fronts") or [])]
+    rows += [(f"worker {i}", w) for i, w in enumerate(idle.get("workers") or [])]
+    rows += [
+        (f"emulator {i} (not ours)", b) for i, b in enumerate(idle.get("binaries_emulator") or [])
+    ]
+    cells = [f"{name} {_fmt(row.get('rss_mib'))}" for name, row in rows]
+    return ["", "idle RSS MiB: " + " | ".join(cells)]
+
+
+def _session_rows(results: dict[str, Any]) -> list[str]:
+    sessions = results.get("sessions") or {}
+    if not sessions:
+        return []
+    on, off = sessions["with_cache"], sessions["without_cache"]
+    return [
+        "",
+        f"session reuse, {on['turns']}-turn conversation: {on['upstream_tokens']} tokens sent "
+        f"upstream with the cache, {off['upstream_tokens']} without",
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = _header(results)
+    lines += ["", "non-streaming /v1/chat/completions (closed loop, instant upstream)"]
+    lines += _non_streaming_rows(results)
+    lines += _streaming_rows(results)
+    lines += _scale_rows(results)
+    lines += _footprint_rows(results)
+    lines += _session_rows(results)
+    lines += ["", "headline ratios and targets"]
+    for item in results.get("targets") or []:
+        met = {True: "MET", False: "missed", None: "not measured"}[item["met"]]
+        value = _fmt(item["value"])
+        lines.append(f"  {item['ratio']:<32} {value:>12}   target {item['target']:<30} {met}")
+    lines += ["", "context"]
+    headline = results.get("ratios") or {}
+    shown = {key for key, _, _ in TARGETS}
+    lines += [f"  {k:<32} {_fmt(v):>12}" for k, v in headline.items() if k not in shown]
+    skipped = results.get("skipped") or {}
+    if skipped:
+        lines += ["", "left out of this run"]
+        lines += [f"  {name}: {why}" for name, why in skipped.items()]
+    errors = results.get("scenario_errors") or {}
+    if errors:
+        lines += ["", "scenarios that could not run (details in latest.json)"]
+        lines += [
+            f"  {name}: {(why.splitlines() or [''])[0][:150]}" for name, why in errors.items()
+        ]
+    return "\n".join(lines)
