@@ -104,8 +104,9 @@ async def read_body(reader: asyncio.StreamReader, max_frame: int = MAX_FRAME) ->
 class FramedStream(Generic[In, Out]):
     """One connection: typed receive of `In` messages, send of `Out` messages.
 
-    Writes are buffered by the transport; `drain` is awaited only when the transport asks for
-    it (high-water mark), so streaming many small frames does not pay a syscall wait per frame.
+    Frames sent in one event-loop iteration are joined into one transport write (a streamed
+    answer produces bursts of small frames: one syscall each would dominate the relay's cost).
+    `drain` is awaited only when the transport asks for it (high-water mark).
     """
 
     def __init__(
@@ -119,6 +120,7 @@ class FramedStream(Generic[In, Out]):
         self.writer = writer
         self._decoder: msgspec.msgpack.Decoder[In] = msgspec.msgpack.Decoder(incoming)
         self._max_frame = max_frame
+        self._pending: list[bytes] = []
 
     async def recv(self) -> In:
         body = await read_body(self.reader, self._max_frame)
@@ -130,13 +132,25 @@ class FramedStream(Generic[In, Out]):
     def send_nowait(self, message: Out) -> None:
         if self.writer.is_closing():
             raise ConnectionClosed("connection is closing")
-        self.writer.write(encode_frame(message))
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(encode_frame(message))
+
+    def flush(self) -> None:
+        """Hand every frame queued so far to the transport in one write."""
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        if not self.writer.is_closing():
+            self.writer.write(data)
 
     async def send(self, message: Out) -> None:
         self.send_nowait(message)
         await self.drain()
 
     async def drain(self) -> None:
+        self.flush()
         transport = self.writer.transport
         if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
             try:
@@ -149,6 +163,7 @@ class FramedStream(Generic[In, Out]):
         return self.writer.is_closing()
 
     async def close(self) -> None:
+        self.flush()
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()

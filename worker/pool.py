@@ -29,7 +29,9 @@ class LingmaClient:
         self.max_idle = max_idle
         self.port = 0
         self.server_info: dict[str, Any] = {}
-        self._session = aiohttp.ClientSession()
+        # No connector cap: every in-flight chat leases its own WebSocket, so aiohttp's default
+        # limit of 100 would silently stall the 101st concurrent chat.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self._control: RpcConnection | None = None
         self._control_lock = asyncio.Lock()
         self._idle: list[RpcConnection] = []

@@ -25,13 +25,19 @@ class _Where(enum.Enum):
 
 
 def _held_tail(buffer: str, *tokens: str) -> int:
-    """Length of the longest tail of `buffer` that is a proper prefix of one of `tokens`."""
+    """Length of the longest tail of `buffer` that is a proper prefix of one of `tokens`.
+
+    Runs once per streamed delta, so it only looks at positions where a token could start
+    (its first character within the last len(token) - 1 characters): usually none.
+    """
     best = 0
     for token in tokens:
-        for size in range(min(len(buffer), len(token) - 1), best, -1):
-            if token.startswith(buffer[-size:]):
-                best = size
+        position = buffer.find(token[0], max(0, len(buffer) - len(token) + 1))
+        while position >= 0 and len(buffer) - position > best:
+            if token.startswith(buffer[position:]):
+                best = len(buffer) - position
                 break
+            position = buffer.find(token[0], position + 1)
     return best
 
 
