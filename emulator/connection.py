@@ -189,6 +189,11 @@ class RpcConnection:
         if not self.closed:
             self._outbox.put(frame(_encode(message)))
 
+    def send_raw(self, text: str) -> None:
+        """Exactly `text` as one frame, unframed or malformed (the `garbage` fault)."""
+        if not self.closed:
+            self._outbox.put(text)
+
     def send_error(self, request_id: Any, code: int, message: str) -> None:
         self._send(
             {"jsonrpc": "2.0", "result": None, "error": _err(code, message), "id": request_id}

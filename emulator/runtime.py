@@ -13,6 +13,7 @@ from typing import Any
 from emulator.auth import LoginBroker
 from emulator.catalog import Catalog
 from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.rpc_framing import frame
 from emulator.scripts import Action, ScriptBook
 from emulator.sessions import SessionStore
 from emulator.settings import EMULATOR_NAME, Knobs
@@ -86,8 +87,27 @@ def require_str(params: dict[str, Any], *names: str) -> str:
     return value
 
 
+# What a broken runtime might put on the wire: bad JSON, non-objects, unhashable or unknown
+# ids, odd error objects, pushes with the wrong shapes, and a bare unframed fragment.
+GARBAGE_FRAMES = (
+    frame(b"{not json"),
+    frame(b"[]"),
+    frame(b'{"jsonrpc":"2.0","id":[1],"result":null}'),
+    frame(b'{"jsonrpc":"2.0","id":987654,"error":{"code":"x","message":5}}'),
+    frame(b'{"jsonrpc":"2.0","method":"chat/answer","params":[1,2]}'),
+    frame(b'{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":5,"update":"x"}}'),
+    frame(b'{"jsonrpc":"2.0","method":"chat/answer","params":{"text":"\\ud800"}}'),
+    "{broken bare json",
+)
+
+
 async def run_fault(conn: RpcConnection, action: Action) -> None:
     """The scripted fault after a reply: hang, drop the connection, or crash the process."""
+    if action is Action.GARBAGE:
+        log.warning("EMULATOR sending %d malformed frames (script)", len(GARBAGE_FRAMES))
+        for text in GARBAGE_FRAMES:
+            conn.send_raw(text)
+        return
     if action is Action.CRASH:
         # What was "sent" before the crash reaches the client, as it would from a real process.
         with contextlib.suppress(TimeoutError):

@@ -46,6 +46,7 @@ class Action(StrEnum):
     HANG = "hang"  # never send the finish event
     CRASH = "crash"  # exit the whole process
     DROP = "drop"  # close the client's WebSocket
+    GARBAGE = "garbage"  # send malformed frames, then finish the answer normally
 
 
 class ErrorSpec(msgspec.Struct, forbid_unknown_fields=True):

@@ -3,7 +3,8 @@
 System prompt (string or blocks), content blocks (text, tool_use, tool_result; thinking is
 dropped from history; images are refused with a clear 400, and noted as text inside tool
 results) become a ChatPlan. `anthropic-version` / `anthropic-beta` headers and `?beta=true`
-are tolerated: nothing here depends on them.
+are tolerated: nothing here depends on them. A `system` role inside `messages` (Claude Code's
+mid-conversation system beta) stays a system message in place.
 """
 
 from __future__ import annotations
@@ -60,8 +61,15 @@ def system_text(system: str | list[Block] | None) -> str:
 
 
 def _turn(message: MessageIn, index: int, call_names: dict[str, str]) -> list[Message]:
+    if message.role == "system":  # Claude Code's mid-conversation system messages (a beta)
+        text = system_text(message.content)
+        return [Message(role="system", text=text)] if text else []
     if message.role not in ("user", "assistant"):
-        raise bad_request(f"unknown message role {message.role!r}", f"messages[{index}].role")
+        raise bad_request(
+            f"unknown message role {message.role!r}: use user or assistant "
+            "(or system, as Claude Code sends it)",
+            f"messages[{index}].role",
+        )
     if isinstance(message.content, str):
         return [Message(role=message.role, text=message.content)] if message.content else []
     texts: list[str] = []

@@ -25,6 +25,7 @@ from front.auth import log_auth_posture
 from front.context import CONTEXT, FrontContext, ServeState
 from front.control import FrontControlServer
 from front.errors import ApiError, ErrorKind, error_body, flavor_for_path
+from front.hardening import OneLineBadRequests, accept_queue_length, reject_unknown_expect
 from front.httpkit import AFFINITY, AFFINITY_HEADER, REQUEST_ID, STARTED, request_id_from
 from protocol.lifecycle import isolate_child
 from protocol.logs import configure_logging, request_id_var
@@ -38,6 +39,8 @@ _HTTP_KINDS = {
     413: ErrorKind.TOO_LARGE,
 }
 DEFAULT_SIGNAL_GRACE_S = 10.0
+HANDOVER_QUIET_S = 1.0
+FIRST_PING_WAIT_S = 3.0
 
 
 def error_response(
@@ -52,10 +55,12 @@ def error_response(
     )
 
 
-def _from_http_exception(exc: web.HTTPException) -> tuple[ApiError, dict[str, str]]:
+def _from_http_exception(exc: web.HTTPException, path: str) -> tuple[ApiError, dict[str, str]]:
     kind = _HTTP_KINDS.get(exc.status, ErrorKind.BAD_REQUEST)
     messages = {
-        ErrorKind.NOT_FOUND: "unknown path",
+        # The usual cause is a base URL with /v1 missing or doubled.
+        ErrorKind.NOT_FOUND: f"unknown path {path[:200]}: OpenAI clients want the base URL "
+        "http://HOST:PORT/v1, Anthropic clients and Claude Code http://HOST:PORT (no /v1)",
         ErrorKind.METHOD_NOT_ALLOWED: "method not allowed on this path",
         ErrorKind.TOO_LARGE: "request body too large",
     }
@@ -64,7 +69,10 @@ def _from_http_exception(exc: web.HTTPException) -> tuple[ApiError, dict[str, st
 
 
 def _refuse_while_draining(ctx: FrontContext, request: web.Request) -> None:
-    if ctx.state is ServeState.DRAINING and request.path != "/healthz":
+    # In a handover the replacement listens already: serve what still comes on open connections.
+    if ctx.handover:
+        return
+    if ctx.state is ServeState.DRAINING and request.path not in ("/healthz", "/readyz"):
         raise ApiError(
             ErrorKind.UNAVAILABLE, "this gateway process is shutting down", retry_after=1.0
         )
@@ -88,7 +96,7 @@ async def front_middleware(request: web.Request, handler: Handler) -> web.Stream
         status = err.status
         return error_response(request, err)
     except web.HTTPException as exc:
-        mapped, extra = _from_http_exception(exc)
+        mapped, extra = _from_http_exception(exc, request.path)
         status = mapped.status
         return error_response(request, mapped, extra)
     except Exception:
@@ -121,6 +129,12 @@ async def _stamp_headers(request: web.Request, response: web.StreamResponse) -> 
     affinity = request.get(AFFINITY)
     if affinity:
         response.headers[AFFINITY_HEADER] = affinity
+    if request.app[CONTEXT].state is ServeState.DRAINING:
+        # The client's next request opens a connection elsewhere. The header too: aiohttp
+        # has already computed it when this hook runs, and a client that was promised
+        # keep-alive would reuse a connection we close.
+        response.force_close()
+        response.headers["Connection"] = "close"
 
 
 def build_app(ctx: FrontContext) -> web.Application:
@@ -130,6 +144,7 @@ def build_app(ctx: FrontContext) -> web.Application:
     router = app.router
     router.add_get("/", service.root)
     router.add_get("/healthz", service.healthz)
+    router.add_get("/readyz", service.readyz)
     router.add_get("/metrics", service.metrics)
     router.add_get("/v1/models", service.list_models)
     router.add_post("/v1/chat/completions", openai_chat.chat_completions)
@@ -159,6 +174,36 @@ def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+async def _hand_over(
+    ctx: FrontContext, sock: socket.socket, site: web.BaseSite, runner: web.AppRunner
+) -> None:
+    """Stop listening, then give clients on open connections time to move to the replacement.
+
+    Every reply now closes its connection, so an active client's next request connects to the
+    replacement. Done when no connection is left, or when nothing has been in flight for a
+    moment (idle keep-alive connections are then closed by the shutdown).
+    """
+    ctx.state = ServeState.DRAINING
+    loop = asyncio.get_running_loop()
+    # Under SO_REUSEPORT the kernel resets the connections still queued on a listener that
+    # closes: close ours once its queue is empty (the check and the close do not yield).
+    settle_until = loop.time() + 1.0
+    while accept_queue_length(sock) and loop.time() < settle_until:  # noqa: ASYNC110 - kernel state
+        await asyncio.sleep(0.005)
+    await site.stop()
+    deadline = loop.time() + ctx.drain_grace_s
+    quiet_since: float | None = None
+    while loop.time() < deadline and runner.server is not None and runner.server.connections:
+        if ctx.admission.in_flight:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = loop.time()
+        elif loop.time() - quiet_since >= HANDOVER_QUIET_S:
+            break
+        await asyncio.sleep(0.05)
+    ctx.drain_grace_s = max(0.0, deadline - loop.time())
+
+
 async def _drain(ctx: FrontContext) -> None:
     """Refuse new requests, then wait for in-flight ones (bounded by the grace period)."""
     ctx.state = ServeState.DRAINING
@@ -186,6 +231,7 @@ def _install_signals(ctx: FrontContext) -> None:
 
 async def serve(spec: FrontSpec) -> int:
     ctx = FrontContext.from_spec(spec)
+    logging.getLogger("aiohttp.server").addFilter(OneLineBadRequests())
     log_auth_posture(
         api_keys=spec.api_keys, admin_token=spec.admin_token, metrics_public=spec.metrics_public
     )
@@ -201,11 +247,21 @@ async def serve(spec: FrontSpec) -> int:
         log.error("cannot serve the control socket %s: %s", spec.socket_path, exc)  # noqa: TRY400
         sock.close()
         return EXIT_CANNOT_START
-    runner = web.AppRunner(build_app(ctx), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(
+        build_app(ctx),
+        handler_cancellation=True,
+        access_log=None,
+        # Also the header deadline: a connection still without complete headers is closed.
+        keepalive_timeout=spec.idle_timeout_s,
+    )
     await runner.setup()
+    assert runner.server is not None
+    reject_unknown_expect(runner.server)
     try:
         await ctx.pool.start()
-        await web.SockSite(runner, sock, shutdown_timeout=1.0).start()
+        await ctx.pool.first_pings(FIRST_PING_WAIT_S)  # meanwhile the kernel queues connections
+        site = web.SockSite(runner, sock, shutdown_timeout=1.0)
+        await site.start()
         _install_signals(ctx)
         ctx.state = ServeState.SERVING
         log.info(
@@ -216,6 +272,8 @@ async def serve(spec: FrontSpec) -> int:
             len(spec.workers),
         )
         await ctx.drain_requested.wait()
+        if ctx.handover:
+            await _hand_over(ctx, sock, site, runner)
         await _drain(ctx)
     finally:
         await runner.cleanup()

@@ -18,6 +18,14 @@ from front.errors import ApiError, ErrorKind
 log = logging.getLogger(__name__)
 
 ANONYMOUS_SCOPE = "anonymous"
+INVALID_KEY_MESSAGE = (
+    "invalid API key: use a key from the gateway's [auth] api_keys (or its API_KEYS variable)"
+)
+
+
+def _raw(text: str) -> bytes:
+    """Any str as bytes: header values that are not UTF-8 arrive with lone surrogates."""
+    return text.encode("utf-8", "surrogatepass")
 
 
 def bearer_token(headers: Mapping[str, str]) -> str:
@@ -35,10 +43,10 @@ def presented_key(headers: Mapping[str, str]) -> str:
 
 def matches_any(candidate: str, secrets: Sequence[str]) -> bool:
     """Constant-time over every configured secret: timing reveals neither which nor how close."""
-    given = candidate.encode()
+    given = _raw(candidate)
     found = False
     for secret in secrets:
-        found |= hmac.compare_digest(given, secret.encode())
+        found |= hmac.compare_digest(given, _raw(secret))
     return found
 
 
@@ -46,7 +54,7 @@ def key_scope(key: str) -> str:
     """A stable, non-reversible name for a key: session-cache and affinity partitions."""
     if not key:
         return ANONYMOUS_SCOPE
-    return hashlib.sha256(b"lingma-gw-key\0" + key.encode()).hexdigest()[:16]
+    return hashlib.sha256(b"lingma-gw-key\0" + _raw(key)).hexdigest()[:16]
 
 
 def require_api_key(headers: Mapping[str, str], api_keys: Sequence[str]) -> str:
@@ -55,9 +63,12 @@ def require_api_key(headers: Mapping[str, str], api_keys: Sequence[str]) -> str:
     if not api_keys:
         return key
     if not key:
-        raise ApiError(ErrorKind.UNAUTHORIZED, "missing API key: send Authorization: Bearer KEY")
+        raise ApiError(
+            ErrorKind.UNAUTHORIZED,
+            "missing API key: send `Authorization: Bearer KEY` or `x-api-key: KEY`",
+        )
     if not matches_any(key, api_keys):
-        raise ApiError(ErrorKind.UNAUTHORIZED, "invalid API key")
+        raise ApiError(ErrorKind.UNAUTHORIZED, INVALID_KEY_MESSAGE)
     return key
 
 

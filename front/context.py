@@ -37,6 +37,7 @@ class FrontContext:
     failures_total: int = 0
     drain_requested: asyncio.Event = field(default_factory=asyncio.Event)
     drain_grace_s: float = 10.0
+    handover: bool = False  # draining because a replacement front already listens
 
     @classmethod
     def from_spec(cls, spec: FrontSpec) -> FrontContext:
@@ -56,8 +57,9 @@ class FrontContext:
     def name(self) -> str:
         return f"front-{self.spec.index}"
 
-    def request_drain(self, grace_s: float) -> None:
+    def request_drain(self, grace_s: float, *, handover: bool = False) -> None:
         self.drain_grace_s = grace_s
+        self.handover = handover
         self.drain_requested.set()
 
 

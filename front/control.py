@@ -43,6 +43,8 @@ from protocol.messages import (
 
 log = logging.getLogger(__name__)
 
+UPDATE_PING_WAIT_S = 1.5  # below the supervisor's 2 s timeout for WorkersUpdate
+
 _PONG_STATES = {
     ServeState.STARTING: WorkerState.STARTING,
     ServeState.SERVING: WorkerState.READY,
@@ -79,8 +81,8 @@ def reply_to(ctx: FrontContext, message: object) -> FrontReply:
         case WorkersUpdate(id=rid, workers=workers):
             ctx.pool.update(workers)
             return Ok(id=rid, message=f"{len(workers)} workers")
-        case Drain(id=rid, grace_s=grace_s):
-            ctx.request_drain(grace_s)
+        case Drain(id=rid, grace_s=grace_s, handover=handover):
+            ctx.request_drain(grace_s, handover=handover)
             return Ok(id=rid, message="draining")
     return Failure(
         id=0, code=ErrorCode.UNSUPPORTED, message=f"unsupported: {type(message).__name__}"
@@ -117,9 +119,17 @@ class FrontControlServer:
                 except FrameDecodeError as exc:
                     await stream.send(Failure(id=0, code=ErrorCode.BAD_FRAME, message=str(exc)))
                     continue
-                await stream.send(reply_to(self._ctx, message))
+                reply = reply_to(self._ctx, message)
+                if isinstance(message, WorkersUpdate):
+                    # Answer once new workers are routable: the supervisor then drains the old.
+                    await self._ctx.pool.first_pings(UPDATE_PING_WAIT_S)
+                await stream.send(reply)
         except (FrameError, OSError):
             pass  # the supervisor hung up
+        except asyncio.CancelledError:
+            # close() at shutdown. Ending normally: Python 3.11's stream callback logs a
+            # spurious "Exception in callback" for a handler task that ends cancelled.
+            pass
         finally:
             self._connections.discard(task)
             await stream.close()

@@ -39,6 +39,7 @@ class ErrorKind(enum.Enum):
         "invalid_request_error",
     )
     CONFLICT = (409, "invalid_request_error", "conflict", "invalid_request_error")
+    REQUEST_TIMEOUT = (408, "invalid_request_error", "request_timeout", "invalid_request_error")
     TOO_LARGE = (413, "invalid_request_error", "request_too_large", "request_too_large")
     OVERLOADED = (429, "rate_limit_error", "overloaded", "rate_limit_error")
     UPSTREAM_RATE_LIMITED = (429, "rate_limit_error", "upstream_rate_limited", "rate_limit_error")
@@ -113,6 +114,16 @@ def from_failure(failure: Failure) -> ApiError:
     if retry_after is None:
         retry_after = DEFAULT_RETRY_AFTER.get(kind)
     return ApiError(kind, message, retry_after=retry_after)
+
+
+def no_ready_account_message(detail: str = "", action: str = "serve this request") -> str:
+    """For the operator as much as the caller: what is wrong and where to look."""
+    because = f" ({detail})" if detail else ""
+    return (
+        f"no READY account can {action}{because}: accounts may still be logging in, "
+        "logged out, restarting or FATAL; run `lingma-gw status` on the gateway host, and "
+        "`lingma-gw login NAME` for an account that is not logged in"
+    )
 
 
 def openai_error_payload(err: ApiError) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from front.auth import key_scope
-from front.context import FrontContext
+from front.context import CONTEXT, FrontContext
 from front.errors import ApiError, ErrorKind
 from front.relay import RequestMeta
 from front.routing import affinity_hash
@@ -43,14 +44,35 @@ def _describe_decode_error(exc: msgspec.DecodeError) -> str:
 
 
 async def read_body(request: web.Request, body_type: type[T]) -> T:
-    """Read and decode the JSON body into `body_type`; any problem is a 400 (413 if too big)."""
-    raw = await request.read()
+    """Read and decode the JSON body into `body_type`; any problem is a 400 (413 if too big,
+    408 if it does not arrive within the body deadline)."""
+    spec = request.app[CONTEXT].spec
+    declared = request.content_length
+    if declared is not None and declared > spec.max_body_bytes:
+        raise ApiError(ErrorKind.TOO_LARGE, "request body too large")  # before reading any
+    try:
+        async with asyncio.timeout(spec.body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(
+            ErrorKind.REQUEST_TIMEOUT,
+            f"the request body did not arrive within {spec.body_timeout_s:g}s",
+        ) from None
+    except (web.RequestPayloadError, HttpProcessingError):
+        raise ApiError(
+            ErrorKind.BAD_REQUEST,
+            "the request body cannot be read: bad Content-Encoding or chunked framing",
+        ) from None
     if not raw.strip():
         raise ApiError(ErrorKind.BAD_REQUEST, "request body is empty: send a JSON object")
     try:
         return msgspec.json.decode(raw, type=body_type)
     except msgspec.DecodeError as exc:
         raise ApiError(ErrorKind.BAD_REQUEST, _describe_decode_error(exc)) from None
+    except RecursionError:
+        raise ApiError(ErrorKind.BAD_REQUEST, "request body is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ApiError(ErrorKind.BAD_REQUEST, "request body is not valid UTF-8") from None
 
 
 def json_response(

@@ -41,7 +41,9 @@ from front.tools import arguments_from_json, render_tool_call, render_tool_resul
 from protocol.messages import Message, ToolSpec
 
 TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
-SKIPPED_ITEM_TYPES = frozenset({"reasoning", "item_reference"})
+# `additional_tools` is how Codex's newest default models receive their (code-mode) tools; those
+# tools cannot be emulated, so the item is skipped and such a model answers in plain text.
+SKIPPED_ITEM_TYPES = frozenset({"reasoning", "item_reference", "additional_tools"})
 
 
 def flatten_input(content: ResponsesContent, param: str) -> str:

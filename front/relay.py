@@ -21,7 +21,7 @@ from aiohttp import web
 
 from front.admission import AdmissionRejected
 from front.context import FrontContext
-from front.errors import ApiError, ErrorKind, from_failure
+from front.errors import ApiError, ErrorKind, from_failure, no_ready_account_message
 from front.pipeline import EventPipeline, FrontEvent, Outcome
 from front.plan import ChatPlan
 from front.sse import CoalescingWriter, StreamRenderer, open_stream
@@ -39,6 +39,17 @@ RETRYABLE = frozenset(
     }
 )
 CLIENT_GONE = 499  # nginx's convention for "client closed the request", metrics only
+
+
+class Restart:
+    """Yielded when a non-streamed chat's worker died mid-reply: drop what was collected.
+
+    Nothing of a non-streamed reply reaches the client before it is complete, so a worker
+    lost half-way is still "before the first byte": the chat starts over on the next worker.
+    """
+
+
+RESTART = Restart()
 
 
 @dataclass(slots=True)
@@ -73,8 +84,7 @@ def _no_worker_error(failures: list[Failure]) -> ApiError:
             err.retry_after = min(waits)
         return err
     detail = "; ".join(f"{f.served_by or '?'}: {f.message}" for f in failures[-3:])
-    message = "no READY account can serve this request" + (f" ({detail})" if detail else "")
-    return ApiError(ErrorKind.UNAVAILABLE, message, retry_after=5.0)
+    return ApiError(ErrorKind.UNAVAILABLE, no_ready_account_message(detail), retry_after=5.0)
 
 
 async def worker_events(
@@ -106,10 +116,12 @@ async def worker_events(
                     return
         except (FrameError, OSError) as exc:
             link.mark_unreachable()
-            if started:
+            if started and chat.stream:
                 raise ApiError(
                     ErrorKind.UPSTREAM, f"worker {link.name} went away mid-reply"
                 ) from exc
+            if started:
+                yield RESTART
             failures.append(
                 Failure(
                     id=0, code=ErrorCode.UNAVAILABLE, message="unreachable", served_by=link.name
@@ -139,7 +151,7 @@ def build_chat_request(plan: ChatPlan, meta: RequestMeta) -> ChatRequest:
 
 async def run_chat(
     ctx: FrontContext, plan: ChatPlan, meta: RequestMeta
-) -> AsyncGenerator[FrontEvent | Outcome, None]:
+) -> AsyncGenerator[FrontEvent | Outcome | Restart, None]:
     remaining = meta.deadline - asyncio.get_running_loop().time()
     try:
         await ctx.admission.acquire(max_wait=remaining)
@@ -155,6 +167,10 @@ async def run_chat(
         chat = build_chat_request(plan, meta)
         async with contextlib.aclosing(worker_events(ctx, chat, meta)) as events:
             async for event in events:
+                if event is RESTART:
+                    pipeline = EventPipeline(plan)
+                    yield RESTART
+                    continue
                 if isinstance(event, Failure):
                     raise from_failure(event)
                 if isinstance(event, Finish):
@@ -262,6 +278,8 @@ async def stream_response(
             async with asyncio.timeout_at(meta.deadline):
                 async with contextlib.aclosing(run_chat(ctx, plan, meta)) as items:
                     async for item in items:
+                        if isinstance(item, Restart):
+                            continue  # never for a streamed chat: it fails in-band instead
                         if not out.started:
                             elapsed = asyncio.get_running_loop().time() - meta.started
                             ctx.metrics.ttft.labels(plan.api.value).observe(elapsed)
@@ -299,6 +317,8 @@ async def collect(ctx: FrontContext, plan: ChatPlan, meta: RequestMeta) -> Colle
                         result.calls.append(item)
                     elif isinstance(item, Outcome):
                         result.outcome = item
+                    elif item is RESTART:
+                        result = Collected()
         status = 200
     except TimeoutError:
         status = ErrorKind.TIMEOUT.status

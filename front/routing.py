@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,9 +49,20 @@ def affinity_source(
     return ""
 
 
+_ECHOED_KEY = re.compile(r"[0-9a-f]{24}")
+
+
 def affinity_hash(scope: str, source: str) -> str:
-    """The routing key: partitioned by API-key scope so tenants never share a key space."""
-    return hashlib.sha256(f"{scope}\0{source}".encode()).hexdigest()[:24]
+    """The routing key: partitioned by API-key scope so tenants never share a key space.
+
+    A client (or load balancer) that echoes the `x-lingma-affinity` value we returned sends an
+    already-computed key: it is used as-is, so the next turn reaches the same worker. Routing
+    is all it steers; the worker's session cache stays partitioned by the API-key scope.
+    """
+    if source.startswith("hdr:") and _ECHOED_KEY.fullmatch(source[4:]):
+        return source[4:]
+    # surrogatepass: a header value that was not UTF-8 arrives with lone surrogates.
+    return hashlib.sha256(f"{scope}\0{source}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def rendezvous_order(key: str, names: Sequence[str]) -> list[str]:

@@ -2,7 +2,8 @@
 
 /healthz tells a load balancer three things apart: this front is up and can route (ready),
 up but no account is READY (no_ready_account, still HTTP 200: restarting the front would not
-help), and draining (503, take it out of rotation).
+help), and draining (503, take it out of rotation). /readyz is the same body with 503 for
+anything but ready, for balancers and orchestrators that only read status codes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiohttp import web
 from front.auth import require_api_key, require_metrics
 from front.context import CONTEXT, FrontContext, ServeState
 from front.control import supervisor_metrics
-from front.errors import ApiError, ErrorKind
+from front.errors import ApiError, ErrorKind, no_ready_account_message
 from front.httpkit import json_response
 from front.metrics import CONTENT_TYPE
 from front.workers import WorkerLink
@@ -58,6 +59,14 @@ def health_payload(ctx: FrontContext) -> tuple[int, dict[str, Any]]:
 async def healthz(request: web.Request) -> web.Response:
     code, payload = health_payload(request.app[CONTEXT])
     return json_response(payload, status=code)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """/healthz for checkers that read only the status code: 503 unless an account is READY."""
+    _, payload = health_payload(request.app[CONTEXT])
+    code = 200 if payload["status"] == "ready" else 503
+    headers = None if code == 200 else {"Retry-After": "2"}
+    return json_response(payload, status=code, headers=headers)
 
 
 async def query_models(link: WorkerLink) -> Models | None:
@@ -110,7 +119,9 @@ async def list_models(request: web.Request) -> web.Response:
     links = ctx.pool.ready_links()
     if not links:
         raise ApiError(
-            ErrorKind.UNAVAILABLE, "no READY account to list models from", retry_after=5.0
+            ErrorKind.UNAVAILABLE,
+            no_ready_account_message(action="list models"),
+            retry_after=5.0,
         )
     answers = await asyncio.gather(*(query_models(link) for link in links))
     replies = [a for a in answers if a is not None]

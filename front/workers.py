@@ -22,6 +22,8 @@ from protocol.messages import LoginState, Ping, Pong, WorkerRef, WorkerState
 
 log = logging.getLogger(__name__)
 
+LATE_PONGS_BEFORE_UNROUTABLE = 2
+
 
 class WorkerLink:
     def __init__(self, ref: WorkerRef) -> None:
@@ -33,6 +35,8 @@ class WorkerLink:
         self.retired = False
         self.in_flight = 0  # this front's requests on the worker right now
         self.last_seen = 0.0
+        self.late_pongs = 0  # pings in a row that timed out
+        self.pinged = asyncio.Event()  # the first ping was answered or failed
         self._pinger: asyncio.Task[None] | None = None
 
     @property
@@ -77,30 +81,58 @@ class WorkerPool:
         self._pending_refs = list(refs)
         self._closed = False
         self._retired: set[WorkerLink] = set()
+        # Replacements (same name, new socket) waiting for their first ping: until it is
+        # answered the old worker keeps serving, so a reload never leaves a name unroutable.
+        self._incoming: dict[str, WorkerLink] = {}
 
     async def start(self) -> None:
         self.update(self._pending_refs)
 
     async def close(self) -> None:
         self._closed = True
-        links = list(self.links.values()) + list(self._retired)
+        links = [*self.links.values(), *self._retired, *self._incoming.values()]
         self.links.clear()
         self._retired.clear()
+        self._incoming.clear()
         await asyncio.gather(*(self._shutdown(link) for link in links))
 
     def update(self, refs: Sequence[WorkerRef]) -> None:
         """Adopt a new worker set: connect to new ones, retire the ones no longer listed."""
         wanted = {ref.name: ref for ref in refs}
-        for name, link in list(self.links.items()):
-            ref = wanted.get(name)
-            if ref is None or ref.socket_path != link.socket_path:
-                del self.links[name]
-                self._retire(link)
+        for links in (self.links, self._incoming):
+            for name, link in list(links.items()):
+                ref = wanted.get(name)
+                if ref is None or (links is self._incoming and ref.socket_path != link.socket_path):
+                    del links[name]
+                    self._retire(link)
         for name, ref in wanted.items():
-            if name not in self.links:
-                link = WorkerLink(ref)
-                self.links[name] = link
-                link._pinger = asyncio.create_task(self._ping_loop(link), name=f"ping:{name}")
+            current = self.links.get(name)
+            if current is None:
+                self.links[name] = self._connect(ref)
+            elif current.socket_path != ref.socket_path and name not in self._incoming:
+                self._incoming[name] = self._connect(ref)
+
+    def _connect(self, ref: WorkerRef) -> WorkerLink:
+        link = WorkerLink(ref)
+        link._pinger = asyncio.create_task(self._ping_loop(link), name=f"ping:{ref.name}")
+        return link
+
+    def _promote(self, link: WorkerLink) -> None:
+        """A replacement answered (or failed) its first ping: it takes over its name."""
+        if self._incoming.get(link.name) is not link:
+            return
+        del self._incoming[link.name]
+        old = self.links.get(link.name)
+        self.links[link.name] = link
+        if old is not None:
+            self._retire(old)
+
+    async def first_pings(self, timeout: float) -> None:
+        """Until every worker was pinged once: a front that serves before knows no READY one."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                links = [*self.links.values(), *self._incoming.values()]
+                await asyncio.gather(*(link.pinged.wait() for link in links))
 
     def ready_links(self) -> list[WorkerLink]:
         return [link for link in self.links.values() if link.ready]
@@ -140,6 +172,8 @@ class WorkerPool:
         timeout = max(1.0, 2 * self.ping_interval_s)
         while not self._closed and not link.retired:
             await self._ping_once(link, timeout)
+            link.pinged.set()
+            self._promote(link)
             await asyncio.sleep(self.ping_interval_s)
 
     async def _ping_once(self, link: WorkerLink, timeout: float) -> None:
@@ -147,10 +181,13 @@ class WorkerPool:
         try:
             reply = await link.client.call(lambda i: Ping(id=i, sent_at=time.time()), timeout)
         except TimeoutError:
-            # Busy or hung: no new requests, but streams in flight on the connection go on.
-            link.reachable = False
-            if was != "unreachable":
-                log.warning("worker %s did not answer a ping in %.1fs", link.name, timeout)
+            # One late pong is a busy machine; two in a row, a hung worker: no new requests
+            # then (the supervisor kills it soon), but streams in flight on it go on.
+            link.late_pongs += 1
+            if link.late_pongs >= LATE_PONGS_BEFORE_UNROUTABLE:
+                link.reachable = False
+            if link.state != was:
+                log.warning("worker %s did not answer pings in %.1fs", link.name, timeout)
             return
         except (FrameError, OSError) as exc:
             link.reachable = False
@@ -158,6 +195,7 @@ class WorkerPool:
             if was != "unreachable":
                 log.warning("worker %s unreachable: %s", link.name, type(exc).__name__)
             return
+        link.late_pongs = 0
         if isinstance(reply, Pong):
             link.pong, link.reachable, link.last_seen = reply, True, time.monotonic()
         else:

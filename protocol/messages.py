@@ -208,6 +208,9 @@ class Drain(Base, tag_field="type", tag="drain", frozen=True, kw_only=True):
 
     id: int
     grace_s: float = 10.0
+    # A replacement already serves (reload): a front stops listening and serves what still
+    # arrives on its open connections (closing each) instead of answering 503.
+    handover: bool = False
 
 
 WorkerRequest = (
@@ -512,3 +515,7 @@ class FrontSpec(Base, frozen=True, kw_only=True):
     ping_interval_s: float = 1.0
     log_level: str = "info"
     access_log: bool = True
+    # Slow or hostile clients: a connection without complete request headers (or idle between
+    # requests) is closed after idle_timeout_s; a request body must arrive within body_timeout_s.
+    idle_timeout_s: float = 75.0
+    body_timeout_s: float = 60.0

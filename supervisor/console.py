@@ -8,6 +8,7 @@ only when every account runs the emulator; a real deployment's key is shown mask
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from typing import TextIO
 
@@ -84,6 +85,15 @@ class Console:
         self._write(banner(config, socket))
 
 
+def cli_command() -> str:
+    """How to run `lingma-gw` from here: `make run` does not put the venv's bin/ on PATH."""
+    if shutil.which("lingma-gw"):
+        return "lingma-gw"
+    beside = os.path.join(os.path.dirname(sys.executable), "lingma-gw")
+    relative = os.path.relpath(beside)
+    return relative if not relative.startswith("..") else beside
+
+
 def banner(config: Config, socket: str) -> str:
     host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"
     base = f"http://{'[' + host + ']' if ':' in host else host}:{config.port}"
@@ -113,7 +123,7 @@ def banner(config: Config, socket: str) -> str:
             '        messages=[{"role": "user", "content": "hello"}])',
             "    print(reply.choices[0].message.content)",
             "",
-            f"  status: lingma-gw status --socket {socket}    stop: Ctrl-C",
+            f"  status: {cli_command()} status --socket {socket}    stop: Ctrl-C",
             "",
         ]
     )

@@ -181,15 +181,19 @@ class ProcessHandle:
                 return True
         return False
 
-    async def stop(self, grace_s: float) -> None:
-        """Drain, then TERM, then KILL by process group; returns once the child is gone."""
+    async def stop(self, grace_s: float, *, handover: bool = False) -> None:
+        """Drain, then TERM, then KILL by process group; returns once the child is gone.
+
+        `handover`: a replacement already serves, so the child hands its clients over
+        (see `Drain.handover`) rather than refusing them as at shutdown.
+        """
         if self._task is None or self._task.done():
             return
         self._stopping = True
         self._wake.set()
         if self.state != S.EXITED:  # EXITED here: the task has not spawned anything yet
             self._set_state(S.STOPPING, "stop requested")
-        await self._terminate(grace_s)
+        await self._terminate(grace_s, handover)
         await self._task
         if self.state != S.EXITED:
             self._set_state(S.EXITED, self.last_exit or "stopped")
@@ -273,13 +277,13 @@ class ProcessHandle:
         self.process = None
         return code
 
-    async def _terminate(self, grace_s: float) -> None:
+    async def _terminate(self, grace_s: float, handover: bool = False) -> None:
         proc, exited = self.process, self._exited
         if proc is None or exited is None or exited.done():
             return
         self._descendants = snapshot_descendants(proc.pid)
         try:
-            await self.call(lambda i: Drain(id=i, grace_s=grace_s), timeout=1.0)
+            await self.call(lambda i: Drain(id=i, grace_s=grace_s, handover=handover), timeout=1.0)
         except (NotConnected, FrameError, OSError, TimeoutError):
             proc.signal_group(signal.SIGTERM)  # no IPC yet: TERM is the child's drain signal
         else:

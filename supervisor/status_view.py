@@ -9,7 +9,7 @@ Exit codes follow LSB `status` conventions where they exist:
 
 from __future__ import annotations
 
-from protocol.messages import StatusReply, WorkerState, WorkerStatus
+from protocol.messages import LoginState, StatusReply, WorkerState, WorkerStatus
 
 EXIT_OK = 0
 EXIT_DEGRADED = 1
@@ -95,7 +95,7 @@ def _opt(value: int | None) -> str:
 def _table(
     header: tuple[str, ...], rows: list[WorkerStatus], cells: list[list[str]], color: bool
 ) -> list[str]:
-    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     for row, row_cells in zip(rows, cells, strict=True):
         padded = [c.ljust(w) for c, w in zip(row_cells, widths, strict=True)]
@@ -127,4 +127,22 @@ def render(reply: StatusReply, color: bool = False) -> str:
     if problems:
         lines.append("")
         lines += [f"   {w.name}: last exit: {w.last_exit}" for w in problems]
+    hints = [hint for w in reply.workers if (hint := _next_step(w))]
+    if hints:
+        lines += ["", *hints]
     return "\n".join(lines)
+
+
+def _next_step(row: WorkerStatus) -> str:
+    """What an operator does about an account that is not serving."""
+    if row.state == WorkerState.FATAL:
+        return (
+            f"   {row.name}: FATAL - fix the cause (last exit above, `journalctl -u lingma-gw`), "
+            f"then `lingma-gw restart-worker {row.name}`"
+        )
+    if row.state != WorkerState.READY and row.login in (LoginState.LOGGED_OUT, LoginState.FAILED):
+        return (
+            f"   {row.name}: not logged in - `lingma-gw login {row.name}` "
+            "(starts auto-login, or prints a URL to open)"
+        )
+    return ""

@@ -181,7 +181,7 @@ class Supervisor:
         try:
             # Fronts learn the new worker set before the old worker starts refusing chats.
             await self.broadcast_workers()
-            await handle.stop(self.config.server.grace_period_s)
+            await handle.stop(self.config.server.grace_period_s, handover=True)
         finally:
             with contextlib.suppress(ValueError):
                 self.retiring.remove(handle)

@@ -65,54 +65,76 @@ def encode_message(message: dict[str, Any]) -> str:
     return f"Content-Length: {len(body)}\r\n\r\n{body.decode()}"
 
 
+_PLAIN_HEADER = b"Content-Length: "
+
+
 def _content_length(header: bytes) -> int:
-    for line in header.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            try:
-                length = int(value.strip())
-            except ValueError as exc:
-                raise LspFramingError(f"bad Content-Length {value!r}") from exc
-            if not 0 <= length <= MAX_MESSAGE_BYTES:
-                raise LspFramingError(f"Content-Length {length} out of range")
-            return length
-    raise LspFramingError(f"no Content-Length in header {header[:80]!r}")
+    if header.startswith(_PLAIN_HEADER) and b"\r" not in header:  # what the runtime sends
+        length = _parse_length(header[len(_PLAIN_HEADER) :])
+    else:
+        for line in header.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = _parse_length(value.strip())
+                break
+        else:
+            raise LspFramingError(f"no Content-Length in header {header[:80]!r}")
+    if not 0 <= length <= MAX_MESSAGE_BYTES:
+        raise LspFramingError(f"Content-Length {length} out of range")
+    return length
+
+
+def _parse_length(value: bytes) -> int:
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise LspFramingError(f"bad Content-Length {value!r}") from exc
 
 
 class LspDecoder:
-    """Incremental LSP-frame parser: feed bytes as they arrive, get whole JSON messages back."""
+    """Incremental LSP-frame parser: feed bytes as they arrive, get whole JSON messages back.
+
+    Parses straight out of each frame's bytes; only an unfinished tail is buffered, so the
+    common case (one whole message per WebSocket frame) copies nothing.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Any]:
-        self._buffer += data
+        if self._buffer:
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
         messages: list[Any] = []
-        while self._buffer:
-            if bytes(self._buffer[:1]) in (b"{", b"["):
+        position = 0
+        while position < len(data):
+            if data[position] in b"{[":
                 # Tolerated: a peer that sends bare JSON frames (the real runtime never does).
-                try:
-                    messages.append(msgspec.json.decode(bytes(self._buffer)))
-                except msgspec.DecodeError:
-                    break
-                self._buffer.clear()
-                break
-            end = self._buffer.find(HEADER_END)
+                # One that does not decode is dropped: kept, it would swallow every later frame.
+                _decode_into(messages, data[position:], "unframed message")
+                return messages
+            end = data.find(HEADER_END, position)
             if end < 0:
-                if len(self._buffer) > MAX_HEADER_BYTES:
+                if len(data) - position > MAX_HEADER_BYTES:
                     raise LspFramingError("header too long")
                 break
-            length = _content_length(bytes(self._buffer[:end]))
-            total = end + len(HEADER_END) + length
-            if len(self._buffer) < total:
+            body_start = end + len(HEADER_END)
+            body_end = body_start + _content_length(data[position:end])
+            if body_end > len(data):
                 break
-            body = bytes(self._buffer[end + len(HEADER_END) : total])
-            del self._buffer[:total]
-            try:
-                messages.append(msgspec.json.decode(body))
-            except msgspec.DecodeError:
-                log.warning("dropping undecodable JSON-RPC body (%d bytes)", len(body))
+            _decode_into(messages, data[body_start:body_end], "JSON-RPC body")
+            position = body_end
+        if position < len(data):
+            self._buffer += data[position:]
         return messages
+
+
+def _decode_into(messages: list[Any], body: bytes, what: str) -> None:
+    try:
+        messages.append(msgspec.json.decode(body))
+    except msgspec.DecodeError:
+        log.warning("dropping an undecodable %s (%d bytes)", what, len(body))
 
 
 # --------------------------------------------------------------------------- discovery
@@ -323,13 +345,15 @@ class RpcConnection:
             if handler is not None:
                 handler(method, params)
             return
-        future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+        call_id = message.get("id")
+        # Only our own integer ids answer a call; a list or object id must not break the loop.
+        future = self._pending.get(call_id) if isinstance(call_id, int) else None
         if future is None or future.done():
             return
         error = message.get("error")
         if error:
             code = error.get("code", 0) if isinstance(error, dict) else 0
             text = error.get("message", "") if isinstance(error, dict) else str(error)
-            future.set_exception(RpcError(int(code or 0), str(text)))
+            future.set_exception(RpcError(code if isinstance(code, int) else 0, str(text)))
         else:
             future.set_result(message.get("result"))

@@ -108,24 +108,30 @@ class PushQueue:
         self._queue.put_nowait((method, params))
 
     async def next(self, silence_s: float) -> tuple[str, dict[str, Any]]:
+        if not self._queue.empty():  # a burst of pushes: no silence to time, no timer to arm
+            method, params = self._queue.get_nowait()
+        else:
+            method, params = await self._wait(silence_s)
+        if method == CLOSED_PUSH:
+            raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, "Lingma connection lost mid-answer")
+        return method, params
+
+    async def _wait(self, silence_s: float) -> tuple[str, dict[str, Any]]:
         # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that races with
         # an arriving push, and then a cancelled chat keeps waiting for its answer.
         try:
             async with asyncio.timeout(silence_s):
-                method, params = await self._queue.get()
+                return await self._queue.get()
         except TimeoutError:
             raise UpstreamFailure(
                 ErrorCode.UPSTREAM_TIMEOUT, f"Lingma sent nothing for {silence_s:.0f}s"
             ) from None
-        if method == CLOSED_PUSH:
-            raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, "Lingma connection lost mid-answer")
-        return method, params
 
 
 def int_or(value: Any, default: int = 0) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e999 is inf
         return default
 
 

@@ -107,6 +107,8 @@ async def test_streaming_headers(http: aiohttp.ClientSession) -> None:
 async def test_health_root_and_no_secrets(http: aiohttp.ClientSession, gateway: Gateway) -> None:
     status, _, body = await call(http, "GET", "/healthz")
     assert status == 200 and body["ok"] is True and body["status"] == "ready"
+    ready_status, _, ready_body = await call(http, "GET", "/readyz")
+    assert ready_status == 200 and ready_body["status"] == "ready"
     assert body["instances"][0] == {
         "name": "acct-0",
         "state": "ready",

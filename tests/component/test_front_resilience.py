@@ -234,6 +234,9 @@ async def test_no_ready_account_is_503(gateway: Gateway) -> None:
                 assert (await response.json())["error"]["type"] == "overloaded_error"
             async with session.get("/v1/models", headers=AUTH) as response:
                 assert response.status == 503
+            async with session.get("/readyz") as response:
+                assert response.status == 503 and response.headers["Retry-After"]
+                assert (await response.json())["status"] == "no_ready_account"
     finally:
         children.kill_all()
         shutil.rmtree(root, ignore_errors=True)

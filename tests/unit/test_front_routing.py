@@ -90,3 +90,11 @@ def test_affinity_hash_is_scoped_and_opaque() -> None:
     assert a == affinity_hash("scope-1", "user:alice")
     assert a != affinity_hash("scope-2", "user:alice")
     assert "alice" not in a and len(a) == 24
+
+
+def test_an_echoed_affinity_key_routes_exactly_like_the_turn_that_produced_it() -> None:
+    first = affinity_hash("scope-a", "user:alice")
+    assert affinity_hash("scope-a", "hdr:" + first) == first
+    # anything that is not one of our keys is hashed, never trusted verbatim
+    assert affinity_hash("scope-a", "hdr:conversation-42") != "conversation-42"
+    assert len(affinity_hash("scope-a", "hdr:ABCDEF0123456789abcdef01")) == 24

@@ -1,0 +1,489 @@
+"""Process: faults under load - 64 concurrent mixed clients against the real `lingma-gw serve`.
+
+One gateway (2 emulated accounts, 2 fronts) is shared by the scenarios, which run in file
+order; each starts by waiting until everything is READY again. The last one stops the gateway
+(SIGTERM with streams open). Figures (requests sent / failed / retried, recovery times) are
+printed and written to `figures.json` in the gateway's directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from protocol.messages import WorkerState, WorkerStatus
+from tests.helpers import ChildProcesses, assert_all_gone, free_port, wait_until_async
+from tests.process.gateway import API_KEY, Gateway, wait_exit
+from tests.process.load_support import (
+    Figures,
+    Kind,
+    Load,
+    Result,
+    describe_failures,
+    one_request,
+    render_config,
+    retries_total,
+    set_script,
+    start_serve,
+    tally,
+)
+
+pytestmark = pytest.mark.process
+
+S = WorkerState
+ACCOUNTS = ["acct-a", "acct-b"]
+FRONTS = ["front-0", "front-1"]
+WARMUP = 80  # results before the fault: the load is flowing
+AFTER = 80  # results after recovery: it flows again
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Gateway]:
+    root = Path(tempfile.mkdtemp(prefix="lgw-fl-", dir="/tmp"))
+    children = ChildProcesses()
+    try:
+        for name in ACCOUNTS:
+            set_script(root, name, [])
+        port = free_port()
+        gw = start_serve(children, root, port, render_config(root, port, ACCOUNTS))
+        asyncio.run(gw.login_all(ACCOUNTS, timeout=60))
+        yield gw
+    finally:
+        children.kill_all()
+        if not os.environ.get("LGW_KEEP_LOGS"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def figures(gateway: Gateway) -> Figures:
+    return Figures(gateway.root / "figures.json")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        yield session
+
+
+async def all_ready(gw: Gateway, timeout: float = 40) -> dict[str, WorkerStatus]:
+    """Every worker and front READY, and every front routing to both workers."""
+    await gw.wait_states({name: S.READY for name in [*ACCOUNTS, *FRONTS]}, timeout)
+
+    async def fronts_see_both() -> bool:
+        connector = aiohttp.TCPConnector(force_close=True)  # new connections: both fronts
+        async with aiohttp.ClientSession(connector=connector) as http:
+            for _ in range(6):
+                async with http.get(gw.base_url + "/healthz") as response:
+                    if (await response.json())["pool_ready"] != len(ACCOUNTS):
+                        return False
+        return True
+
+    await wait_until_async(fronts_see_both, timeout, "both fronts routing to both workers")
+    return await gw.rows()
+
+
+async def wait_replaced(gw: Gateway, name: str, old_pid: int, timeout: float = 40) -> float:
+    """Seconds until `name` is READY again with a new pid."""
+    started = time.monotonic()
+
+    async def replaced() -> bool:
+        row = (await gw.rows())[name]
+        return row.state == S.READY and row.pid not in (None, old_pid)
+
+    await wait_until_async(replaced, timeout, f"{name} replaced and READY")
+    return time.monotonic() - started
+
+
+def split(results: list[Result]) -> tuple[list[Result], list[Result]]:
+    return [r for r in results if not r.stream], [r for r in results if r.stream]
+
+
+def assert_bounded(results: list[Result]) -> None:
+    bad = [r for r in results if r.kind in (Kind.HANG, Kind.BAD_SHAPE, Kind.CONN_ERROR)]
+    assert not bad, describe_failures(bad)
+
+
+def in_flight_at(result: Result, moment: float, slack: float = 1.0) -> bool:
+    return result.started_at <= moment + slack and result.ended_at >= moment
+
+
+async def test_sigkill_worker_under_load(
+    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+) -> None:
+    rows = await all_ready(gateway)
+    victim = rows["acct-a"]
+    assert victim.pid is not None
+    retries_before = await retries_total(http, gateway.base_url)
+    load = Load(gateway.base_url)
+    load.start()
+    await load.wait_for(WARMUP)
+    killed_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL)
+    recovery = await wait_replaced(gateway, "acct-a", victim.pid)
+    await load.wait_for(AFTER)
+    results = await load.stop()
+
+    assert_bounded(results)
+    plain, streams = split(results)
+    assert all(r.kind is Kind.OK for r in plain), describe_failures(plain)
+    for r in streams:
+        assert r.kind is Kind.OK or (r.kind is Kind.STREAM_ERROR and in_flight_at(r, killed_at)), (
+            describe_failures([r])
+        )
+    retried = await retries_total(http, gateway.base_url) - retries_before
+    figures.record(
+        "sigkill_worker",
+        clients=load.clients,
+        sent=len(results),
+        **tally(results),
+        gateway_retries=retried,
+        recovery_s=round(recovery, 2),
+    )
+
+
+async def test_sigkill_lingma_binary_under_load(
+    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+) -> None:
+    rows = await all_ready(gateway)
+    worker, binary = rows["acct-b"].pid, rows["acct-b"].binary_pid
+    assert worker is not None and binary is not None
+    load = Load(gateway.base_url)
+    load.start()
+    await load.wait_for(WARMUP)
+    killed_at = time.monotonic()
+    os.kill(binary, signal.SIGKILL)
+
+    async def binary_back() -> bool:
+        row = (await gateway.rows())["acct-b"]
+        return row.state == S.READY and row.binary_pid not in (None, binary)
+
+    await wait_until_async(binary_back, 40, "acct-b's Lingma binary restarted")
+    recovery = time.monotonic() - killed_at
+    await load.wait_for(AFTER)
+    results = await load.stop()
+
+    assert_bounded(results)
+    assert (await gateway.rows())["acct-b"].pid == worker  # the worker itself lived on
+    for r in results:
+        clean_upstream_error = (
+            r.kind is Kind.STREAM_ERROR or (r.kind is Kind.HTTP_ERROR and r.status == 502)
+        ) and in_flight_at(r, killed_at)
+        assert r.kind is Kind.OK or clean_upstream_error, describe_failures([r])
+    counts = tally(results)
+    figures.record(
+        "sigkill_lingma_binary",
+        clients=load.clients,
+        sent=len(results),
+        **counts,
+        failed_in_flight=counts["stream_error"] + counts["http_error"],
+        recovery_s=round(recovery, 2),
+    )
+
+
+async def test_sigstop_worker_is_replaced(
+    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+) -> None:
+    rows = await all_ready(gateway)
+    victim = rows["acct-b"].pid
+    assert victim is not None
+    retries_before = await retries_total(http, gateway.base_url)
+    load = Load(gateway.base_url)
+    load.start()
+    await load.wait_for(WARMUP)
+    stopped_at = time.monotonic()
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        recovery = await wait_replaced(gateway, "acct-b", victim)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGCONT)  # in case it was not replaced: let teardown reap it
+    await load.wait_for(AFTER)
+    results = await load.stop()
+
+    assert_bounded(results)
+    plain, streams = split(results)
+    assert all(r.kind is Kind.OK for r in plain), describe_failures(plain)
+    for r in streams:
+        assert r.kind is Kind.OK or (r.kind is Kind.STREAM_ERROR and in_flight_at(r, stopped_at)), (
+            describe_failures([r])
+        )
+    longest = max(r.elapsed for r in results)
+    retried = await retries_total(http, gateway.base_url) - retries_before
+    figures.record(
+        "sigstop_worker",
+        clients=load.clients,
+        sent=len(results),
+        **tally(results),
+        gateway_retries=retried,
+        replaced_after_s=round(recovery, 2),
+        longest_request_s=round(longest, 2),
+    )
+
+
+async def test_sigkill_front_other_front_keeps_serving(
+    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+) -> None:
+    rows = await all_ready(gateway)
+    victim = rows["front-0"].pid
+    assert victim is not None
+    load = Load(gateway.base_url, retry_conn_errors=True)
+    load.start()
+    await load.wait_for(WARMUP)
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    recovery = await wait_replaced(gateway, "front-0", victim)
+    back_at = time.monotonic()
+    await load.wait_for(AFTER)
+    results = await load.stop()
+
+    assert_bounded(results)  # connection errors were retried by the clients
+    for r in results:
+        # Only a stream the dead front was writing can be cut; everything else succeeds.
+        cut = r.kind is Kind.CUT and in_flight_at(r, killed_at, slack=0.5)
+        assert r.kind is Kind.OK or cut, describe_failures([r])
+    while_down = [r for r in results if killed_at < r.started_at and r.ended_at < back_at]
+    assert [r for r in while_down if r.kind is Kind.OK], "nothing was served while front-0 was down"
+    figures.record(
+        "sigkill_front",
+        clients=load.clients,
+        sent=len(results),
+        **tally(results),
+        client_reconnects=load.client_retries,
+        served_while_down=len(while_down),
+        recovery_s=round(recovery, 2),
+    )
+
+
+# Emulator faults from its script. Each client sends one kind of request; the rules hold on
+# both accounts (routing may pick either), except the 429 that only acct-a's emulator returns.
+FAULT_RULES: list[dict[str, object]] = [
+    {"match": "flt-500 ", "error": {"status": 500, "message": "scripted 500"}},
+    {"match": "flt-500mid ", "reply": "partial", "error": {"status": 500, "message": "mid"}},
+    {"match": "flt-timeout ", "delay_ms": 6000, "reply": "too late"},
+    {"match": "flt-drop ", "action": "drop"},
+    {"match": "flt-dropmid ", "reply": "partial", "action": "drop"},
+    {"match": "flt-garbage ", "reply": "partial and then garbage", "action": "garbage"},
+    {"match": "flt-hang ", "reply": "partial", "action": "hang"},
+    {"match": "flt-429all ", "error": {"status": 429, "message": "slow down"}},
+]
+ONLY_A = [{"match": "flt-429one ", "error": {"status": 429, "message": "slow down"}}]
+CLIENT_FAULTS = [
+    "flt-429one", "flt-500", "flt-500mid", "flt-timeout",
+    "flt-drop", "flt-dropmid", "flt-garbage", "flt-hang",
+]  # fmt: skip
+
+
+def expected(fault: str, stream: bool) -> set[tuple[Kind, int]]:
+    """How each scripted fault must look to a client: (kind, HTTP status)."""
+    ok = {(Kind.OK, 200)}
+    upstream_early = {(Kind.HTTP_ERROR, 502)}  # failed before any text: a real status
+    upstream_late = {(Kind.STREAM_ERROR, 200)} if stream else upstream_early
+    # A drop can beat the partial text out of the emulator: then it fails before the first byte.
+    dropped_late = upstream_late | upstream_early
+    return {
+        "flt-429one": ok,  # moved to acct-b, which is healthy
+        "flt-500": upstream_early,
+        "flt-500mid": upstream_late,
+        "flt-timeout": {(Kind.HTTP_ERROR, 504)},
+        "flt-drop": upstream_early,
+        "flt-dropmid": dropped_late,
+        "flt-garbage": ok,
+        "flt-hang": {(Kind.STREAM_ERROR, 200)} if stream else {(Kind.HTTP_ERROR, 504)},
+        "": ok,
+    }[fault]
+
+
+def fault_text(client: int, serial: int) -> str:
+    """Clients 2k and 2k+1 share a fault (one starts streamed, one not); half stay normal."""
+    slot = (client % 32) // 2
+    fault = CLIENT_FAULTS[slot] if slot < len(CLIENT_FAULTS) else ""
+    return f"{fault} c{client} r{serial}".strip()
+
+
+async def test_emulator_faults_under_load(
+    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+) -> None:
+    await all_ready(gateway)
+    set_script(gateway.root, "acct-a", ONLY_A + FAULT_RULES)
+    set_script(gateway.root, "acct-b", FAULT_RULES)
+    cooled: set[str] = set()
+    load = Load(gateway.base_url, text=fault_text)
+    load.start()
+    try:
+        async with asyncio.timeout(30):
+            # acct-a cools down after its 429s (DEGRADED), and comes back by itself.
+            while "acct-a" not in cooled or len(load.results) < 4 * WARMUP:
+                rows = await gateway.rows()
+                cooled |= {n for n in ACCOUNTS if rows[n].state == S.DEGRADED}
+                await asyncio.sleep(0.1)
+    finally:
+        results = await load.stop()
+        for name in ACCOUNTS:
+            set_script(gateway.root, name, [])
+    assert cooled == {"acct-a"}
+
+    assert_bounded(results)
+    by_fault: dict[str, dict[str, int]] = {}
+    for r in results:
+        fault = r.text.split(" ")[0] if r.text.startswith("flt-") else ""
+        got = (r.kind, r.status or 0)
+        assert got in expected(fault, r.stream), f"{fault}: " + describe_failures([r])
+        by_fault.setdefault(fault or "normal", {}).setdefault(r.kind.value, 0)
+        by_fault[fault or "normal"][r.kind.value] += 1
+
+    await all_ready(gateway)  # acct-a back from its cool-down without help
+    body: dict[str, Any] = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "flt-429all x"}],
+    }
+    set_script(gateway.root, "acct-a", FAULT_RULES)
+    set_script(gateway.root, "acct-b", FAULT_RULES)
+    try:
+        status, retry_after, payload = await post(http, gateway, body)
+    finally:
+        for name in ACCOUNTS:
+            set_script(gateway.root, name, [])
+    assert status == 429 and int(retry_after) >= 1, payload
+    assert payload["error"]["type"] == "rate_limit_error"
+    await wait_cooled_and_back(gateway, ACCOUNTS)
+    figures.record("emulator_faults", clients=load.clients, sent=len(results), **by_fault)
+
+
+async def wait_cooled_and_back(gw: Gateway, names: list[str]) -> None:
+    """Every account in `names` cools down (DEGRADED), then comes back READY by itself."""
+    seen: set[str] = set()
+
+    async def back() -> bool:
+        rows = await gw.rows()
+        seen.update(n for n in names if rows[n].state == S.DEGRADED)
+        return seen == set(names) and all(rows[n].state == S.READY for n in names)
+
+    await wait_until_async(back, 30, f"{names} to cool down and come back")
+
+
+async def post(
+    http: aiohttp.ClientSession, gw: Gateway, body: dict[str, Any]
+) -> tuple[int, str, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with http.post(
+        gw.base_url + "/v1/chat/completions", json=body, headers=headers
+    ) as response:
+        return response.status, response.headers.get("Retry-After", ""), await response.json()
+
+
+async def test_sighup_reload_under_load_fails_nothing(
+    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+) -> None:
+    """A reload that replaces acct-a's worker and both fronts, under load: 0 failed requests."""
+    before = await all_ready(gateway)
+    load = Load(gateway.base_url)
+    load.start()
+    await load.wait_for(WARMUP)
+    changed = render_config(
+        gateway.root, gateway.port, ACCOUNTS, max_in_flight=200, max_concurrency={"acct-a": 40}
+    )
+    gateway.config_path.write_text(changed)
+    reloaded_at = time.monotonic()
+    gateway.signal(signal.SIGHUP)
+
+    async def replaced() -> bool:
+        rows = await gateway.rows()
+        return all(
+            rows[name].state == S.READY and rows[name].pid != before[name].pid
+            for name in ["acct-a", *FRONTS]
+        )
+
+    await wait_until_async(replaced, 60, "acct-a and both fronts replaced")
+    converged = time.monotonic() - reloaded_at
+    await all_ready(gateway)
+    await load.wait_for(AFTER)
+    results = await load.stop()
+
+    assert all(r.kind is Kind.OK for r in results), describe_failures(results)
+    rows = await gateway.rows()
+    assert rows["acct-b"].pid == before["acct-b"].pid  # unchanged: not touched
+    figures.record(
+        "sighup_reload",
+        clients=load.clients,
+        sent=len(results),
+        **tally(results),
+        converged_s=round(converged, 2),
+    )
+
+
+async def test_sigterm_finishes_open_streams_then_exits_clean(
+    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+) -> None:
+    """Last: streams open at SIGTERM finish within the grace period, new requests get 503."""
+    await all_ready(gateway)
+    for name in ACCOUNTS:
+        set_script(gateway.root, name, [{"match": "slow-drain ", "delay_ms": 1500}])
+    streams = [
+        asyncio.create_task(
+            one_request(
+                http,
+                gateway.base_url,
+                client=i,
+                api="anthropic" if i % 2 else "openai",
+                stream=True,
+                text=f"slow-drain {i}",
+            )
+        )
+        for i in range(16)
+    ]
+
+    async def in_flight() -> bool:
+        rows = await gateway.rows()
+        return sum(rows[n].in_flight for n in ACCOUNTS) >= len(streams)
+
+    await wait_until_async(in_flight, 10, "every slow stream in flight on a worker")
+    tree = gateway.tree()
+    term_at = time.monotonic()
+    gateway.signal(signal.SIGTERM)
+    late: list[Result] = []  # sent after SIGTERM, while the slow streams are still open
+    while not all(task.done() for task in streams):
+        late.append(
+            await one_request(
+                http, gateway.base_url, client=99, api="openai", stream=False, text="too late"
+            )
+        )
+        await asyncio.sleep(0.05)
+    finished = [task.result() for task in streams]
+    drained = time.monotonic() - term_at
+    code = await wait_exit(gateway.proc, 30)
+    exited = time.monotonic() - term_at
+
+    assert all(r.kind is Kind.OK for r in finished), describe_failures(finished)
+    assert drained < 6, f"streams took {drained:.1f}s, grace is 6s"
+    assert code == 0
+    assert_all_gone(tree, timeout=10)
+    # Until the fronts hear of the drain (a few ms) requests are still served in full; from
+    # the first refusal on, every new request is refused: 503 + Retry-After, or no listener.
+    first = next(i for i, r in enumerate(late) if r.kind is not Kind.OK)
+    refused, unavailable = late[first:], [r for r in late if r.status == 503]
+    assert unavailable and all(
+        r.kind is Kind.HTTP_ERROR and r.headers.get("Retry-After") for r in unavailable
+    ), describe_failures(late)
+    assert all(r.status == 503 or r.kind is Kind.CONN_ERROR for r in refused)
+    figures.record(
+        "sigterm_drain",
+        open_streams=len(finished),
+        finished_ok=sum(r.kind is Kind.OK for r in finished),
+        served_before_the_drain_began=first,
+        refused_503=len(unavailable),
+        drained_s=round(drained, 2),
+        exit_s=round(exited, 2),
+        exit_code=code,
+        orphans=0,
+    )
