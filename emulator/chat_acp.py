@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
@@ -185,6 +186,8 @@ class AcpStream:
         async for piece in paced_chunks(answer.text, knobs):
             self.sent.append(piece)
             self._update("agent_message_chunk", piece)
+        if answer.native_tool is not None:
+            self._native_tool(answer.native_tool.name, answer.native_tool.arguments)
         if answer.action is not None:
             await run_fault(conn, answer.action)
         if answer.error is not None:
@@ -205,6 +208,31 @@ class AcpStream:
         if meta:
             update["_meta"] = meta
         self._notify(update)
+
+    def _native_tool(self, name: str, arguments: dict[str, Any]) -> None:
+        """The runtime's own tool card: announced, then reported finished (§5.4, §9.1)."""
+        call_id = f"call_{uuid.uuid4().hex[:16]}"
+        meta = {"ai-coding/tool-name": name, "ai-coding/tool-kind": "other"}
+        self._notify(
+            {
+                "sessionUpdate": "tool_call",
+                "toolCallId": call_id,
+                "title": name,
+                "kind": "other",
+                "status": "pending",
+                "rawInput": arguments,
+                "_meta": meta,
+            }
+        )
+        self._notify(
+            {
+                "sessionUpdate": "tool_call_update",
+                "toolCallId": call_id,
+                "status": "completed",
+                "rawOutput": [],
+                "_meta": meta,
+            }
+        )
 
     def _finish(self, *, reason: str, status: int) -> None:
         full = "".join(self.sent)

@@ -65,6 +65,9 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     reply: str | None = None
     thinking: str | None = None
     tool_call: ToolCallSpec | None = None
+    # One of the runtime's own IDE tools, announced the ACP way (session/update tool_call +
+    # tool_call_update, §9.1); the legacy flow has no such event and ignores it.
+    native_tool_call: ToolCallSpec | None = None
     error: ErrorSpec | None = None
     delay_ms: int = 0
     action: Action | None = None
@@ -81,6 +84,7 @@ class Answer:
 
     text: str
     thinking: str = ""
+    native_tool: ToolCallSpec | None = None
     error: ErrorSpec | None = None
     delay_ms: int = 0
     action: Action | None = None
@@ -179,7 +183,9 @@ def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: st
     parts = [rule.reply] if rule.reply else []
     if rule.tool_call is not None:
         parts.append(render_tool_call(rule.tool_call.name, rule.tool_call.arguments))
-    scripted_outcome = rule.error is not None or rule.action is not None
+    scripted_outcome = (
+        rule.error is not None or rule.action is not None or rule.native_tool_call is not None
+    )
     if not parts and not scripted_outcome:
         parts.append(default_reply(model, latest, 0))
     thinking = rule.thinking or ""
@@ -188,6 +194,7 @@ def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: st
     return Answer(
         text="\n\n".join(parts),
         thinking=thinking,
+        native_tool=rule.native_tool_call,
         error=rule.error,
         delay_ms=rule.delay_ms,
         action=rule.action,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import struct
 import tempfile
@@ -22,6 +23,7 @@ from protocol.messages import (
     ErrorCode,
     Failure,
     Finish,
+    FinishReason,
     Message,
     Models,
     ModelsQuery,
@@ -33,6 +35,7 @@ from protocol.messages import (
     Reasoning,
     Stats,
     StatsQuery,
+    ToolCall,
     ToolSpec,
     WorkerReply,
     WorkerState,
@@ -152,6 +155,28 @@ async def test_tools_select_agent_mode_and_aliases_pick_the_model(
     assert (record["mode"], record["model"]) == ("agent", "kmodel")
     assert (await chat(client, "x", model="Qwen3-Coder")).finish.model == "dashscope_qwen3_coder"
     assert (await chat(client, "x", model="gpt-4o")).finish.model == "auto"
+
+
+async def test_native_runtime_tool_events_become_tool_calls(
+    worker: WorkerProcess, client: MuxClient
+) -> None:
+    worker.set_script(
+        [
+            {
+                "match": "list the files",
+                "reply": "Looking.",
+                "native_tool_call": {"name": "list_dir", "arguments": {"path": "src"}},
+            }
+        ]
+    )
+    tools = [ToolSpec(name="get_weather", parameters_json='{"type": "object"}')]
+    result = await chat(client, "please list the files", tools=tools)
+    calls = [e for e in result.events if isinstance(e, ToolCall)]
+    assert len(calls) == 1, result.events
+    assert calls[0].name == "list_dir" and calls[0].call_id.startswith("call_")
+    assert json.loads(calls[0].arguments_json) == {"path": "src"}
+    assert result.text == "Looking."
+    assert result.finish.reason is FinishReason.TOOL_CALLS
 
 
 async def test_unknown_model_fails_listing_the_models(client: MuxClient) -> None:
