@@ -72,6 +72,10 @@ class Collected:
     outcome: Outcome | None = None
 
 
+# How long a request that finds no READY worker waits for a fresh ping round before its 503.
+RECHECK_TIMEOUT_S = 1.0
+
+
 def _no_worker_error(failures: list[Failure]) -> ApiError:
     limited = [
         f for f in failures if f.code in (ErrorCode.UPSTREAM_RATE_LIMITED, ErrorCode.OVERLOADED)
@@ -92,6 +96,9 @@ async def worker_events(
 ) -> AsyncGenerator[object, None]:
     """The chat's events from the first worker that starts answering."""
     links = ctx.pool.attempts(meta.affinity, ctx.spec.per_worker_max_in_flight)
+    if not links and not ctx.pool.ready_links():
+        await ctx.pool.recheck(timeout=RECHECK_TIMEOUT_S)
+        links = ctx.pool.attempts(meta.affinity, ctx.spec.per_worker_max_in_flight)
     if not links and ctx.pool.ready_links():
         raise ApiError(
             ErrorKind.OVERLOADED, "every account is at its concurrency limit", retry_after=1.0

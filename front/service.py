@@ -21,6 +21,7 @@ from front.control import supervisor_metrics
 from front.errors import ApiError, ErrorKind, no_ready_account_message
 from front.httpkit import json_response
 from front.metrics import CONTENT_TYPE
+from front.relay import RECHECK_TIMEOUT_S
 from front.workers import WorkerLink
 from protocol.framing import FrameError
 from protocol.messages import Models, ModelsQuery
@@ -117,6 +118,9 @@ async def list_models(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     require_api_key(request.headers, ctx.spec.api_keys)
     links = ctx.pool.ready_links()
+    if not links:
+        await ctx.pool.recheck(timeout=RECHECK_TIMEOUT_S)
+        links = ctx.pool.ready_links()
     if not links:
         raise ApiError(
             ErrorKind.UNAVAILABLE,

@@ -84,12 +84,15 @@ class WorkerPool:
         # Replacements (same name, new socket) waiting for their first ping: until it is
         # answered the old worker keeps serving, so a reload never leaves a name unroutable.
         self._incoming: dict[str, WorkerLink] = {}
+        self._recheck: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.update(self._pending_refs)
 
     async def close(self) -> None:
         self._closed = True
+        if self._recheck is not None:
+            self._recheck.cancel()
         links = [*self.links.values(), *self._retired, *self._incoming.values()]
         self.links.clear()
         self._retired.clear()
@@ -137,6 +140,28 @@ class WorkerPool:
     def ready_links(self) -> list[WorkerLink]:
         return [link for link in self.links.values() if link.ready]
 
+    async def recheck(self, timeout: float) -> None:
+        """Ping every worker now instead of at the next tick; one recheck at a time.
+
+        Asked for when a request finds no READY worker: a worker that became READY since the
+        last ping (login finished, restart done) serves it instead of the request getting a
+        503 for up to a whole ping interval. Bounded by `timeout`, so a 503 stays quick.
+        """
+        if self._recheck is None or self._recheck.done():
+            links = list(self.links.values())
+            ping_timeout = max(1.0, 2 * self.ping_interval_s)
+            self._recheck = asyncio.create_task(
+                self._ping_all(links, ping_timeout), name="recheck-workers"
+            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._recheck)
+
+    async def _ping_all(self, links: list[WorkerLink], timeout: float) -> None:
+        await asyncio.gather(
+            *(self._ping_once(link, timeout) for link in links), return_exceptions=True
+        )
+
     def attempts(self, affinity: str, hard_max: int) -> list[WorkerLink]:
         """READY workers to try for this affinity key, in routing order."""
         ready = {link.name: link for link in self.ready_links()}
@@ -171,7 +196,12 @@ class WorkerPool:
     async def _ping_loop(self, link: WorkerLink) -> None:
         timeout = max(1.0, 2 * self.ping_interval_s)
         while not self._closed and not link.retired:
-            await self._ping_once(link, timeout)
+            try:
+                await self._ping_once(link, timeout)
+            except Exception:  # a bug here must not freeze the link in its last state forever
+                log.exception("pinging worker %s failed", link.name)
+                link.reachable = False
+                await link.client.close()
             link.pinged.set()
             self._promote(link)
             await asyncio.sleep(self.ping_interval_s)

@@ -120,8 +120,10 @@ class MuxClient:
     async def _send(self, message: Any) -> None:
         if not self.connected:
             await self.connect()
-        assert self._stream is not None
-        await self._stream.send(message)
+        stream = self._stream
+        if stream is None:  # the connection died between connecting and sending
+            raise ConnectionClosed(f"{self.path}: connection lost")
+        await stream.send(message)
 
     async def _read_loop(self, stream: FramedStream[Any, Any]) -> None:
         try:

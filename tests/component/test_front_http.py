@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 from front.auth import key_scope
 from front.routing import affinity_hash
 from tests.harness import ADMIN_TOKEN, API_KEY, Gateway, front_spec, start_front, start_gateway
-from tests.helpers import ChildProcesses, wait_until
+from tests.helpers import ChildProcesses, wait_until, wait_until_async
 
 pytestmark = pytest.mark.component
 
@@ -105,6 +105,11 @@ async def test_streaming_headers(http: aiohttp.ClientSession) -> None:
 
 
 async def test_health_root_and_no_secrets(http: aiohttp.ClientSession, gateway: Gateway) -> None:
+    async def settled() -> bool:  # the worker's own count of a previous test's chats reaches 0
+        body = (await call(http, "GET", "/healthz"))[2]
+        return bool(body["instances"][0]["worker_in_flight"] == 0)
+
+    await wait_until_async(settled, 10, "the previous tests' chats to end on the worker")
     status, _, body = await call(http, "GET", "/healthz")
     assert status == 200 and body["ok"] is True and body["status"] == "ready"
     ready_status, _, ready_body = await call(http, "GET", "/readyz")
