@@ -19,7 +19,7 @@ from front.anthropic_stream import AnthropicStreamRenderer, messages_body
 from front.auth import require_api_key
 from front.context import CONTEXT
 from front.errors import ApiFlavor
-from front.httpkit import AFFINITY_HEADER, json_response, read_body, request_meta
+from front.httpkit import admit_chat, json_response, read_body
 from front.limits import estimate_tokens
 from front.plan import (
     ChatPlan,
@@ -168,15 +168,7 @@ def plan_messages(
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
-    api_key = require_api_key(request.headers, ctx.spec.api_keys)
-    body = await read_body(request, MessagesBody)
-    plan = plan_messages(
-        body,
-        default_model=ctx.spec.default_model,
-        affinity_header=request.headers.get(AFFINITY_HEADER),
-    )
-    meta = request_meta(request, ctx, api_key, plan.affinity_source)
+    ctx, _body, plan, meta = await admit_chat(request, MessagesBody, plan_messages)
     message_id = f"msg_{secrets.token_hex(12)}"
     if plan.stream:
         renderer = AnthropicStreamRenderer(

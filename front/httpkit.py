@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from front.auth import key_scope
+from front.auth import key_scope, require_api_key
 from front.context import CONTEXT, FrontContext
 from front.errors import ApiError, ErrorKind
+from front.plan import ChatPlan
 from front.relay import RequestMeta
 from front.routing import affinity_hash
 
@@ -99,3 +101,18 @@ def request_meta(request: web.Request, ctx: FrontContext, api_key: str, source: 
         deadline=started + ctx.spec.request_timeout_s,
         started=started,
     )
+
+
+async def admit_chat(
+    request: web.Request, body_type: type[T], planner: Callable[..., ChatPlan]
+) -> tuple[FrontContext, T, ChatPlan, RequestMeta]:
+    """What every chat endpoint does first: the key, the body, the plan, the request's metadata."""
+    ctx = request.app[CONTEXT]
+    api_key = require_api_key(request.headers, ctx.spec.api_keys)
+    body = await read_body(request, body_type)
+    plan = planner(
+        body,
+        default_model=ctx.spec.default_model,
+        affinity_header=request.headers.get(AFFINITY_HEADER),
+    )
+    return ctx, body, plan, request_meta(request, ctx, api_key, plan.affinity_source)

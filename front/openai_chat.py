@@ -12,10 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from front.auth import require_api_key
-from front.context import CONTEXT
 from front.errors import ApiError, ApiFlavor, openai_error_payload
-from front.httpkit import AFFINITY_HEADER, json_response, read_body, request_meta
+from front.httpkit import admit_chat, json_response
 from front.pipeline import Outcome
 from front.plan import (
     ChatPlan,
@@ -259,15 +257,7 @@ def chat_body(
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
-    api_key = require_api_key(request.headers, ctx.spec.api_keys)
-    body = await read_body(request, ChatCompletionsBody)
-    plan = plan_chat(
-        body,
-        default_model=ctx.spec.default_model,
-        affinity_header=request.headers.get(AFFINITY_HEADER),
-    )
-    meta = request_meta(request, ctx, api_key, plan.affinity_source)
+    ctx, _body, plan, meta = await admit_chat(request, ChatCompletionsBody, plan_chat)
     completion_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     if plan.stream:
         renderer = ChatStreamRenderer(completion_id, created, plan.model, plan.include_usage)

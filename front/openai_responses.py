@@ -13,10 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from front.auth import require_api_key
-from front.context import CONTEXT
 from front.errors import ApiFlavor
-from front.httpkit import AFFINITY_HEADER, json_response, read_body, request_meta
+from front.httpkit import admit_chat, json_response
 from front.pipeline import Outcome
 from front.plan import (
     ChatPlan,
@@ -217,15 +215,7 @@ def envelope_extras(plan: ChatPlan, body: ResponsesBody) -> dict[str, Any]:
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
-    api_key = require_api_key(request.headers, ctx.spec.api_keys)
-    body = await read_body(request, ResponsesBody)
-    plan = plan_responses(
-        body,
-        default_model=ctx.spec.default_model,
-        affinity_header=request.headers.get(AFFINITY_HEADER),
-    )
-    meta = request_meta(request, ctx, api_key, plan.affinity_source)
+    ctx, body, plan, meta = await admit_chat(request, ResponsesBody, plan_responses)
     response_id, created = f"resp_{secrets.token_hex(12)}", int(time.time())
     if plan.stream:
         renderer = ResponsesStreamRenderer(
