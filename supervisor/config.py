@@ -71,6 +71,10 @@ class LimitsConfig(_Section, frozen=True, kw_only=True):
     queue_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     request_timeout_s: PositiveFloat = 300.0
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 8 * 1024 * 1024
+    # Slow clients: an idle keep-alive connection (or one still sending headers) is closed after
+    # idle_timeout_s; a request body that has not arrived within body_timeout_s gets 408.
+    idle_timeout_s: PositiveFloat = 75.0
+    body_timeout_s: PositiveFloat = 60.0
 
 
 class LingmaConfig(_Section, frozen=True, kw_only=True):

@@ -86,6 +86,8 @@ def front_spec(config: Config, index: int, socket_path: str, workers: list[Worke
         queue_timeout_s=limits.queue_timeout_s,
         request_timeout_s=limits.request_timeout_s,
         max_body_bytes=limits.max_body_bytes,
+        idle_timeout_s=limits.idle_timeout_s,
+        body_timeout_s=limits.body_timeout_s,
         default_model=config.lingma.default_model,
         model_aliases=dict(config.models.aliases),
         ping_interval_s=config.server.ping_interval_s,

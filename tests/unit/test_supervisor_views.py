@@ -132,6 +132,10 @@ def test_specs_carry_the_config(tmp_path: Path) -> None:
     front = front_spec(cfg, 0, "/run/gw/front-0.sock", [])
     assert (front.host, front.port, front.reuse_port) == ("127.0.0.1", 8080, True)
     assert front.control_socket == "/run/gw/control.sock" and front.api_keys == ["sk-secret-1"]
+    limits = "\n[limits]\nidle_timeout_s = 5\nbody_timeout_s = 2.5\n"
+    slow = config(tmp_path, BASE + limits, "s.toml")
+    slow_front = front_spec(slow, 0, "/run/gw/front-0.sock", [])
+    assert (slow_front.idle_timeout_s, slow_front.body_timeout_s) == (5.0, 2.5)
     moved = msgspec.structs.replace(spec, socket_path="/elsewhere")
     assert not spec_changed(spec, moved)
     assert spec_changed(spec, msgspec.structs.replace(spec, max_concurrency=1))
