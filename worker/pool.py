@@ -89,8 +89,10 @@ class LingmaClient:
             connections.append(self._control)
         self._idle.clear()
         self._control = None
-        await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
-        await self._session.close()
+        try:
+            await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+        finally:  # even when shutdown cancels us mid-way: no "Unclosed client session"
+            await self._session.close()
 
     async def _control_connection(self, timeout: float) -> RpcConnection:
         async with self._control_lock:
