@@ -122,20 +122,14 @@ class ResponsesStreamRenderer(StreamRenderer):
         )
 
     def text(self, text: str) -> bytes:
-        out = b"" if self._open_kind == "message" else self._start("message")
-        self._open_text.append(text)
-        self._seq += 1
-        return (
-            out
-            + self._delta_head
-            + json_encode(text)
-            + b',"sequence_number":'
-            + str(self._seq - 1).encode()
-            + b"}\n\n"
-        )
+        return self._delta("message", text)
 
     def reasoning(self, text: str) -> bytes:
-        out = b"" if self._open_kind == "reasoning" else self._start("reasoning")
+        return self._delta("reasoning", text)
+
+    def _delta(self, kind: str, text: str) -> bytes:
+        """One delta of the open `kind` item (opening it first if another kind is open)."""
+        out = b"" if self._open_kind == kind else self._start(kind)
         self._open_text.append(text)
         self._seq += 1
         return (

@@ -43,9 +43,10 @@ from protocol.messages import (
 from tests.component.worker_support import (
     WorkerProcess,
     chat,
-    login_via_callback,
+    log_in,
     make_spec,
     pong,
+    ready_client,
     request_ids_stopped,
     start_worker,
     user,
@@ -75,30 +76,17 @@ def worker() -> Iterator[WorkerProcess]:
             queue_timeout_s=0.5,
         )
         process = start_worker(children, spec, root)
-        asyncio.run(_log_in(process))
+        asyncio.run(log_in(process))
         yield process
     finally:
         children.kill_all()
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _log_in(process: WorkerProcess) -> None:
-    client = MuxClient(process.spec.socket_path)
-    try:
-        await login_via_callback(client)
-    finally:
-        await client.close()
-
-
 @pytest.fixture
 async def client(worker: WorkerProcess) -> AsyncIterator[MuxClient]:
-    worker.set_script([])
-    mux = MuxClient(worker.spec.socket_path)
-    await wait_state(mux, WorkerState.READY)
-    try:
+    async with ready_client(worker) as mux:
         yield mux
-    finally:
-        await mux.close()
 
 
 async def test_streaming_chat_over_acp(worker: WorkerProcess, client: MuxClient) -> None:

@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 
 from protocol.channel import MuxClient
-from protocol.messages import ChatRequest, ErrorCode, Message, Reasoning, WorkerState
+from protocol.messages import ChatRequest, ErrorCode, Message, Reasoning
 from tests.component.worker_support import (
     WorkerProcess,
     chat,
-    login_via_callback,
+    log_in,
     make_spec,
     pong,
+    ready_client,
     request_ids_stopped,
     start_worker,
     user,
-    wait_state,
 )
 from tests.helpers import ChildProcesses, wait_until_async
 
@@ -46,30 +46,17 @@ def worker() -> Iterator[WorkerProcess]:
     try:
         spec = make_spec(root, env=LEGACY_EMULATOR, rpc_timeout_s=3.0)
         process = start_worker(children, spec, root)
-        asyncio.run(_log_in(process))
+        asyncio.run(log_in(process))
         yield process
     finally:
         children.kill_all()
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _log_in(process: WorkerProcess) -> None:
-    client = MuxClient(process.spec.socket_path)
-    try:
-        await login_via_callback(client)
-    finally:
-        await client.close()
-
-
 @pytest.fixture
 async def client(worker: WorkerProcess) -> AsyncIterator[MuxClient]:
-    worker.set_script([])
-    mux = MuxClient(worker.spec.socket_path)
-    await wait_state(mux, WorkerState.READY)
-    try:
+    async with ready_client(worker) as mux:
         yield mux
-    finally:
-        await mux.close()
 
 
 async def test_auto_flow_falls_back_to_legacy_chat_ask(

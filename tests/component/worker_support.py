@@ -12,7 +12,8 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,24 @@ def request_ids_stopped(emulator_log: str) -> set[str]:
     """Request ids the emulator finished with the cancelled status (499)."""
     pattern = re.compile(r"requestId: (\S+) status: 499")
     return set(pattern.findall(emulator_log))
+
+
+async def log_in(process: WorkerProcess) -> None:
+    """Log a freshly started worker's account in through the emulator's V1 callback."""
+    client = MuxClient(process.spec.socket_path)
+    try:
+        await login_via_callback(client)
+    finally:
+        await client.close()
+
+
+@asynccontextmanager
+async def ready_client(process: WorkerProcess) -> AsyncIterator[MuxClient]:
+    """A client for a test: the emulator script cleared, the worker READY, closed afterwards."""
+    process.set_script([])
+    mux = MuxClient(process.spec.socket_path)
+    await wait_state(mux, WorkerState.READY)
+    try:
+        yield mux
+    finally:
+        await mux.close()
