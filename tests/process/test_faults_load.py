@@ -118,6 +118,18 @@ def in_flight_at(result: Result, moment: float, slack: float = 1.0) -> bool:
     return result.started_at <= moment + slack and result.ended_at >= moment
 
 
+def assert_only_streams_in_flight_failed(results: list[Result], fault_at: float) -> None:
+    """A worker lost at `fault_at`: every non-streamed request still succeeded (retried before
+    its first byte), and only streams already running then ended, with an in-band error."""
+    assert_bounded(results)
+    plain, streams = split(results)
+    assert all(r.kind is Kind.OK for r in plain), describe_failures(plain)
+    for r in streams:
+        assert r.kind is Kind.OK or (r.kind is Kind.STREAM_ERROR and in_flight_at(r, fault_at)), (
+            describe_failures([r])
+        )
+
+
 async def test_sigkill_worker_under_load(
     gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
 ) -> None:
@@ -134,13 +146,7 @@ async def test_sigkill_worker_under_load(
     await load.wait_for(AFTER)
     results = await load.stop()
 
-    assert_bounded(results)
-    plain, streams = split(results)
-    assert all(r.kind is Kind.OK for r in plain), describe_failures(plain)
-    for r in streams:
-        assert r.kind is Kind.OK or (r.kind is Kind.STREAM_ERROR and in_flight_at(r, killed_at)), (
-            describe_failures([r])
-        )
+    assert_only_streams_in_flight_failed(results, killed_at)
     retried = await retries_total(http, gateway.base_url) - retries_before
     figures.record(
         "sigkill_worker",
@@ -211,13 +217,7 @@ async def test_sigstop_worker_is_replaced(
     await load.wait_for(AFTER)
     results = await load.stop()
 
-    assert_bounded(results)
-    plain, streams = split(results)
-    assert all(r.kind is Kind.OK for r in plain), describe_failures(plain)
-    for r in streams:
-        assert r.kind is Kind.OK or (r.kind is Kind.STREAM_ERROR and in_flight_at(r, stopped_at)), (
-            describe_failures([r])
-        )
+    assert_only_streams_in_flight_failed(results, stopped_at)
     longest = max(r.elapsed for r in results)
     retried = await retries_total(http, gateway.base_url) - retries_before
     figures.record(
