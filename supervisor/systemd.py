@@ -34,13 +34,24 @@ class Notifier:
         return self.address is not None
 
     def notify(self, *fields: str) -> bool:
-        """Send one datagram of 'KEY=VALUE' lines; False (and a debug log) when not delivered."""
+        """Send one datagram of 'KEY=VALUE' lines; False (and a log line) when not delivered.
+
+        The socket is non-blocking: this runs on the supervisor's event loop, and a receiver
+        that stops reading fills its queue (net.unix.max_dgram_qlen, often 10), after which a
+        blocking sendto would freeze the whole supervisor, shutdown included. A dropped STATUS
+        is harmless; systemd reads its notify socket promptly, so READY/STOPPING get through.
+        """
         if self.address is None:
             return False
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto("\n".join(fields).encode(), self.address)
+        except BlockingIOError:
+            log.warning("sd_notify dropped %s: the notify socket's queue is full", fields[0])
+            return False
         except OSError as exc:
             log.debug("sd_notify failed: %s", exc)
             return False

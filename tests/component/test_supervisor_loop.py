@@ -93,15 +93,15 @@ async def test_supervisor_loop_with_stand_in_children(sock_dir: Path) -> None:
     )
     sup.modules = {"worker": FAKE, "front": FAKE}
     control = config.control_socket
+    received: list[str] = []
+    reading = asyncio.create_task(_read_datagrams(notify, received))  # like systemd does
     serving = asyncio.create_task(sup.serve())
     try:
         await wait_until_async(lambda: _exists(control), 10, "control socket")
         await wait_until_async(lambda: all_ready(control, {"a", "b"}), 30, "a, b and front READY")
-        loop = asyncio.get_running_loop()
-        first = (await loop.sock_recv(notify, 4096)).decode()
-        assert first.startswith("STATUS=starting")
-        ready = (await loop.sock_recv(notify, 4096)).decode()
-        assert ready.startswith("READY=1\nSTATUS=")
+        await wait_until_async(lambda: _saw(received, "READY=1"), 5, "READY=1 datagram")
+        assert received[0].startswith("STATUS=starting")
+        assert received[1].startswith("READY=1\nSTATUS=")
 
         await check_metrics(control)
         await check_forwarded_commands(control)
@@ -114,15 +114,25 @@ async def test_supervisor_loop_with_stand_in_children(sock_dir: Path) -> None:
         assert await asyncio.wait_for(serving, 30) == 0
         assert not any(alive(p) for p in children)
         assert not Path(control).exists()
-        stopping = (await loop.sock_recv(notify, 4096)).decode()
-        while not stopping.startswith("STOPPING=1"):
-            stopping = (await loop.sock_recv(notify, 4096)).decode()
+        await wait_until_async(lambda: _saw(received, "STOPPING=1"), 5, "STOPPING=1 datagram")
+        assert await _saw(received, "RELOADING=1")
     finally:
         if not serving.done():
             for handle in sup.all_handles():
                 handle.force_kill()
             serving.cancel()
+        reading.cancel()
         notify.close()
+
+
+async def _saw(received: list[str], prefix: str) -> bool:
+    return any(message.startswith(prefix) for message in received)
+
+
+async def _read_datagrams(sock: socket.socket, into: list[str]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        into.append((await loop.sock_recv(sock, 4096)).decode())
 
 
 async def check_metrics(control: str) -> None:

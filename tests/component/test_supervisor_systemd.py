@@ -78,3 +78,18 @@ def test_unreachable_socket_does_not_raise(sock_dir: Path) -> None:
         assert notifier.enabled and not notifier.ready()
     finally:
         notifier.close()
+
+
+def test_a_reader_that_stops_reading_never_blocks_the_sender(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    """A full datagram queue drops the message instead of freezing the supervisor's loop."""
+    value, sock = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": value})
+    try:
+        sent = [notifier.status(f"update {n}") for n in range(2000)]  # far beyond max_dgram_qlen
+        assert sent[0] and not all(sent)
+        assert receive(sock) == ["STATUS=update 0"]
+        assert notifier.stopping("draining")  # one slot free again: delivered
+    finally:
+        notifier.close()
