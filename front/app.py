@@ -25,7 +25,12 @@ from front.auth import log_auth_posture
 from front.context import CONTEXT, FrontContext, ServeState
 from front.control import FrontControlServer
 from front.errors import ApiError, ErrorKind, error_body, flavor_for_path
-from front.hardening import OneLineBadRequests, accept_queue_length, reject_unknown_expect
+from front.hardening import (
+    FrontRunner,
+    OneLineBadRequests,
+    accept_queue_length,
+    reject_unknown_expect,
+)
 from front.httpkit import AFFINITY, AFFINITY_HEADER, REQUEST_ID, STARTED, request_id_from
 from protocol.lifecycle import isolate_child
 from protocol.logs import configure_logging, request_id_var
@@ -247,7 +252,7 @@ async def serve(spec: FrontSpec) -> int:
         log.error("cannot serve the control socket %s: %s", spec.socket_path, exc)  # noqa: TRY400
         sock.close()
         return EXIT_CANNOT_START
-    runner = web.AppRunner(
+    runner = FrontRunner(
         build_app(ctx),
         handler_cancellation=True,
         access_log=None,

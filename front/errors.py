@@ -141,6 +141,12 @@ def error_body(flavor: ApiFlavor, err: ApiError) -> bytes:
     return _json.encode(openai_error_payload(err))
 
 
+def any_api_error_body(err: ApiError, *, code: str) -> bytes:
+    """For a request whose API cannot be told: a body both the OpenAI and Anthropic SDKs read."""
+    error = {"type": err.kind.value[3], "message": err.message, "param": None, "code": code}
+    return _json.encode({"type": "error", "error": error})
+
+
 def flavor_for_path(path: str) -> ApiFlavor:
     """Errors raised before a handler runs (404, 405, 413, auth) still speak the path's API."""
     if path.startswith("/v1/messages"):

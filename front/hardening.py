@@ -13,8 +13,19 @@ import struct
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
-from front.errors import ApiError, ErrorKind, error_body, flavor_for_path
+from front.errors import (
+    ApiError,
+    ErrorKind,
+    any_api_error_body,
+    error_body,
+    flavor_for_path,
+)
+
+# aiohttp's own error replies, by status: a request it could not parse (400), a handler that
+# timed out (504) or raised (500). Our handlers turn their errors into ApiError themselves.
+_BUILTIN_ERRORS = {400: ErrorKind.BAD_REQUEST, 504: ErrorKind.TIMEOUT}
 
 
 class OneLineBadRequests(logging.Filter):
@@ -52,6 +63,60 @@ def reject_unknown_expect(server: web.Server) -> None:
         )
 
     server.request_handler = handle
+
+
+class ShapedErrorHandler(RequestHandler):
+    """aiohttp's connection handler, with its built-in error replies as JSON in the API's shape.
+
+    aiohttp answers an unparsable request (bad request line, bad header, oversized line)
+    before any handler or middleware runs, with plain text that echoes the offending bytes.
+    """
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logging, "already sent" guard
+        kind = _BUILTIN_ERRORS.get(status, ErrorKind.INTERNAL)
+        if isinstance(exc, HttpProcessingError):
+            # No path can be trusted from a request that is not HTTP: one body both shapes parse.
+            err = ApiError(kind, f"malformed HTTP request: {_reason(exc)}")
+            body = any_api_error_body(err, code="malformed_http_request")
+        else:
+            err = ApiError(kind, "the request could not be completed; see the gateway's log")
+            body = error_body(flavor_for_path(request.path), err)
+        response = web.Response(status=status, body=body, content_type="application/json")
+        response.force_close()
+        return response
+
+
+def _reason(exc: HttpProcessingError) -> str:
+    """aiohttp's parser message without the request bytes it quotes after the colon."""
+    text = exc.message if isinstance(exc.message, str) else str(exc)
+    return text.split(":", 1)[0].split("\n", 1)[0].strip()[:120] or "unparsable request"
+
+
+class ShapedErrorServer(web.Server):
+    """Builds `ShapedErrorHandler`s; everything else is aiohttp's Server."""
+
+    def __call__(self) -> RequestHandler:
+        return ShapedErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class FrontRunner(web.AppRunner):
+    """An AppRunner whose server shapes aiohttp's built-in error replies (see above)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # AppRunner builds a plain Server through Application; the subclass only overrides
+        # how connection handlers are made, so switching the class keeps all its state.
+        server.__class__ = ShapedErrorServer
+        return server
 
 
 def accept_queue_length(sock: socket.socket) -> int:

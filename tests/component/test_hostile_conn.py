@@ -215,3 +215,30 @@ def test_admin_routes_refuse_everyone_when_the_token_is_unset(gateway: Gateway) 
     finally:
         children.kill_all()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("raw", "echo"),
+    [
+        (b"GARBAGE-7f3a\r\n\r\n", b"GARBAGE-7f3a"),
+        (b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 12ab7\r\n\r\n", b"12ab7"),
+        (b"GET /" + b"q7" * 6000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"q7q7q7"),
+        (b"GET /v1/models HTTP/1.1\r\nHost: x\r\nBad Header 9z\r\n\r\n", b"9z"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"\x16\x03"),  # TLS to the HTTP port
+    ],
+)
+def test_unparsable_http_gets_a_json_400_that_does_not_echo_it(
+    gateway: Gateway, raw: bytes, echo: bytes
+) -> None:
+    """aiohttp rejects these before any handler runs; the answer is still JSON both SDKs read."""
+    with socket.create_connection(("127.0.0.1", port_of(gateway)), timeout=5) as sock:
+        sock.sendall(raw)
+        answer = read_answer(sock)
+    assert answer.status == 400
+    assert answer.headers["content-type"].startswith("application/json")
+    error = answer.json()["error"]
+    assert answer.json()["type"] == "error" and error["type"] == "invalid_request_error"
+    assert error["code"] == "malformed_http_request" and "param" in error
+    assert error["message"].startswith("malformed HTTP request: ")
+    assert echo not in answer.body
+    assert send(port_of(gateway), "GET", "/v1/models", AUTH).status == 200  # still serving
