@@ -1,8 +1,10 @@
-"""Runs in the emulator: the ACP-like flow — session/new, set_model, prompt, cancel.
+"""Runs in the emulator: the ACP-like flow — session/new, set_model, prompt, cancel, load.
 
 `session/update` events are notifications carrying `_meta["ai-coding/request-id"]`; the turn
 ends with `notification/chat_finish` whose `fullAnswer` is empty by default, so clients must
-rebuild the answer from the chunks (lingma-protocol.md §5.4, §12.7).
+rebuild the answer from the chunks (lingma-protocol.md §5.4, §12.7). `session/load` replays a
+stored session, turn by turn, as `user_message_chunk` / `agent_message_chunk` updates to the
+caller only (each tagged with the turn's request id), then answers `{}`.
 """
 
 from __future__ import annotations
@@ -49,12 +51,32 @@ async def session_new(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) 
     session = rt.sessions.create(workspace=param_str(params, "cwd"))
     update = {"sessionUpdate": "available_commands_update", "availableCommands": AVAILABLE_COMMANDS}
     # Spawned, so it goes out after this method's response (the order the real runtime uses).
-    conn.spawn(_notify_later(conn, {"sessionId": session.session_id, "update": update}))
+    params = {"sessionId": session.session_id, "update": update}
+    conn.spawn(_notify_later(rt, conn, params))
     return {"sessionId": session.session_id}
 
 
-async def _notify_later(conn: RpcConnection, params: dict[str, Any]) -> None:
-    conn.notify("session/update", params)
+async def _notify_later(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> None:
+    rt.audience(conn).notify("session/update", params)
+
+
+async def session_load(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    """Replay every stored turn (question, then the answer streamed so far), then `{}`."""
+    session = _session(rt, params)
+    for record in session.records:
+        _replay(conn, session.session_id, record.request_id, "user_message_chunk", record.question)
+        if record.answer:
+            _replay(
+                conn, session.session_id, record.request_id, "agent_message_chunk", record.answer
+            )
+    log.debug("EMULATOR session/load %s: %d turns", session.session_id, len(session.records))
+    return {}
+
+
+def _replay(conn: RpcConnection, session_id: str, request_id: str, kind: str, text: str) -> None:
+    update = {"sessionUpdate": kind, "content": {"type": "text", "text": text}}
+    meta = {REQUEST_ID_KEY: request_id}
+    conn.notify("session/update", {"sessionId": session_id, "_meta": meta, "update": update})
 
 
 async def set_model(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
@@ -114,12 +136,11 @@ async def session_prompt(rt: Runtime, conn: RpcConnection, params: dict[str, Any
         raise RpcError(NOT_LOGGED_IN, "user not login, please login first (lingma-emulator)")
     if not rt.catalog.knows(model):
         raise RpcError(INVALID_PARAMS, f"model not found: {model}")
-    first = rt.sessions.add_record(
-        session, ChatRecord(request_id, latest_user_turn(text), "assistant")
-    )
+    record = ChatRecord(request_id, latest_user_turn(text), "assistant")
+    first = rt.sessions.add_record(session, record)
     turn = Turn(request_id, session.session_id, Flow.ACP, conn)
     rt.turns.add(turn)
-    turn.task = conn.spawn(AcpStream(rt, turn, text, model, first).run())
+    turn.task = conn.spawn(AcpStream(rt, turn, text, model, title=first, record=record).run())
     log.debug("EMULATOR ACP prompt, model: %s, request id: %s", model, request_id)
     return None
 
@@ -138,9 +159,13 @@ async def session_cancel(rt: Runtime, conn: RpcConnection, params: dict[str, Any
 class AcpStream:
     """The events of one session/prompt, from step_start to notification/chat_finish."""
 
-    def __init__(self, rt: Runtime, turn: Turn, text: str, model: str, title: bool) -> None:
+    def __init__(
+        self, rt: Runtime, turn: Turn, text: str, model: str, *, title: bool, record: ChatRecord
+    ) -> None:
         self.rt = rt
         self.turn = turn
+        self.out = rt.audience(turn.conn)
+        self.record = record
         self.text = text
         self.model = model
         self.send_title = title
@@ -163,16 +188,16 @@ class AcpStream:
             self.text, self.model, reasoning=self.rt.catalog.is_reasoning(self.model)
         )
         base = {"requestId": self.turn.request_id, "sessionId": self.turn.session_id}
-        await conn.push(
+        await self.out.push(
             "chat/process_step_callback", {**base, "step": "step_start", "status": "done"}
         )
-        await conn.push(
+        await self.out.push(
             "chat/process_step_callback", {**base, "step": "step_end", "status": "done"}
         )
         if self.send_title:
             session = self.rt.sessions.get(self.turn.session_id)
             title = session.title if session else ""
-            await conn.push(
+            await self.out.push(
                 "session/title/update", {"sessionId": self.turn.session_id, "sessionTitle": title}
             )
         await sleep_ms(knobs.first_token_ms + answer.delay_ms)
@@ -201,7 +226,7 @@ class AcpStream:
             "_meta": {REQUEST_ID_KEY: self.turn.request_id},
             "update": update,
         }
-        self.turn.conn.notify("session/update", params)
+        self.out.notify("session/update", params)
 
     def _update(self, kind: str, text: str, meta: dict[str, Any] | None = None) -> None:
         update: dict[str, Any] = {"sessionUpdate": kind, "content": {"type": "text", "text": text}}
@@ -236,6 +261,7 @@ class AcpStream:
 
     def _finish(self, *, reason: str, status: int) -> None:
         full = "".join(self.sent)
+        self.record.answer = full
         usage = usage_for(self.text, full)
         used = {"usedTokens": usage.total_tokens, "limitTokens": self.rt.knobs.limit_tokens}
         self._notify({"sessionUpdate": "notification", "type": "context_usage", "data": used})
@@ -257,4 +283,5 @@ ACP_METHODS: dict[str, Method] = {
     "session/set_mode": Method(set_mode, "acp.SetSessionModeRequest"),
     "session/prompt": Method(session_prompt, "acp.PromptRequest"),
     "session/cancel": Method(session_cancel, "acp.CancelNotification"),
+    "session/load": Method(session_load, "acp.LoadSessionRequest"),
 }

@@ -2,7 +2,8 @@
 
 Push order per ask (lingma-protocol.md §5.3): process_step_callback step_start → step_end →
 session/title/update → chat/answer deltas (some empty) → context/usage/sync → chat/finish.
-`step_end` deliberately precedes the answer text, as in the real runtime.
+`step_end` deliberately precedes the answer text, as in the real runtime. Who receives the
+pushes (broadcast) and under which request id the answer goes (off-by-one): delivery.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 from typing import Any
 
 from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.delivery import Attribution, attribution_for
 from emulator.runtime import Method, Runtime, param_str, require_str, run_fault
 from emulator.scripts import Answer, latest_user_turn
 from emulator.sessions import ChatRecord
@@ -74,10 +76,12 @@ async def chat_ask(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> 
         return refusal
     session_type = param_str(params, "sessionType", default="chat")
     first_in_session = False
+    record: ChatRecord | None = None
     if session_id:
         session = rt.sessions.get_or_create(session_id)
         record = ChatRecord(request_id, latest_user_turn(question), session_type)
         first_in_session = rt.sessions.add_record(session, record)
+    own = Attribution(request_id, session_id)
     turn = Turn(request_id, session_id, Flow.LEGACY, conn)
     rt.turns.add(turn)
     stream = LegacyStream(
@@ -87,6 +91,8 @@ async def chat_ask(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> 
         model=model,
         session_type=session_type,
         title=first_in_session,
+        record=record,
+        successor=rt.ask_chain.arrive(conn, own) if rt.knobs.off_by_one else None,
     )
     turn.task = conn.spawn(stream.run())
     log.debug(
@@ -120,13 +126,18 @@ class LegacyStream:
         model: str,
         session_type: str,
         title: bool,
+        record: ChatRecord | None = None,
+        successor: asyncio.Future[Attribution] | None = None,
     ) -> None:
         self.rt = rt
         self.turn = turn
+        self.out = rt.audience(turn.conn)
         self.question = question
         self.model = model
         self.session_type = session_type
         self.send_title = title
+        self.record = record
+        self.successor = successor  # off-by-one knob: resolved by the next chat/ask
         self.sent: list[str] = []
         self.base = {"requestId": turn.request_id, "sessionId": turn.session_id}
 
@@ -139,18 +150,21 @@ class LegacyStream:
             await self._finish(reason="cancelled", status=CANCELLED_STATUS)
         finally:
             self.rt.turns.finish(self.turn)
+            if self.successor is not None:
+                self.rt.ask_chain.forget(self.turn.conn, self.successor)
 
     async def _stream(self) -> None:
         knobs = self.rt.knobs
         answer = self.rt.scripts.answer(
             self.question, self.model, reasoning=self.rt.catalog.is_reasoning(self.model)
         )
-        await self._step("step_start")
+        acks = [await self._step("step_start")]
         if knobs.title_before_step_end:
             await self._title()
-        await self._step("step_end")
+        acks.append(await self._step("step_end"))
         if not knobs.title_before_step_end:
             await self._title()
+        await self._attribute(acks)
         await sleep_ms(knobs.first_token_ms + answer.delay_ms)
         await self._thinking(answer)
         first = True
@@ -166,7 +180,14 @@ class LegacyStream:
         else:
             await self._finish(reason="success", status=200)
 
-    async def _step(self, step: str) -> None:
+    async def _attribute(self, acks: list[asyncio.Future[None] | None]) -> None:
+        """Off-by-one knob: an answer whose step pushes went unacked goes to the next ask."""
+        own = Attribution(self.turn.request_id, self.turn.session_id)
+        wait_s = self.rt.knobs.off_by_one_ack_ms / 1000
+        target = await attribution_for(own, self.successor, acks, wait_s)
+        self.base = {"requestId": target.request_id, "sessionId": target.session_id}
+
+    async def _step(self, step: str) -> asyncio.Future[None] | None:
         params = {
             **self.base,
             "step": step,
@@ -175,14 +196,15 @@ class LegacyStream:
             "result": None,
             "message": "",
         }
-        await self.turn.conn.push("chat/process_step_callback", params)
+        tracked = self.successor is not None
+        return await self.out.push("chat/process_step_callback", params, track_ack=tracked)
 
     async def _title(self) -> None:
         if not self.send_title:
             return
         session = self.rt.sessions.get(self.turn.session_id)
         title = session.title if session else ""
-        await self.turn.conn.push(
+        await self.out.push(
             "session/title/update", {"sessionId": self.turn.session_id, "sessionTitle": title}
         )
 
@@ -196,7 +218,7 @@ class LegacyStream:
             "timestamp": int(time.time() * 1000),
             "extra": {"sessionType": self.session_type},
         }
-        await self.turn.conn.push("chat/answer", params)
+        await self.out.push("chat/answer", params)
 
     async def _thinking(self, answer: Answer) -> None:
         if not answer.thinking:
@@ -213,13 +235,14 @@ class LegacyStream:
 
     async def _think(self, text: str, step: str) -> None:
         params = {**self.base, "text": text, "step": step, "timestamp": int(time.time() * 1000)}
-        await self.turn.conn.push("chat/think", params)
+        await self.out.push("chat/think", params)
 
     async def _finish(self, *, reason: str, status: int) -> None:
         full = "".join(self.sent)
+        if self.record is not None:
+            self.record.answer = full
         usage = usage_for(self.question, full)
-        conn = self.turn.conn
-        await conn.push(
+        await self.out.push(
             "context/usage/sync",
             {
                 **self.base,
@@ -235,7 +258,7 @@ class LegacyStream:
             "fullAnswer": full,
             "extra": extra,
         }
-        await conn.push("chat/finish", finish)
+        await self.out.push("chat/finish", finish)
         log_finish(Flow.LEGACY, self.turn.request_id, status, usage)
 
 

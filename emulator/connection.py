@@ -202,24 +202,47 @@ class RpcConnection:
     def notify(self, method: str, params: Any) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    async def push(self, method: str, params: Any, *, always_request: bool = False) -> None:
+    async def push(
+        self,
+        method: str,
+        params: Any,
+        *,
+        always_request: bool = False,
+        track_ack: bool = False,
+    ) -> asyncio.Future[None] | None:
         """A server→client push: a request with an id from our counter (knob: notification).
 
-        With the strict-ack knob the stream stalls here until the client acknowledges it.
+        With the strict-ack knob the stream stalls here until the client acknowledges it. With
+        `track_ack` the returned future completes when the client acks this push (None when the
+        push went out as a notification, which cannot be acked).
         """
         if self.closed:
-            return
+            return None
         if self.knobs.push_as_notification and not always_request:
             self.notify(method, params)
-            return
+            return None
         push_id = next(self._push_ids)
         waiter: asyncio.Future[None] | None = None
-        if self.knobs.strict_ack:
+        if self.knobs.strict_ack or track_ack:
             waiter = asyncio.get_running_loop().create_future()
             self._unacked[push_id] = waiter
+            # An ack that never comes must not pin the entry for the connection's lifetime.
+            waiter.add_done_callback(lambda _done: self._unacked.pop(push_id, None))
         self._send({"jsonrpc": "2.0", "method": method, "params": params, "id": push_id})
-        if waiter is not None:
+        if waiter is not None and self.knobs.strict_ack:
             await waiter
+        return waiter
+
+    def push_copy(self, method: str, params: Any) -> None:
+        """A push this connection only overhears (broadcast knob): same shape, never awaited."""
+        if self.closed:
+            return
+        if self.knobs.push_as_notification:
+            self.notify(method, params)
+            return
+        self._send(
+            {"jsonrpc": "2.0", "method": method, "params": params, "id": next(self._push_ids)}
+        )
 
     # -- lifetime -------------------------------------------------------------------------
 

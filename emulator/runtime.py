@@ -13,6 +13,7 @@ from typing import Any
 from emulator.auth import LoginBroker
 from emulator.catalog import Catalog
 from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.delivery import AskChain, Audience
 from emulator.rpc_framing import frame
 from emulator.scripts import Action, ScriptBook
 from emulator.sessions import SessionStore
@@ -38,6 +39,7 @@ class Runtime:
     sessions: SessionStore = field(default_factory=SessionStore)
     turns: TurnRegistry = field(default_factory=TurnRegistry)
     connections: set[RpcConnection] = field(default_factory=set)
+    ask_chain: AskChain = field(default_factory=AskChain)
     ws_port: int = 0
     http_port: int = 0
 
@@ -60,6 +62,10 @@ class Runtime:
 
     def server_info(self) -> dict[str, str]:
         return {"name": EMULATOR_NAME, "version": self.knobs.version}
+
+    def audience(self, issuer: RpcConnection) -> Audience:
+        """Where a turn's pushes go: the issuer, or every connection (broadcast knob)."""
+        return Audience(issuer, self.connections if self.knobs.broadcast else ())
 
 
 Handler = Callable[[Runtime, RpcConnection, dict[str, Any]], Awaitable[Any]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import os
 import secrets
@@ -34,6 +35,7 @@ MAX_WS_MESSAGE = 64 * 1024 * 1024
 READ_CHUNK = 65536
 LISTEN_FAILED_EXIT_CODE = 1
 CLOSE_TIMEOUT_S = 2.0  # how long a server-side close waits for the client's close frame
+MACHINE_TOKEN_HEADER = "Cosy-MachineToken"  # noqa: S105 - a header name, not a secret
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,13 @@ def build_ws_app(rt: Runtime) -> web.Application:
         )
         if not ws.can_prepare(request).ok:
             return web.Response(text="lingma-emulator: WebSocket JSON-RPC endpoint (EMULATOR)\n")
+        if rt.knobs.require_machine_token and not machine_token_ok(request, rt.workdir):
+            log.warning(
+                "EMULATOR refused a WebSocket upgrade: %s missing or wrong", MACHINE_TOKEN_HEADER
+            )
+            return web.Response(
+                status=401, text=f"lingma-emulator: {MACHINE_TOKEN_HEADER} missing or wrong\n"
+            )
         await ws.prepare(request)
 
         async def closer() -> None:
@@ -124,6 +133,17 @@ def build_ws_app(rt: Runtime) -> web.Application:
     app.router.add_get("/ws", endpoint)
     app.on_shutdown.append(close_all)
     return app
+
+
+def machine_token_ok(request: web.Request, workdir: WorkDir) -> bool:
+    """REQUIRE_MACHINE_TOKEN knob: the header must equal `cache/machine_token.json` `token`.
+
+    The file is read per upgrade, so a test may rotate it; the Unix socket has no headers and
+    stays open to local clients (its mode 0600 already limits who can connect).
+    """
+    expected = workdir.machine_token()
+    given = request.headers.get(MACHINE_TOKEN_HEADER, "")
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 async def serve_ipc(rt: Runtime, path: Path) -> asyncio.Server:
@@ -180,6 +200,9 @@ async def serve(options: StartOptions, knobs: Knobs) -> int:
         copied = workdir.copy_data_from(options.copy_data_dir)
         log.info("EMULATOR copied %d entries from --copyDataDir (login is never copied)", copied)
     log.info("EMULATOR using machine id from file: %s", workdir.id_path)
+    if knobs.require_machine_token:
+        workdir.ensure_machine_token()
+        log.info("EMULATOR WebSocket upgrades require %s", MACHINE_TOKEN_HEADER)
     rt = Runtime.create(knobs, workdir)
     if rt.user() is None:
         log.info("EMULATOR No cached user info, please login.")

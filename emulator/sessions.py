@@ -22,6 +22,7 @@ class ChatRecord:
     created: int = field(default_factory=now_ms)
     finish_status: int = 0
     summary: str = ""
+    answer: str = ""  # the streamed answer, replayed by session/load (not on the wire)
 
     def as_wire(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,11 @@ FRAME_MODE=single|coalesce|split               UNFRAMED=ignore|close
 THINK_STYLE=fence|event                        ACP_FULL_ANSWER=1  fill chat_finish.fullAnswer
 TITLE_BEFORE_STEP_END=1, ONE_ASK_PER_CONNECTION=1, LOGIN_BASE=URL, NONCE_TTL_S, MODELS=FILE,
 LIMIT_TOKENS, IPC=0, VERSION, LOG_LEVEL=debug|info|warning
+Quirks (quirks.py; all off by default):
+OFF_BY_ONE=1           chat/ask whose step pushes are not acked within OFF_BY_ONE_ACK_MS (1000)
+                       has its answer delivered under the next chat/ask's requestId (§6 quirk 1)
+BROADCAST=1            chat pushes go to every open connection, not only the issuer (§12.2)
+REQUIRE_MACHINE_TOKEN=1  WebSocket upgrades need Cosy-MachineToken = cache/machine_token.json
 """
 
 from __future__ import annotations
@@ -89,6 +94,10 @@ class Knobs:
     limit_tokens: int = 128_000
     ipc: bool = True
     log_level: str = "INFO"  # DEBUG adds one line per request (costly under benchmark load)
+    off_by_one: bool = False
+    off_by_one_ack_ms: int = 1000
+    broadcast: bool = False
+    require_machine_token: bool = False
 
 
 def _text(env: Mapping[str, str], name: str) -> str:
@@ -189,4 +198,8 @@ def knobs_from_env(env: Mapping[str, str] | None = None) -> Knobs:
         limit_tokens=_int(env, "LIMIT_TOKENS", 128_000),
         ipc=_flag(env, "IPC", default=True),
         log_level=_choice(env, "LOG_LEVEL", LogLevel, LogLevel.INFO).upper(),
+        off_by_one=_flag(env, "OFF_BY_ONE"),
+        off_by_one_ack_ms=_int(env, "OFF_BY_ONE_ACK_MS", 1000, high=60_000),
+        broadcast=_flag(env, "BROADCAST"),
+        require_machine_token=_flag(env, "REQUIRE_MACHINE_TOKEN"),
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 import uuid
@@ -59,6 +60,7 @@ class WorkDir:
         self.id_path = self.cache / "id"
         self.user_path = self.cache / "user"
         self.config_path = self.cache / "cache.json"
+        self.machine_token_path = self.cache / "machine_token.json"
         self.info_json = root / ".info.json"
         self.info_legacy = root / ".info"
         self.log_path = root / "logs" / "lingma.log"
@@ -117,6 +119,26 @@ class WorkDir:
         config = self._config()
         config["endpoint"] = endpoint
         write_atomically(self.config_path, msgspec.json.encode(config))
+
+    # -- machine token (REQUIRE_MACHINE_TOKEN knob) ----------------------------------------
+
+    def machine_token(self) -> str:
+        """`token` of `cache/machine_token.json`, or "" when it is missing or unreadable."""
+        try:
+            data = msgspec.json.decode(self.machine_token_path.read_bytes())
+        except (OSError, msgspec.DecodeError):
+            return ""
+        token = data.get("token") if isinstance(data, dict) else None
+        return token if isinstance(token, str) else ""
+
+    def ensure_machine_token(self) -> str:
+        """Keep a non-empty token; write a random one when there is none (an empty token, as in
+        Lingma's own cache, could not be required of anyone)."""
+        token = self.machine_token()
+        if not token:
+            token = secrets.token_hex(16)
+            write_atomically(self.machine_token_path, msgspec.json.encode({"token": token}))
+        return token
 
     # -- discovery files ----------------------------------------------------------------
 
