@@ -195,12 +195,16 @@ class ChatService:
                 try:
                     await self._ask_with_cache(turn, connection, flow, generation, emit)
                 except NoAcp:
-                    if self.flow_mode is not ChatFlow.AUTO:
+                    # Only an operator's explicit `chat_flow = "acp"` forbids the fallback. The
+                    # mode is read now, not before the ask: a concurrent first chat may have
+                    # switched AUTO to LEGACY meanwhile, and this chat must follow it.
+                    if self.flow_mode is ChatFlow.ACP:
                         raise UpstreamFailure(
                             ErrorCode.UPSTREAM_ERROR, "this Lingma runtime has no ACP session/new"
                         ) from None
-                    log.info("runtime lacks session/new: legacy chat/ask from now on")
-                    self.flow_mode = ChatFlow.LEGACY
+                    if self.flow_mode is ChatFlow.AUTO:
+                        log.info("runtime lacks session/new: legacy chat/ask from now on")
+                        self.flow_mode = ChatFlow.LEGACY
                     flow = LegacyFlow()
                     await self._ask_with_cache(turn, connection, flow, generation, emit)
         except TimeoutError:

@@ -62,15 +62,17 @@ async def client(worker: WorkerProcess) -> AsyncIterator[MuxClient]:
 async def test_auto_flow_falls_back_to_legacy_chat_ask(
     worker: WorkerProcess, client: MuxClient
 ) -> None:
-    result = await chat(client, "hello legacy 你好")
-    assert "You said: hello legacy 你好" in result.text
-    record = worker.records()[-1]
-    assert (record["flow"], record["model"], record["text"]) == (
-        "legacy",
-        "auto",
-        "hello legacy 你好",
-    )
-    assert record["session_id"] == result.finish.upstream_session != ""
+    # The worker's very first chats, all at once: each finds session/new missing, and every
+    # one of them must fall back (not only the one that switched the worker to legacy).
+    texts = ["hello legacy 你好", *(f"first chat number {n}" for n in range(2, 9))]
+    results = await asyncio.gather(*(chat(client, text) for text in texts))
+    for text, result in zip(texts, results, strict=True):
+        assert f"You said: {text}" in result.text
+    records = {record["text"]: record for record in worker.records()}
+    for text, result in zip(texts, results, strict=True):
+        record = records[text]
+        assert (record["flow"], record["model"]) == ("legacy", "auto")
+        assert record["session_id"] == result.finish.upstream_session != ""
 
 
 async def test_follow_up_continues_the_legacy_session_with_the_delta_only(
