@@ -1,7 +1,7 @@
 """Shared by front and supervisor: a request-id multiplexed client for a worker or front socket.
 
 Many requests share one Unix connection. Each request carries an integer `id`; one reader task
-routes every reply to the queue registered under that id. When the connection dies, every
+routes every reply to the inbox registered under that id. When the connection dies, every
 waiter is woken with `ConnectionClosed`, so no caller can hang on a dead peer.
 """
 
@@ -22,6 +22,7 @@ from protocol.framing import (
     FrameError,
     open_framed,
 )
+from protocol.inbox import Inbox
 from protocol.messages import Cancel, ChatRequest, Failure, Finish, WorkerReply
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class MuxClient:
         self._max_frame = max_frame
         self._stream: FramedStream[Any, Any] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._waiters: dict[int, asyncio.Queue[Any]] = {}
+        self._waiters: dict[int, Inbox[Any]] = {}
         self._ids = itertools.count(1)
         self._connect_lock = asyncio.Lock()
 
@@ -76,11 +77,11 @@ class MuxClient:
     async def call(self, make: Callable[[int], Any], timeout: float) -> Any:
         """Send `make(id)` and return its single reply; raises ConnectionClosed / TimeoutError."""
         request_id = self.next_id()
-        queue = self._register(request_id)
+        inbox = self._register(request_id)
         try:
             await self._send(make(request_id))
             async with asyncio.timeout(timeout):
-                reply = await queue.get()
+                reply = await inbox.get()
             if reply is _CLOSED:
                 raise ConnectionClosed(f"{self.path}: connection lost")
             return reply
@@ -93,12 +94,12 @@ class MuxClient:
         Leaving the iteration early (client gone, deadline) sends `Cancel` so the worker stops
         the upstream answer instead of generating into the void.
         """
-        queue = self._register(request.id)
+        inbox = self._register(request.id)
         finished = False
         try:
             await self._send(request)
             while True:
-                event = await queue.get()
+                event = await inbox.get()
                 if event is _CLOSED:
                     raise ConnectionClosed(f"{self.path}: connection lost")
                 if isinstance(event, Finish | Failure):
@@ -112,10 +113,10 @@ class MuxClient:
                 with contextlib.suppress(FrameError, OSError):
                     await self._send(Cancel(id=request.id))
 
-    def _register(self, request_id: int) -> asyncio.Queue[Any]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._waiters[request_id] = queue
-        return queue
+    def _register(self, request_id: int) -> Inbox[Any]:
+        inbox: Inbox[Any] = Inbox()
+        self._waiters[request_id] = inbox
+        return inbox
 
     async def _send(self, message: Any) -> None:
         if not self.connected:
@@ -133,9 +134,9 @@ class MuxClient:
                 except FrameDecodeError as exc:
                     log.warning("undecodable frame from %s: %s", self.path, exc)
                     continue
-                queue = self._waiters.get(reply.id)
-                if queue is not None:
-                    queue.put_nowait(reply)
+                inbox = self._waiters.get(reply.id)
+                if inbox is not None:
+                    inbox.put(reply)
         except (FrameError, OSError) as exc:
             log.debug("connection to %s ended: %s", self.path, exc)
         finally:
@@ -145,5 +146,5 @@ class MuxClient:
             self._wake_all()
 
     def _wake_all(self) -> None:
-        for queue in self._waiters.values():
-            queue.put_nowait(_CLOSED)
+        for inbox in self._waiters.values():
+            inbox.put(_CLOSED)

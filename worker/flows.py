@@ -169,8 +169,8 @@ class AcpFlow:
         self, conn: RpcConnection, pushes: PushQueue, ask: Ask, silence_s: float
     ) -> AsyncGenerator[Event, None]:
         # The prompt's own answer may come before, during or after the stream (§5.4).
-        prompt = conn.start_call("session/prompt", self.params(ask), 24 * 3600.0)
-        prompt.add_done_callback(lambda _task: pushes.put(PROMPT_DONE, {}))
+        prompt = await conn.begin_call("session/prompt", self.params(ask))
+        prompt.add_done_callback(lambda _answer: pushes.put(PROMPT_DONE, {}))
         try:
             while True:
                 method, params = await pushes.next(silence_s)
@@ -201,7 +201,7 @@ class AcpFlow:
         await conn.call("session/cancel", params, STOP_SETTLE_S)
 
 
-def _prompt_outcome(prompt: asyncio.Task[Any]) -> End | None:
+def _prompt_outcome(prompt: asyncio.Future[Any]) -> End | None:
     """An error answer fails the turn; a standard ACP `stopReason` ends it; else keep reading."""
     if prompt.cancelled():
         return None

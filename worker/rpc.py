@@ -288,9 +288,32 @@ class RpcConnection:
         finally:
             self._pending.pop(request_id, None)
 
-    def start_call(self, method: str, params: dict[str, Any], timeout: float) -> asyncio.Task[Any]:
-        """A call whose answer may arrive long after its side effects (ACP `session/prompt`)."""
-        return asyncio.create_task(self.call(method, params, timeout))
+    async def begin_call(self, method: str, params: dict[str, Any]) -> asyncio.Future[Any]:
+        """Send a call whose answer may come long after its side effects (ACP `session/prompt`).
+
+        Returns the answer's future once the call is sent: the caller waits on it alongside the
+        pushes, under its own deadline, so the call needs no task or timer of its own (one of
+        each per open stream otherwise). Cancelling the future forgets the call.
+        """
+        if self.closed:
+            raise RpcClosed(f"{method}: connection closed")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        future.add_done_callback(lambda done: self._settled(request_id, method, done))
+        message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+        try:
+            await self._send(message)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
+    def _settled(self, request_id: int, method: str, future: asyncio.Future[Any]) -> None:
+        self._pending.pop(request_id, None)
+        exc = None if future.cancelled() else future.exception()
+        if isinstance(exc, RpcError):
+            exc.method = method
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         await self._send({"jsonrpc": "2.0", "method": method, "params": params or {}})

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.inbox import Inbox
 from protocol.messages import ErrorCode
 from worker.rpc import CLOSED_PUSH, RpcConnection, RpcError
 
@@ -101,15 +102,15 @@ class PushQueue:
     """Collects one connection's pushes for the chat that leases it."""
 
     def __init__(self, connection: RpcConnection) -> None:
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._inbox: Inbox[tuple[str, dict[str, Any]]] = Inbox()
         connection.on_push = self.put
 
     def put(self, method: str, params: dict[str, Any]) -> None:
-        self._queue.put_nowait((method, params))
+        self._inbox.put((method, params))
 
     async def next(self, silence_s: float) -> tuple[str, dict[str, Any]]:
-        if not self._queue.empty():  # a burst of pushes: no silence to time, no timer to arm
-            method, params = self._queue.get_nowait()
+        if self._inbox:  # a burst of pushes: no silence to time, no timer to arm
+            method, params = self._inbox.get_nowait()
         else:
             method, params = await self._wait(silence_s)
         if method == CLOSED_PUSH:
@@ -121,7 +122,7 @@ class PushQueue:
         # an arriving push, and then a cancelled chat keeps waiting for its answer.
         try:
             async with asyncio.timeout(silence_s):
-                return await self._queue.get()
+                return await self._inbox.get()
         except TimeoutError:
             raise UpstreamFailure(
                 ErrorCode.UPSTREAM_TIMEOUT, f"Lingma sent nothing for {silence_s:.0f}s"
