@@ -1,7 +1,9 @@
 """A real worker over an emulator without ACP (VS Code build): AUTO falls back to chat/ask.
 
 The emulator also runs with strict acks (each push waits for our ack, so a client that does not
-ack hangs) and split frames (every message cut across two WebSocket frames).
+ack hangs), split frames (every message cut across two WebSocket frames) and the off-by-one
+quirk (an answer whose step pushes were not acked goes to the next ask, lingma-protocol.md §6.1):
+acking every push is the worker's mitigation, so every chat here must get its own answer.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ LEGACY_EMULATOR = {
     "LINGMA_EMULATOR_NO_ACP": "1",
     "LINGMA_EMULATOR_STRICT_ACK": "1",
     "LINGMA_EMULATOR_FRAME_MODE": "split",
+    "LINGMA_EMULATOR_OFF_BY_ONE": "1",
 }
 
 
