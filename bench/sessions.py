@@ -23,10 +23,11 @@ TURN_TIMEOUT_S = 30.0
 
 
 class _Record(msgspec.Struct):
-    text: str
+    text: str = ""
     flow: str = ""
     session_id: str = ""
     accepted: bool = True
+    event: str = ""  # "" for a chat request; other lines (e.g. "tool" outcomes) are not asks
 
 
 class _Message(msgspec.Struct):
@@ -52,7 +53,8 @@ def _read_records(path: Path, offset: int) -> list[_Record]:
     with path.open("rb") as handle:
         handle.seek(offset)
         lines = handle.read().splitlines()
-    return [msgspec.json.decode(line, type=_Record) for line in lines if line.strip()]
+    records = [msgspec.json.decode(line, type=_Record) for line in lines if line.strip()]
+    return [record for record in records if not record.event]
 
 
 def _question(turn: int) -> str:

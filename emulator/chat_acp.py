@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+from emulator import tools
 from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
 from emulator.runtime import NOT_LOGGED_IN, Method, Runtime, param_str, require_str, run_fault
 from emulator.scripts import latest_user_turn
@@ -140,7 +141,8 @@ async def session_prompt(rt: Runtime, conn: RpcConnection, params: dict[str, Any
     first = rt.sessions.add_record(session, record)
     turn = Turn(request_id, session.session_id, Flow.ACP, conn)
     rt.turns.add(turn)
-    turn.task = conn.spawn(AcpStream(rt, turn, text, model, title=first, record=record).run())
+    stream = AcpStream(rt, turn, text, model, mode=mode, title=first, record=record)
+    turn.task = conn.spawn(stream.run())
     log.debug("EMULATOR ACP prompt, model: %s, request id: %s", model, request_id)
     return None
 
@@ -160,7 +162,15 @@ class AcpStream:
     """The events of one session/prompt, from step_start to notification/chat_finish."""
 
     def __init__(
-        self, rt: Runtime, turn: Turn, text: str, model: str, *, title: bool, record: ChatRecord
+        self,
+        rt: Runtime,
+        turn: Turn,
+        text: str,
+        model: str,
+        *,
+        mode: str,
+        title: bool,
+        record: ChatRecord,
     ) -> None:
         self.rt = rt
         self.turn = turn
@@ -168,6 +178,7 @@ class AcpStream:
         self.record = record
         self.text = text
         self.model = model
+        self.mode = mode
         self.send_title = title
         self.sent: list[str] = []
 
@@ -208,6 +219,10 @@ class AcpStream:
                 self._update(
                     "agent_thought_chunk", piece, {"ai-coding/thinking-duration-millis": millis}
                 )
+        spec = tools.wanted(knobs, answer, self.mode)
+        if spec is not None:  # tools module: an IDE tool the client must run (tools.py)
+            call = tools.IdeCall.start(spec, base)
+            await tools.acp_round(self.rt, self.turn, call, say=self._say, update=self._notify)
         async for piece in paced_chunks(answer.text, knobs):
             self.sent.append(piece)
             self._update("agent_message_chunk", piece)
@@ -219,6 +234,10 @@ class AcpStream:
             self._finish(reason=answer.error.message or "error", status=answer.error.status)
         else:
             self._finish(reason="success", status=200)
+
+    def _say(self, text: str) -> None:
+        self.sent.append(text)
+        self._update("agent_message_chunk", text)
 
     def _notify(self, update: dict[str, Any]) -> None:
         params = {

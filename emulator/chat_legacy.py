@@ -14,6 +14,7 @@ import time
 import uuid
 from typing import Any
 
+from emulator import tools
 from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
 from emulator.delivery import Attribution, attribution_for
 from emulator.runtime import Method, Runtime, param_str, require_str, run_fault
@@ -62,11 +63,12 @@ async def chat_ask(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> 
     request_id = param_str(params, "requestId", default=uuid.uuid4().hex)
     session_id = param_str(params, "sessionId")
     model = model_key(params)
+    mode = param_str(params, "mode", default="normal")
     refusal = _check_ask(rt, conn, model)
     rt.recorder.record(
         flow=Flow.LEGACY,
         session_id=session_id,
-        mode=param_str(params, "mode", default="normal"),
+        mode=mode,
         model=model,
         text=question,
         request_id=request_id,
@@ -89,6 +91,7 @@ async def chat_ask(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> 
         turn,
         question=question,
         model=model,
+        mode=mode,
         session_type=session_type,
         title=first_in_session,
         record=record,
@@ -124,6 +127,7 @@ class LegacyStream:
         *,
         question: str,
         model: str,
+        mode: str,
         session_type: str,
         title: bool,
         record: ChatRecord | None = None,
@@ -134,6 +138,7 @@ class LegacyStream:
         self.out = rt.audience(turn.conn)
         self.question = question
         self.model = model
+        self.mode = mode
         self.session_type = session_type
         self.send_title = title
         self.record = record
@@ -167,6 +172,7 @@ class LegacyStream:
         await self._attribute(acks)
         await sleep_ms(knobs.first_token_ms + answer.delay_ms)
         await self._thinking(answer)
+        await self._ide_tool(answer)
         first = True
         async for piece in paced_chunks(answer.text, knobs):
             await self._answer(piece)
@@ -186,6 +192,13 @@ class LegacyStream:
         wait_s = self.rt.knobs.off_by_one_ack_ms / 1000
         target = await attribution_for(own, self.successor, acks, wait_s)
         self.base = {"requestId": target.request_id, "sessionId": target.session_id}
+
+    async def _ide_tool(self, answer: Answer) -> None:
+        """Tools module: an IDE tool the client must run, before the answer text (tools.py)."""
+        spec = tools.wanted(self.rt.knobs, answer, self.mode)
+        if spec is not None:
+            call = tools.IdeCall.start(spec, self.base)
+            await tools.legacy_round(self.rt, self.turn, call, say=self._answer, push=self.out.push)
 
     async def _step(self, step: str) -> asyncio.Future[None] | None:
         params = {

@@ -113,6 +113,7 @@ class RpcConnection:
         self._outbox = Outbox(sink, knobs.frame_mode)
         self._push_ids = itertools.count(1)
         self._unacked: dict[int, asyncio.Future[None]] = {}
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}  # see `request`
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sender: asyncio.Task[None] | None = None
         self.closed = False
@@ -149,7 +150,7 @@ class RpcConnection:
         if isinstance(method, str):
             await self._handle_call(method, message)
         elif "id" in message:
-            self._take_ack(message["id"])
+            self._take_reply(message)
 
     async def _handle_call(self, method: str, message: dict[str, Any]) -> None:
         params = message.get("params")
@@ -178,10 +179,17 @@ class RpcConnection:
         except Exception:
             log.exception("EMULATOR conn %d: notification %s failed", self.id, method)
 
-    def _take_ack(self, push_id: Any) -> None:
-        future = self._unacked.pop(push_id, None) if isinstance(push_id, int) else None
-        if future is not None and not future.done():
-            future.set_result(None)
+    def _take_reply(self, message: dict[str, Any]) -> None:
+        """A reply to one of our pushes: an ack, or the answer a `request` waits for."""
+        push_id = message["id"]
+        if not isinstance(push_id, int):
+            return
+        ack = self._unacked.pop(push_id, None)
+        if ack is not None and not ack.done():
+            ack.set_result(None)
+        reply = self._replies.pop(push_id, None)
+        if reply is not None and not reply.done():
+            reply.set_result(message)
 
     # -- outgoing -------------------------------------------------------------------------
 
@@ -233,6 +241,21 @@ class RpcConnection:
             await waiter
         return waiter
 
+    def request(self, method: str, params: Any) -> asyncio.Future[dict[str, Any]] | None:
+        """A server→client request whose answer matters (tool/invoke): always with an id.
+
+        The future completes with the client's whole reply message (`result` and/or `error`);
+        None when the connection is already closed. Cancel it to stop waiting.
+        """
+        if self.closed:
+            return None
+        push_id = next(self._push_ids)
+        reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[push_id] = reply
+        reply.add_done_callback(lambda _done: self._replies.pop(push_id, None))
+        self._send({"jsonrpc": "2.0", "method": method, "params": params, "id": push_id})
+        return reply
+
     def push_copy(self, method: str, params: Any) -> None:
         """A push this connection only overhears (broadcast knob): same shape, never awaited."""
         if self.closed:
@@ -267,9 +290,11 @@ class RpcConnection:
     async def shutdown(self) -> None:
         """Transport is gone: stop every job of this connection."""
         self.closed = True
-        for future in self._unacked.values():
+        waiting: list[asyncio.Future[Any]] = [*self._unacked.values(), *self._replies.values()]
+        for future in waiting:
             future.cancel()
         self._unacked.clear()
+        self._replies.clear()
         jobs = [*self._tasks, *([self._sender] if self._sender else [])]
         for job in jobs:
             job.cancel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator import chat_acp, chat_legacy, methods_auth, methods_basic
+from emulator import chat_acp, chat_legacy, methods_auth, methods_basic, tools
 from emulator.connection import (
     INVALID_PARAMS,
     MethodNotFound,
@@ -20,6 +20,8 @@ def method_table(rt: Runtime) -> dict[str, Method]:
     table = {**methods_basic.METHODS, **methods_auth.METHODS, **chat_legacy.METHODS}
     if not rt.knobs.no_acp:
         table.update(chat_acp.ACP_METHODS)
+    if rt.knobs.tools:  # tool/invokeResult exists only with the tools module
+        table.update(tools.METHODS)
     return table
 
 

@@ -19,7 +19,7 @@ from emulator.scripts import Action, ScriptBook
 from emulator.sessions import SessionStore
 from emulator.settings import EMULATOR_NAME, Knobs
 from emulator.store import WorkDir
-from emulator.turns import Recorder, TurnRegistry
+from emulator.turns import Recorder, ToolVerdicts, TurnRegistry
 from emulator.user_cache import UserRecord
 
 log = logging.getLogger("lingma-emulator")
@@ -40,6 +40,7 @@ class Runtime:
     turns: TurnRegistry = field(default_factory=TurnRegistry)
     connections: set[RpcConnection] = field(default_factory=set)
     ask_chain: AskChain = field(default_factory=AskChain)
+    tool_verdicts: ToolVerdicts = field(default_factory=ToolVerdicts)
     ws_port: int = 0
     http_port: int = 0
 

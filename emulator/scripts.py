@@ -4,6 +4,18 @@ The script is JSON `{"rules": [...]}`. The first rule whose `match` regex is fou
 latest user turn of the prompt decides the answer. Without a match the answer is a
 deterministic echo naming the model. The file is re-read whenever it changes on disk, so tests
 can rewrite it between requests.
+
+Rule keys: `match`, `model` (regexes), `reply`, `thinking`, `tool_call` (a text tool call in
+the front's format), `native_tool_call` (an ACP tool card announced and completed at once),
+`error`, `delay_ms`, `action`, `times`, and `ide_tool`:
+
+    "ide_tool": {"name": "read_file", "parameters": {"filePath": "/x"}, "async": false}
+
+an IDE tool the runtime asks the *client* to execute (lingma-protocol.md §9.1, §12.8). It only
+acts with LINGMA_EMULATOR_TOOLS=1 and an agent-mode turn (tools.py); then, before the answer
+text, the turn announces the tool, sends a `tool/invoke` request and waits for the client's
+verdict (its reply, or a `tool/invokeResult` call) up to LINGMA_EMULATOR_TOOL_TIMEOUT_MS. Else
+it is ignored, and the rule answers as if the key were absent.
 """
 
 from __future__ import annotations
@@ -59,6 +71,13 @@ class ToolCallSpec(msgspec.Struct, forbid_unknown_fields=True):
     arguments: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
+class IdeToolSpec(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+    # async: the client acks tool/invoke at once and reports later with tool/invokeResult.
+    is_async: bool = msgspec.field(default=False, name="async")
+
+
 class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     match: str | None = None  # regex searched in the latest user turn; None matches anything
     model: str | None = None  # optional regex on the model key
@@ -68,6 +87,7 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # One of the runtime's own IDE tools, announced the ACP way (session/update tool_call +
     # tool_call_update, §9.1); the legacy flow has no such event and ignores it.
     native_tool_call: ToolCallSpec | None = None
+    ide_tool: IdeToolSpec | None = None  # a tool/invoke round trip (tools module, agent mode)
     error: ErrorSpec | None = None
     delay_ms: int = 0
     action: Action | None = None
@@ -85,6 +105,7 @@ class Answer:
     text: str
     thinking: str = ""
     native_tool: ToolCallSpec | None = None
+    ide_tool: IdeToolSpec | None = None
     error: ErrorSpec | None = None
     delay_ms: int = 0
     action: Action | None = None
@@ -195,6 +216,7 @@ def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: st
         text="\n\n".join(parts),
         thinking=thinking,
         native_tool=rule.native_tool_call,
+        ide_tool=rule.ide_tool,
         error=rule.error,
         delay_ms=rule.delay_ms,
         action=rule.action,

@@ -3,7 +3,8 @@
 SCRIPT=FILE            scripted replies/faults, JSON {"rules": [...]} (see scripts.py)
 USERS=u:p,...          accounts the login page accepts (default demo:demo)
 FIRST_TOKEN_MS, TOKENS_PER_S (0 = instant), REPLY_TOKENS, INSTANT_CHUNKS   pacing
-RECORD=FILE            one JSON line per chat request received
+RECORD=FILE            one JSON line per chat request received (and, with TOOLS, one
+                       `"event": "tool"` line per tool/invoke verdict)
 STARTUP_DELAY_MS       delay before listening and writing .info.json
 PUSH_AS_NOTIFICATION=1 pushes without ids      STRICT_ACK=1  stall until each push is acked
 NO_ACP=1               session/* → -32601      EXTENSION_REGISTER=1  request right after connect
@@ -16,6 +17,9 @@ OFF_BY_ONE=1           chat/ask whose step pushes are not acked within OFF_BY_ON
                        has its answer delivered under the next chat/ask's requestId (§6 quirk 1)
 BROADCAST=1            chat pushes go to every open connection, not only the issuer (§12.2)
 REQUIRE_MACHINE_TOKEN=1  WebSocket upgrades need Cosy-MachineToken = cache/machine_token.json
+Tools module (tools.py, §12.8; off by default):
+TOOLS=1                agent-mode turns run a rule's `ide_tool` through tool/invoke (scripts.py)
+TOOL_TIMEOUT_MS        how long a turn waits for the client's tool verdict (default 5000)
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ class Knobs:
     off_by_one_ack_ms: int = 1000
     broadcast: bool = False
     require_machine_token: bool = False
+    tools: bool = False
+    tool_timeout_ms: int = 5000
 
 
 def _text(env: Mapping[str, str], name: str) -> str:
@@ -202,4 +208,6 @@ def knobs_from_env(env: Mapping[str, str] | None = None) -> Knobs:
         off_by_one_ack_ms=_int(env, "OFF_BY_ONE_ACK_MS", 1000, high=60_000),
         broadcast=_flag(env, "BROADCAST"),
         require_machine_token=_flag(env, "REQUIRE_MACHINE_TOKEN"),
+        tools=_flag(env, "TOOLS"),
+        tool_timeout_ms=_int(env, "TOOL_TIMEOUT_MS", 5000, high=600_000),
     )

@@ -1,4 +1,4 @@
-"""Runs in the emulator: one chat turn's bookkeeping — pacing, usage, stop, and the record file."""
+"""Runs in the emulator: a chat turn's bookkeeping: pacing, usage, stop, tool verdicts, records."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from emulator.connection import RpcConnection
 from emulator.settings import Knobs
@@ -78,6 +79,34 @@ class TurnRegistry:
 
     def busy(self, conn: RpcConnection) -> bool:
         return any(t.conn is conn for t in self.active.values())
+
+
+@dataclass
+class ToolVerdicts:
+    """tool/invokeResult calls that turns wait for, by toolCallId (tools module, §9.1).
+
+    Keyed by the call id alone: the client may report on any of its connections.
+    """
+
+    waiting: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+    def expect(self, call_id: str) -> asyncio.Future[dict[str, Any]]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.waiting[call_id] = future
+        return future
+
+    def deliver(self, call_id: str, params: dict[str, Any]) -> bool:
+        """False when no turn waits for `call_id` (unknown, or already timed out)."""
+        future = self.waiting.pop(call_id, None)
+        if future is None or future.done():
+            return False
+        future.set_result(params)
+        return True
+
+    def forget(self, call_id: str) -> None:
+        future = self.waiting.pop(call_id, None)
+        if future is not None:
+            future.cancel()
 
 
 @dataclass(frozen=True)
@@ -154,7 +183,11 @@ async def paced_chunks(text: str, knobs: Knobs) -> AsyncIterator[str]:
 
 @dataclass(frozen=True)
 class Recorder:
-    """LINGMA_EMULATOR_RECORD: one JSON line per chat request, for tests to inspect."""
+    """LINGMA_EMULATOR_RECORD: one JSON line per chat request, for tests to inspect.
+
+    The tools module adds one line per tool/invoke verdict, marked `"event": "tool"` (chat lines
+    carry no `event` key), so a test can see what the client answered.
+    """
 
     path: Path | None
 
@@ -169,11 +202,8 @@ class Recorder:
         request_id: str,
         accepted: bool,
     ) -> None:
-        if self.path is None:
-            return
-        line = json.dumps(
+        self._write(
             {
-                "ts": round(time.time(), 3),
                 "flow": flow.value,
                 "session_id": session_id,
                 "mode": mode,
@@ -181,8 +211,30 @@ class Recorder:
                 "text": text,
                 "request_id": request_id,
                 "accepted": accepted,
-            },
-            ensure_ascii=False,
+            }
         )
+
+    def record_tool(
+        self,
+        *,
+        flow: Flow,
+        session_id: str,
+        request_id: str,
+        tool: dict[str, Any],
+    ) -> None:
+        self._write(
+            {
+                "event": "tool",
+                "flow": flow.value,
+                "session_id": session_id,
+                "request_id": request_id,
+                **tool,
+            }
+        )
+
+    def _write(self, fields: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        line = json.dumps({"ts": round(time.time(), 3), **fields}, ensure_ascii=False)
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(line + "\n")
