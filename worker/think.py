@@ -1,8 +1,11 @@
-"""Runs in the worker: splitting Lingma's inline think fences out of a streamed answer.
+"""Runs in the worker: splitting the runtime's inline markup out of a streamed answer.
 
 Some runtimes put the model's reasoning inside the answer text between
-`\\n````think::<millis>\\n` and `\\n````\\n` (lingma-protocol.md §5.3). Deltas split those markers
-at arbitrary points, so the splitter holds back any tail that could still become a marker.
+`\\n````think::<millis>\\n` and `\\n````\\n` (lingma-protocol.md §5.3); that becomes reasoning.
+In agent mode the legacy flow also announces the runtime's own IDE tools with a card,
+```` ```toolCall::<name>::<id>::<STATUS>\\n``` ```` (§9.1): plugin UI, not model text, and
+the gateway runs no IDE tools, so cards are dropped. Deltas split these markers at arbitrary
+points, so the splitter holds back any tail that could still become a marker.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import enum
 
 OPEN = "````think::"
 CLOSE = "\n````\n"
+CARD_OPEN = "```toolCall::"
+CARD_CLOSE = "\n```"
 
 
 class Part(enum.StrEnum):
@@ -22,6 +27,7 @@ class _Where(enum.Enum):
     OUTSIDE = 1
     HEADER = 2  # inside the `think::<millis>` info string
     INSIDE = 3
+    CARD = 4  # inside a tool card, up to its closing fence
 
 
 def _held_tail(buffer: str, *tokens: str) -> int:
@@ -45,6 +51,7 @@ class ThinkSplitter:
     def __init__(self) -> None:
         self._buffer = ""
         self._where = _Where.OUTSIDE
+        self._card_newline = False  # the newline that ends a card's closing fence is the card's
 
     def feed(self, text: str) -> list[tuple[Part, str]]:
         self._buffer += text
@@ -61,22 +68,15 @@ class ThinkSplitter:
         if self._where is _Where.INSIDE:
             rest = rest.removesuffix("\n````")
             return [(Part.REASONING, rest)] if rest else []
-        return []
+        return []  # an unfinished think header or tool card carries no text
 
     def _step(self, out: list[tuple[Part, str]]) -> bool:
         """Consume what can be decided now; False when the rest must wait for more text."""
-        buffer = self._buffer
         if self._where is _Where.OUTSIDE:
-            start = buffer.find(OPEN)
-            if start >= 0:
-                out.append((Part.TEXT, buffer[:start].removesuffix("\n")))
-                self._buffer = buffer[start + len(OPEN) :]
-                self._where = _Where.HEADER
-                return True
-            keep = _held_tail(buffer, "\n" + OPEN, OPEN)
-            out.append((Part.TEXT, buffer[: len(buffer) - keep]))
-            self._buffer = buffer[len(buffer) - keep :]
-            return False
+            return self._outside(out)
+        if self._where is _Where.CARD:
+            return self._card()
+        buffer = self._buffer
         if self._where is _Where.HEADER:
             end = buffer.find("\n")
             if end < 0:
@@ -94,3 +94,36 @@ class ThinkSplitter:
         out.append((Part.REASONING, buffer[: len(buffer) - keep]))
         self._buffer = buffer[len(buffer) - keep :]
         return False
+
+    def _outside(self, out: list[tuple[Part, str]]) -> bool:
+        buffer = self._buffer
+        if self._card_newline:
+            self._card_newline = False
+            buffer = self._buffer = buffer.removeprefix("\n")
+        think, card = buffer.find(OPEN), buffer.find(CARD_OPEN)
+        if card >= 0 and (think < 0 or card < think):
+            out.append((Part.TEXT, buffer[:card]))
+            self._buffer = buffer[card + len(CARD_OPEN) :]
+            self._where = _Where.CARD
+            return True
+        if think >= 0:
+            out.append((Part.TEXT, buffer[:think].removesuffix("\n")))
+            self._buffer = buffer[think + len(OPEN) :]
+            self._where = _Where.HEADER
+            return True
+        keep = _held_tail(buffer, "\n" + OPEN, OPEN, CARD_OPEN)
+        out.append((Part.TEXT, buffer[: len(buffer) - keep]))
+        self._buffer = buffer[len(buffer) - keep :]
+        return False
+
+    def _card(self) -> bool:
+        buffer = self._buffer
+        end = buffer.find(CARD_CLOSE)
+        if end < 0:
+            keep = _held_tail(buffer, CARD_CLOSE)  # the card's own text is dropped
+            self._buffer = buffer[len(buffer) - keep :]
+            return False
+        self._buffer = buffer[end + len(CARD_CLOSE) :]
+        self._where = _Where.OUTSIDE
+        self._card_newline = True
+        return True

@@ -13,6 +13,11 @@ from worker.think import Part, ThinkSplitter
 pytestmark = pytest.mark.unit
 
 FENCED = "\n````think::1234\nweighing options\n````\nThe answer is 42."
+# A legacy agent-mode answer: the runtime's tool card between two sentences, then a think fence.
+CARDED = (
+    "Let me look.\n```toolCall::read_file::tc-9f::INIT\n```\nIt says hi."
+    "\n````think::7\nfine\n````\nDone."
+)
 
 
 def test_transcript_layout_and_lone_user_message() -> None:
@@ -52,6 +57,23 @@ def test_any_chunking_gives_the_same_split(cuts: list[int]) -> None:
     points = sorted(set(cuts))
     chunks = [FENCED[a:b] for a, b in zip([0, *points], [*points, len(FENCED)], strict=True)]
     assert split_all(chunks) == split_all([FENCED])
+
+
+def test_tool_cards_are_dropped_and_the_rest_is_kept() -> None:
+    assert split_all([CARDED]) == [
+        (Part.TEXT, "Let me look.\nIt says hi."),
+        (Part.REASONING, "fine"),
+        (Part.TEXT, "Done."),
+    ]
+    unfinished = ["Working.\n```toolCall::run_in_terminal::t1::RUNNING"]
+    assert split_all(unfinished) == [(Part.TEXT, "Working.\n")]
+
+
+@given(st.lists(st.integers(0, len(CARDED)), max_size=10))
+def test_any_chunking_drops_the_same_card(cuts: list[int]) -> None:
+    points = sorted(set(cuts))
+    chunks = [CARDED[a:b] for a, b in zip([0, *points], [*points, len(CARDED)], strict=True)]
+    assert split_all(chunks) == split_all([CARDED])
 
 
 def test_text_without_fences_passes_through_and_unclosed_fence_is_reasoning() -> None:
