@@ -20,6 +20,8 @@ from typing import Any
 
 import aiohttp
 
+from emulator.store import WorkDir
+from emulator.user_cache import new_user
 from tests.helpers import ChildProcesses, wait_until
 
 READY_LINE = re.compile(r"Communication servers ready - WebSocket: (\d+), HTTP: (\d+), IPC: (.*)")
@@ -274,3 +276,11 @@ def write_script(path: Path, rules: list[dict[str, Any]]) -> None:
 def short_dir(prefix: str = "emu-") -> Path:
     """A private short directory under /tmp for work dirs, scripts and record files."""
     return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def logged_in_work_dir(path: Path, name: str = "tester") -> Path:
+    """A work dir whose cache/user was written before the emulator started."""
+    workdir = WorkDir(path)
+    workdir.prepare()
+    workdir.write_user(new_user(name))
+    return path

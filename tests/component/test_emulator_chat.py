@@ -13,8 +13,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from emulator.store import WorkDir
-from emulator.user_cache import new_user
 from front.tools import render_tool_call
 from tests.component.emulator_support import (
     Emulator,
@@ -25,6 +23,7 @@ from tests.component.emulator_support import (
     connect,
     finished,
     legacy_ask,
+    logged_in_work_dir,
     short_dir,
     start_emulator,
     write_script,
@@ -41,14 +40,6 @@ class ChatEmulator:
     emu: Emulator
     script: Path
     record: Path
-
-
-def logged_in_work_dir(path: Path, name: str = "tester") -> Path:
-    """A work dir whose cache/user was written before the emulator started."""
-    workdir = WorkDir(path)
-    workdir.prepare()
-    workdir.write_user(new_user(name))
-    return path
 
 
 @pytest.fixture(scope="module")

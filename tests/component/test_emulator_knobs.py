@@ -11,8 +11,6 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from emulator.store import WorkDir
-from emulator.user_cache import new_user
 from tests.component.emulator_support import (
     Emulator,
     acp_finished,
@@ -22,6 +20,7 @@ from tests.component.emulator_support import (
     finished,
     frame,
     legacy_ask,
+    logged_in_work_dir,
     short_dir,
     start_emulator,
 )
@@ -50,13 +49,6 @@ STRICT = {
 }
 
 
-def logged_in(path: Path) -> Path:
-    workdir = WorkDir(path)
-    workdir.prepare()
-    workdir.write_user(new_user("knobs"))
-    return path
-
-
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
     path = short_dir()
@@ -68,7 +60,9 @@ def root() -> Iterator[Path]:
 def vscode_emu(root: Path) -> Iterator[Emulator]:
     registry = ChildProcesses()
     try:
-        yield start_emulator(registry, logged_in(root / "vscode"), env=VSCODE_LIKE)
+        yield start_emulator(
+            registry, logged_in_work_dir(root / "vscode", "knobs"), env=VSCODE_LIKE
+        )
     finally:
         registry.kill_all()
 
@@ -78,7 +72,7 @@ def strict_emu(root: Path) -> Iterator[tuple[Emulator, float]]:
     registry = ChildProcesses()
     started = time.monotonic()
     try:
-        emu = start_emulator(registry, logged_in(root / "strict"), env=STRICT)
+        emu = start_emulator(registry, logged_in_work_dir(root / "strict", "knobs"), env=STRICT)
         yield emu, time.monotonic() - started
     finally:
         registry.kill_all()

@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 
 from emulator.store import WorkDir
-from emulator.user_cache import new_user
 from tests.component.emulator_support import (
     Emulator,
     RpcClient,
@@ -27,6 +26,7 @@ from tests.component.emulator_support import (
     connect,
     finished,
     legacy_ask,
+    logged_in_work_dir,
     short_dir,
     start_emulator,
 )
@@ -46,13 +46,6 @@ CHAT_PUSHES = {"chat/process_step_callback", "chat/answer", "chat/finish", "sess
 WORKER_EMULATOR = {**BROADCAST, **TOKEN, "LINGMA_EMULATOR_FIRST_TOKEN_MS": "500"}
 
 
-def logged_in(path: Path) -> Path:
-    workdir = WorkDir(path)
-    workdir.prepare()
-    workdir.write_user(new_user("quirks"))
-    return path
-
-
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
     path = short_dir()
@@ -64,13 +57,17 @@ def root() -> Iterator[Path]:
 def emulators(root: Path) -> Iterator[dict[str, Emulator]]:
     """One emulator without knobs and one per knob, shared by the module."""
     registry = ChildProcesses()
-    token_dir = logged_in(root / "token")
+    token_dir = logged_in_work_dir(root / "token", "quirks")
     (token_dir / "cache" / "machine_token.json").write_text(json.dumps({"token": KNOWN_TOKEN}))
     try:
         yield {
-            "plain": start_emulator(registry, logged_in(root / "plain")),
-            "off_by_one": start_emulator(registry, logged_in(root / "obo"), env=OFF_BY_ONE),
-            "broadcast": start_emulator(registry, logged_in(root / "bcast"), env=BROADCAST),
+            "plain": start_emulator(registry, logged_in_work_dir(root / "plain", "quirks")),
+            "off_by_one": start_emulator(
+                registry, logged_in_work_dir(root / "obo", "quirks"), env=OFF_BY_ONE
+            ),
+            "broadcast": start_emulator(
+                registry, logged_in_work_dir(root / "bcast", "quirks"), env=BROADCAST
+            ),
             "token": start_emulator(registry, token_dir, env=TOKEN),
         }
     finally:

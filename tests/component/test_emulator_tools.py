@@ -19,8 +19,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from emulator.store import WorkDir
-from emulator.user_cache import new_user
 from protocol.messages import ToolSpec
 from tests.component.emulator_support import (
     Emulator,
@@ -31,6 +29,7 @@ from tests.component.emulator_support import (
     connect,
     finished,
     legacy_ask,
+    logged_in_work_dir,
     short_dir,
     start_emulator,
     write_script,
@@ -72,9 +71,7 @@ class ToolsEmulator:
 
 
 def start_tools_emulator(registry: ChildProcesses, root: Path, knob: str) -> ToolsEmulator:
-    workdir = WorkDir(root / "wd")
-    workdir.prepare()
-    workdir.write_user(new_user("tools"))
+    workdir = logged_in_work_dir(root / "wd", "tools")
     script, record = root / "script.json", root / "record.jsonl"
     write_script(script, RULES)
     env = {
@@ -83,7 +80,7 @@ def start_tools_emulator(registry: ChildProcesses, root: Path, knob: str) -> Too
         "LINGMA_EMULATOR_TOOLS": knob,
         "LINGMA_EMULATOR_TOOL_TIMEOUT_MS": str(TIMEOUT_MS),
     }
-    return ToolsEmulator(start_emulator(registry, root / "wd", env=env), record)
+    return ToolsEmulator(start_emulator(registry, workdir, env=env), record)
 
 
 @pytest.fixture(scope="module")
