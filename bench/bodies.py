@@ -40,7 +40,9 @@ def anthropic_target(base_url: str, api_key: str, model: str) -> HttpTarget:
     """A streaming Messages API request, as the Anthropic SDK sends it."""
     body = {
         "model": model,
-        "max_tokens": 4096,
+        # Above the long answer (4,000 words, about 6,000 tokens by the front's estimate), so
+        # both APIs relay the same whole answer instead of Anthropic's stopping at max_tokens.
+        "max_tokens": 32_000,
         "stream": True,
         "messages": [{"role": "user", "content": PROMPT}],
     }
