@@ -54,12 +54,19 @@ class ThinkSplitter:
         self._card_newline = False  # the newline that ends a card's closing fence is the card's
 
     def feed(self, text: str) -> list[tuple[Part, str]]:
+        # The common delta: no backtick (every marker starts with one) and no trailing newline
+        # (a think fence takes the newline before it), so nothing needs holding back.
+        if "`" not in text and text[-1:] != "\n" and not self._buffer and self._plain():
+            return [(Part.TEXT, text)] if text else []
         self._buffer += text
         out: list[tuple[Part, str]] = []
         while self._buffer:
             if not self._step(out):
                 break
         return [(part, chunk) for part, chunk in out if chunk]
+
+    def _plain(self) -> bool:
+        return self._where is _Where.OUTSIDE and not self._card_newline
 
     def flush(self) -> list[tuple[Part, str]]:
         rest, self._buffer = self._buffer, ""
