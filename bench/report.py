@@ -84,6 +84,11 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         "open_stream_errors": _get(results, "scale", "errors"),
         "session_upstream_token_ratio": _get(results, "sessions", "upstream_token_ratio"),
         "loadgen_ceiling_rps": _get(results, "loadgen_ceiling", "max_rps"),
+        # One client against a trivial aiohttp handler: the load generator's HTTP round trip,
+        # part of every lingma_gw latency and absent from the direct JSON-RPC baseline.
+        "loadgen_http_floor_p50_ms_at_1": _get(
+            results, "loadgen_ceiling", "http_floor_p50_ms_at_1"
+        ),
         "loadgen_headroom_vs_lingma_gw": _headroom(results, gw_peak),
     }
 

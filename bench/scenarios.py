@@ -122,9 +122,10 @@ def added_latency(plan: Plan, proxy: Sweep | None, direct: Sweep | None) -> list
 
 
 async def loadgen_ceiling(load: LoadGenerator, plan: Plan, mock_url: str) -> dict[str, Any]:
-    """The generator against the smallest aiohttp handler: what it can drive at most."""
+    """The generator against the smallest aiohttp handler: what it can drive at most, and (at
+    one client) the HTTP round trip every HTTP proxy pays on top of the direct JSON-RPC client."""
     levels = []
-    for concurrency in sorted({64, plan.levels[-1]}):
+    for concurrency in sorted({1, 64, plan.levels[-1]}):
         summary = await load.run(
             trivial_target(mock_url),
             concurrency,
@@ -134,7 +135,12 @@ async def loadgen_ceiling(load: LoadGenerator, plan: Plan, mock_url: str) -> dic
         )
         print(f"  {'loadgen_ceiling':<20} c={concurrency:<4} {_line(summary)}", flush=True)
         levels.append(_plain(summary))
-    return {"levels": levels, "max_rps": max(level["rps"] for level in levels)}
+    single = next(level for level in levels if level["concurrency"] == 1)
+    return {
+        "levels": levels,
+        "max_rps": max(level["rps"] for level in levels),
+        "http_floor_p50_ms_at_1": single["p50_ms"],
+    }
 
 
 def _line(summary: Summary) -> str:
