@@ -5,6 +5,9 @@ Legacy (lingma-protocol.md §5.3): `chat/ask` is accepted at once, then `chat/an
 `session/set_model`, then `session/prompt` whose `session/update` notifications carry chunks,
 thoughts, tool calls and finally `notification/chat_finish`. Both filter pushes by request id
 (ACP: `_meta["ai-coding/request-id"]`), since one connection may see other traffic.
+
+A legacy turn whose `chat/finish` never comes is ended by silence once answer text has arrived
+(§5.3 "end-of-answer detection", fallback): the text is kept and the runtime is told to stop.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from protocol.messages import ErrorCode
-from worker.rpc import METHOD_NOT_FOUND, RpcClosed, RpcConnection, RpcError
+from worker.rpc import METHOD_NOT_FOUND, RpcClosed, RpcConnection, RpcError, refused
 from worker.upstream import (
     PROMPT_DONE,
     STOP_SETTLE_S,
@@ -36,6 +40,10 @@ from worker.upstream import (
     int_or,
     rpc_failure,
 )
+
+log = logging.getLogger(__name__)
+
+IDLE_END_REASON = "idle"  # our End reason when silence, not chat/finish, closed a legacy turn
 
 
 def _ms() -> int:
@@ -86,12 +94,20 @@ class LegacyFlow:
         except RpcError as exc:
             raise rpc_failure(exc) from exc
         _check_accepted(accepted)
+        answered = False  # any non-empty chat/answer text yet (empty deltas are normal, §5.3)
         while True:
-            method, params = await pushes.next(silence_s)
+            try:
+                method, params = await pushes.next(silence_s)
+            except UpstreamFailure as exc:
+                if not silence_ends_answer(exc, answered=answered):
+                    raise
+                break
             if not _mine(params, ask):
                 continue
             if method == "chat/answer":
-                yield Text(str(params.get("text") or ""))
+                text = str(params.get("text") or "")
+                answered = answered or bool(text)
+                yield Text(text)
             elif method == "chat/think":
                 yield Thought(str(params.get("text") or ""))
             elif method == "context/usage/sync":
@@ -99,19 +115,28 @@ class LegacyFlow:
             elif method == "chat/finish":
                 yield end_from(params)
                 return
+        # The answer came but its chat/finish did not: keep the text, and stop the runtime's
+        # turn so this connection can serve the next ask.
+        log.warning("no chat/finish after %.0fs of silence: ending the answer", silence_s)
+        with contextlib.suppress(RpcClosed, RpcError, TimeoutError):
+            await self.stop(conn, ask)
+        yield End(200, IDLE_END_REASON)
 
     async def stop(self, conn: RpcConnection, ask: Ask) -> None:
         params = {"requestId": ask.request_id, "sessionId": ask.session_id}
         await conn.call("chat/stop", params, STOP_SETTLE_S)
 
 
+def silence_ends_answer(failure: UpstreamFailure, *, answered: bool) -> bool:
+    """A silence after answer text ends a legacy turn; before any text it stays a timeout."""
+    return answered and failure.code is ErrorCode.UPSTREAM_TIMEOUT
+
+
 def _check_accepted(reply: Any) -> None:
-    if not isinstance(reply, dict):
+    if not isinstance(reply, dict) or not refused(reply):
         return
-    ok = reply.get("success", reply.get("isSuccess", True))
-    if ok is False:
-        message = f"{reply.get('errorCode') or ''} {reply.get('errorMessage') or ''}".strip()
-        raise rpc_failure(RpcError(0, message or "chat/ask refused", "chat/ask"))
+    message = f"{reply.get('errorCode') or ''} {reply.get('errorMessage') or ''}".strip()
+    raise rpc_failure(RpcError(0, message or "chat/ask refused", "chat/ask"))
 
 
 def _mine(params: dict[str, Any], ask: Ask) -> bool:
@@ -227,10 +252,22 @@ def _acp_mine(params: dict[str, Any], ask: Ask) -> bool:
     return params.get("sessionId") in (None, "", ask.session_id)
 
 
+def _content_text(content: Any) -> str | None:
+    """`content.text`; a list of parts (ACP's shape elsewhere, not seen here) is joined."""
+    if isinstance(content, dict):
+        text = content.get("text")
+        return text if isinstance(text, str) else None
+    if isinstance(content, list):
+        texts = [
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        ]
+        return "".join(texts) if texts else None
+    return None
+
+
 def _chunk(kind: str, update: dict[str, Any]) -> Event | None:
-    content = update.get("content")
-    text = content.get("text") if isinstance(content, dict) else None
-    if not isinstance(text, str):
+    text = _content_text(update.get("content"))
+    if text is None:
         return None
     return Text(text) if kind == "agent_message_chunk" else Thought(text)
 

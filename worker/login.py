@@ -20,7 +20,7 @@ from protocol.messages import LoginInfo, LoginState, WorkerSpec
 from worker import bundles
 from worker.autologin import Outcome, browser_login
 from worker.pool import LingmaClient
-from worker.rpc import RpcClosed, RpcError
+from worker.rpc import RpcClosed, RpcError, refused
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,12 @@ class LoginManager:
             current = await client.call("config/getEndpoint", {})
             endpoint = current.get("endpoint", "") if isinstance(current, dict) else ""
             if endpoint != wanted:
-                await client.call("config/updateEndpoint", {"endpoint": wanted})
-                log.info("dedicated endpoint applied", extra={"endpoint": wanted})
+                result = await client.call("config/updateEndpoint", {"endpoint": wanted})
+                if refused(result):  # `{success: false}` (§5.2), not a JSON-RPC error
+                    reason = result.get("errorMessage") or "no reason given"
+                    log.warning("the runtime refused the dedicated endpoint: %s", reason)
+                else:
+                    log.info("dedicated endpoint applied", extra={"endpoint": wanted})
         except (RpcClosed, RpcError, TimeoutError) as exc:
             log.warning("switching to the dedicated endpoint failed: %s", exc)
 

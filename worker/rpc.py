@@ -195,6 +195,16 @@ def acp_initialize_params() -> dict[str, Any]:
     return {"protocolVersion": 1, "clientCapabilities": {}, "timestamp": int(time.time() * 1000)}
 
 
+def refused(result: Any) -> bool:
+    """Did a call's result say no? `success` (chat/ask, config/*) or `isSuccess` (plugin DTOs).
+
+    Both spellings occur (lingma-protocol.md §6.10); a result with neither is not a refusal.
+    """
+    if not isinstance(result, dict):
+        return False
+    return result.get("success", result.get("isSuccess")) is False
+
+
 def push_reply(method: str, params: dict[str, Any]) -> Any:
     """What we answer to a server request: `null`, except where the runtime waits for a verdict."""
     if method == "tool/invoke":
