@@ -75,6 +75,7 @@ class Turn:
     reasoning_chars: int = 0
     first_token_at: float | None = None
     tool_calls: int = 0
+    kept: bool = False  # its upstream session went into the cache for the next turn
 
 
 class ChatService:
@@ -87,6 +88,7 @@ class ChatService:
         resolver: ModelResolver,
         on_rate_limited: Callable[[float], None],
         on_not_logged_in: Callable[[], None],
+        on_discard: Callable[[str, int], None] = lambda _session, _generation: None,
     ) -> None:
         self.spec = spec
         self.sessions = sessions
@@ -97,6 +99,7 @@ class ChatService:
         self.workspace = str(Path(spec.work_dir) / "workspace")
         self._on_rate_limited = on_rate_limited
         self._on_not_logged_in = on_not_logged_in
+        self._on_discard = on_discard  # (session id, binary generation): delete it upstream
 
     async def run(
         self, request: ChatRequest, client: LingmaClient, generation: int, emit: Emit
@@ -120,6 +123,8 @@ class ChatService:
             emit(self._failure_event(request, ErrorCode.CANCELLED, "cancelled by the caller"))
         finally:
             self._account(turn, request, status)
+            if turn is not None and turn.ask is not None and not turn.kept:
+                self._on_discard(turn.ask.session_id, generation)
 
     def _failure_event(
         self, request: ChatRequest, code: ErrorCode, message: str, retry_after: float | None = None
@@ -351,6 +356,7 @@ class ChatService:
             history = [*request.messages, Message(role="assistant", text=answer)]
             key = conversation_key(request.scope, turn.model_key, history)
             self.sessions.put(key, session_id=session_id, generation=generation, flow=flow.name)
+            turn.kept = self.sessions.enabled
         first = turn.first_token_at
         return Finish(
             id=request.id,

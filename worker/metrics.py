@@ -54,7 +54,16 @@ class WorkerMetrics:
         self.in_flight = Gauge("lingma_worker_in_flight", "Chats running upstream", registry=r)
         self.queued = Gauge("lingma_worker_queued", "Chats waiting for a slot", registry=r)
         self.sessions = Gauge("lingma_worker_sessions", "Cached upstream sessions", registry=r)
+        self.sessions_deleted = Counter(
+            "lingma_worker_sessions_deleted",
+            "Throw-away upstream sessions by what deleting them did",
+            ["outcome"],
+            registry=r,
+        )
         self._stats = _Totals()
+
+    def session_deleted(self, outcome: str) -> None:
+        self.sessions_deleted.labels(outcome).inc()
 
     def chat_done(
         self,

@@ -8,7 +8,9 @@ Keys hash the API-key scope, the model and the messages, so entries never cross 
 models. An entry is consumed when used (a conversation that branches from the same prefix gets
 a fresh session instead of one that already holds another branch) and re-stored under the
 extended conversation after a successful answer. Entries carry the binary generation; the whole
-cache is dropped when the binary restarts, because the runtime's sessions died with it.
+cache is dropped when the binary restarts, because the runtime's sessions died with it. Every
+other entry the cache lets go of (LRU, TTL, a replaced twin) goes to `on_discard`, so the
+worker can delete that session upstream (worker/reaper.py).
 """
 
 from __future__ import annotations
@@ -50,11 +52,17 @@ class SessionCache:
     """LRU + TTL map of conversation keys to upstream sessions; size 0 disables it."""
 
     def __init__(
-        self, *, max_entries: int, ttl_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        max_entries: int,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_discard: Callable[[SessionEntry], None] = lambda _entry: None,
     ) -> None:
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self._clock = clock
+        self._on_discard = on_discard
         self._entries: OrderedDict[str, SessionEntry] = OrderedDict()
 
     @property
@@ -70,15 +78,19 @@ class SessionCache:
         if entry is None:
             return None
         if entry.expires_at <= self._clock() or entry.generation != generation:
+            self._on_discard(entry)
             return None
         if entry.flow != flow:
+            self._on_discard(entry)
             return None
         return entry
 
     def put(self, key: str, *, session_id: str, generation: int, flow: str) -> None:
         if not self.enabled or not session_id:
             return
-        self._entries.pop(key, None)
+        twin = self._entries.pop(key, None)  # the same conversation answered twice at once
+        if twin is not None and twin.session_id != session_id:
+            self._on_discard(twin)
         self._entries[key] = SessionEntry(
             session_id=session_id,
             flow=flow,
@@ -86,9 +98,10 @@ class SessionCache:
             expires_at=self._clock() + self.ttl_s,
         )
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            self._on_discard(self._entries.popitem(last=False)[1])
 
     def clear(self) -> None:
+        """Forget every entry without discarding: for when the runtime's sessions are gone."""
         self._entries.clear()
 
     def prune(self) -> int:
@@ -96,5 +109,5 @@ class SessionCache:
         now = self._clock()
         stale = [key for key, entry in self._entries.items() if entry.expires_at <= now]
         for key in stale:
-            del self._entries[key]
+            self._on_discard(self._entries.pop(key))
         return len(stale)

@@ -61,7 +61,9 @@ from worker.chat import ChatService
 from worker.ipc import IpcConnection
 from worker.login import import_bundle
 from worker.metrics import WorkerMetrics
-from worker.sessions import SessionCache
+from worker.pool import LingmaClient
+from worker.reaper import SessionReaper
+from worker.sessions import SessionCache, SessionEntry
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,13 @@ class Worker:
         self.spec = spec
         self.started_at = time.time()
         self.metrics = WorkerMetrics()
+        self.reaper = SessionReaper(
+            self._runtime, timeout_s=spec.rpc_timeout_s, on_outcome=self.metrics.session_deleted
+        )
         self.sessions = SessionCache(
             max_entries=spec.session_cache_max_entries if spec.session_reuse else 0,
             ttl_s=spec.session_cache_ttl_s,
+            on_discard=self._discard_entry,
         )
         self.account = Account(
             spec, metrics=self.metrics, sessions=self.sessions, on_unusable=self._unusable
@@ -88,6 +94,7 @@ class Worker:
             resolver=self.account.resolver,
             on_rate_limited=self.account.cool_down,
             on_not_logged_in=self.account.recheck_login,
+            on_discard=self.reaper.discard,
         )
         self.draining = False
         self.exit_code = 0
@@ -128,6 +135,12 @@ class Worker:
             in_flight=admission.in_flight, queued=admission.queued, sessions=len(self.sessions)
         )
 
+    def _runtime(self) -> tuple[LingmaClient | None, int]:
+        return self.account.client, self.account.keeper.generation
+
+    def _discard_entry(self, entry: SessionEntry) -> None:
+        self.reaper.discard(entry.session_id, entry.generation)
+
     # ----------------------------------------------------------------- lifecycle
 
     def _prepare_dirs(self) -> None:
@@ -151,9 +164,11 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, DEFAULT_GRACE_S)
         account = asyncio.create_task(self.account.run(), name="account")
+        self.reaper.start()
         log.info("worker serving", extra={"socket": self.spec.socket_path})
         await self._stop.wait()
         await self._drain()  # chats finish while the binary still runs
+        await self.reaper.stop()  # what is still queued stays with the runtime
         await self.account.stop()
         account.cancel()
         await asyncio.gather(account, return_exceptions=True)

@@ -66,3 +66,28 @@ def test_lru_bound_prune_and_disabled_cache() -> None:
     off = SessionCache(max_entries=0, ttl_s=10)
     off.put("a", session_id="a", generation=1, flow="acp")
     assert not off.enabled and len(off) == 0
+
+
+def test_every_entry_let_go_is_discarded_except_on_clear() -> None:
+    clock, discarded = Clock(), []
+    cache = SessionCache(
+        max_entries=2, ttl_s=60, clock=clock, on_discard=lambda e: discarded.append(e.session_id)
+    )
+    cache.put("a", session_id="s-a", generation=1, flow="acp")
+    cache.put("b", session_id="s-b", generation=1, flow="acp")
+    cache.put("c", session_id="s-c", generation=1, flow="acp")  # LRU: "a" goes
+    cache.put("c", session_id="s-c2", generation=1, flow="acp")  # a twin replaces "c"
+    cache.put("c", session_id="s-c2", generation=1, flow="acp")  # the same session: kept
+    assert discarded == ["s-a", "s-c"]
+    assert cache.take("b", generation=1, flow="legacy") is None  # wrong flow: let go
+    assert discarded[-1] == "s-b"
+    cache.put("d", session_id="s-d", generation=1, flow="acp")
+    clock.now += 61
+    assert cache.take("d", generation=1, flow="acp") is None  # expired
+    cache.put("e", session_id="s-e", generation=1, flow="acp")
+    clock.now += 61
+    assert cache.prune() == 2  # "c" and "e"
+    assert discarded[-3:] == ["s-d", "s-c2", "s-e"]
+    cache.put("f", session_id="s-f", generation=1, flow="acp")
+    cache.clear()  # the runtime's sessions are gone: nothing to delete
+    assert "s-f" not in discarded
