@@ -30,8 +30,12 @@ class LingmaClient:
         self.port = 0
         self.server_info: dict[str, Any] = {}
         # No connector cap: every in-flight chat leases its own WebSocket, so aiohttp's default
-        # limit of 100 would silently stall the 101st concurrent chat.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        # limit of 100 would silently stall the 101st concurrent chat. No session-wide `total`
+        # timeout either: aiohttp keeps that timer armed for a WebSocket's whole life (one per
+        # open stream); connecting is bounded by RpcConnection.open and calls by their own.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+        )
         self._control: RpcConnection | None = None
         self._control_lock = asyncio.Lock()
         self._idle: list[RpcConnection] = []
