@@ -83,6 +83,8 @@ class CoalescingWriter:
     piled up since its last write in one `write`. When a worker's events arrive in a burst the
     burst costs one syscall; a lone event is written one loop iteration later. Above
     `high_water` pending bytes the relaying task waits, so a slow client cannot grow memory.
+    The two sides wake each other with a bare future made only while one waits (an
+    `asyncio.Event` is about 1 KiB, and this object lives as long as its stream).
     """
 
     def __init__(self, response: web.StreamResponse, high_water: int = 1 << 20) -> None:
@@ -91,9 +93,8 @@ class CoalescingWriter:
         self._parts: list[bytes] = []
         self._size = 0
         self._closing = False
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._wake: asyncio.Future[None] | None = None  # the writer task waits for parts
+        self._room: asyncio.Future[None] | None = None  # the relaying task waits for room
         self._task = asyncio.create_task(self._run())
 
     async def write(self, chunk: bytes) -> None:
@@ -102,15 +103,19 @@ class CoalescingWriter:
             raise ConnectionResetError("stream writer stopped")
         self._parts.append(chunk)
         self._size += len(chunk)
-        self._wake.set()
+        _wake_up(self._wake)
         if self._size > self._high_water:
-            self._room.clear()
-            await self._room.wait()
+            # The writer task sets it when it takes the parts, or when it stops.
+            self._room = asyncio.get_running_loop().create_future()
+            try:
+                await self._room
+            finally:
+                self._room = None
 
     async def close(self) -> None:
         """Flush what is pending and stop the writer task."""
         self._closing = True
-        self._wake.set()
+        _wake_up(self._wake)
         await self._task
 
     def abort(self) -> None:
@@ -125,13 +130,21 @@ class CoalescingWriter:
                 if not self._parts:
                     if self._closing:
                         return
-                    await self._wake.wait()
-                    self._wake.clear()
+                    self._wake = asyncio.get_running_loop().create_future()
+                    try:
+                        await self._wake
+                    finally:
+                        self._wake = None
                     continue
                 data = b"".join(self._parts)
                 self._parts.clear()
                 self._size = 0
-                self._room.set()
+                _wake_up(self._room)
                 await self._response.write(data)
         finally:
-            self._room.set()  # never leave the relaying task waiting for room
+            _wake_up(self._room)  # never leave the relaying task waiting for room
+
+
+def _wake_up(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)

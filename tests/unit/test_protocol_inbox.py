@@ -50,3 +50,14 @@ async def test_a_second_concurrent_consumer_is_a_bug() -> None:
         await inbox.get()
     inbox.put(7)
     assert await first == 7
+
+
+def test_a_consumer_that_never_catches_up_keeps_the_list_bounded() -> None:
+    inbox: Inbox[int] = Inbox()
+    inbox.put(0)
+    for n in range(1, 10_000):
+        inbox.put(n)
+        assert inbox.get_nowait() == n - 1  # always one item behind
+        assert len(inbox) == 1
+    assert len(inbox._items) <= 2 * 1024 + 2  # taken slots are dropped now and then
+    assert inbox.get_nowait() == 9_999 and len(inbox) == 0
