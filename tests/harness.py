@@ -20,11 +20,10 @@ from typing import Any
 
 import msgspec
 
-from protocol.channel import MuxClient
 from protocol.messages import FrontSpec, WorkerRef
 from tests.component.worker_support import (
     WorkerProcess,
-    login_via_callback,
+    log_in,
     make_spec,
     start_worker,
 )
@@ -79,14 +78,6 @@ class Gateway:
         wait_until(ready, timeout, f"{want} READY workers behind the front")
 
 
-async def _log_in(worker: WorkerProcess) -> None:
-    client = MuxClient(worker.spec.socket_path)
-    try:
-        await login_via_callback(client)
-    finally:
-        await client.close()
-
-
 def start_workers(
     children: ChildProcesses, root: Path, count: int, **overrides: Any
 ) -> list[WorkerProcess]:
@@ -98,7 +89,7 @@ def start_workers(
         workers.append(start_worker(children, spec, worker_root))
 
     async def log_in_all() -> None:
-        await asyncio.gather(*(_log_in(w) for w in workers))
+        await asyncio.gather(*(log_in(w) for w in workers))
 
     asyncio.run(log_in_all())
     return workers

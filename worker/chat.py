@@ -114,21 +114,22 @@ class ChatService:
                 emit(await self._serve(turn, client, generation, emit))
         except Overloaded as exc:
             status = ErrorCode.OVERLOADED.value
-            emit(self._failure_event(request, ErrorCode.OVERLOADED, str(exc), exc.retry_after))
+            emit(self.failure(request, ErrorCode.OVERLOADED, str(exc), exc.retry_after))
         except ChatError as exc:
             status = exc.code.value
-            emit(self._failure_event(request, exc.code, exc.message, exc.retry_after))
+            emit(self.failure(request, exc.code, exc.message, exc.retry_after))
         except asyncio.CancelledError:
             status = ErrorCode.CANCELLED.value
-            emit(self._failure_event(request, ErrorCode.CANCELLED, "cancelled by the caller"))
+            emit(self.failure(request, ErrorCode.CANCELLED, "cancelled by the caller"))
         finally:
             self._account(turn, request, status)
             if turn is not None and turn.ask is not None and not turn.kept:
                 self._on_discard(turn.ask.session_id, generation)
 
-    def _failure_event(
+    def failure(
         self, request: ChatRequest, code: ErrorCode, message: str, retry_after: float | None = None
     ) -> Failure:
+        """The chat's Failure event, signed with this account (also for refusals before a run)."""
         return Failure(
             id=request.id,
             code=code,

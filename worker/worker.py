@@ -230,13 +230,7 @@ class Worker:
 
     def _chat_refusal(self, request: ChatRequest) -> ChatEvent | None:
         def failure(code: ErrorCode, message: str, retry_after: float | None = None) -> Failure:
-            return Failure(
-                id=request.id,
-                code=code,
-                message=message,
-                retry_after=retry_after,
-                served_by=self.spec.name,
-            )
+            return self.chat.failure(request, code, message, retry_after)
 
         account = self.account
         if self.draining:
