@@ -1,1 +1,1 @@
-"""The IPC contract shared by supervisor, front and worker: messages and framing (a leaf)."""
+"""The shared leaf of supervisor, front and worker: IPC messages, framing, and common policies."""

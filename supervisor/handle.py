@@ -21,10 +21,10 @@ from typing import Any
 import msgspec
 import psutil
 
+from protocol.backoff import Backoff
 from protocol.channel import MuxClient
 from protocol.framing import FrameError
 from protocol.messages import RESERVED_EXIT_CODES, Drain, Ping, Pong, Stats, WorkerState
-from supervisor.backoff import Backoff
 from supervisor.procfacts import kill_leftovers, snapshot_descendants
 from supervisor.spawn import ChildProcess, describe_exit
 

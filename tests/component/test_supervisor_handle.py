@@ -9,8 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from protocol.backoff import Backoff
 from protocol.messages import WorkerReply, WorkerSpec, WorkerState
-from supervisor.backoff import Backoff
 from supervisor.handle import ProcessHandle, Timings
 from tests.helpers import alive, wait_until_async
 

@@ -7,8 +7,8 @@ import logging
 import msgspec
 import pytest
 
+from protocol.backoff import Backoff
 from protocol.messages import LoginState, Pong, WorkerReply, WorkerSpec, WorkerState
-from supervisor.backoff import Backoff
 from supervisor.handle import ALLOWED_FROM, IllegalTransition, ProcessHandle, Timings
 
 pytestmark = pytest.mark.unit

@@ -1,9 +1,11 @@
-"""Runs in the supervisor: the restart delay policy for a crashed front or worker.
+"""Shared by supervisor and worker: the restart delay policy for anything that crashed.
 
-0.5 s doubling to a 30 s cap with +/-20 % jitter (so accounts that crashed together do not
-restart in lockstep), reset once a process has stayed healthy for 60 s. There is no give-up
-count: a crash-looping account keeps being retried at the cap, unlike supervisord's FATAL;
-only the reserved exit codes stop the retries (see handle.py).
+The supervisor spaces restarts of a crashed front or worker with it, the worker restarts of its
+Lingma binary and its auto-login attempts. 0.5 s doubling to a 30 s cap with +/-20 % jitter
+(so accounts that crashed together do not restart in lockstep), reset once a process has
+stayed healthy for 60 s. There is no give-up count: a crash-looping account keeps being retried
+at the cap, unlike supervisord's FATAL; only the reserved exit codes stop the retries (see
+supervisor/handle.py).
 """
 
 from __future__ import annotations
