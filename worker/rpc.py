@@ -1,16 +1,18 @@
-"""Runs in the worker: JSON-RPC 2.0 over Lingma's local WebSocket with LSP framing.
+"""Runs in the worker: one JSON-RPC 2.0 connection to the Lingma runtime over its WebSocket.
 
-Wire rules (lingma-protocol.md §3.5-§3.6, §4, §11): every message is
-`Content-Length: <utf8 bytes>\\r\\n\\r\\n<json>` in one text frame; incoming bytes are buffered
-across frames and one frame may hold several messages. An incoming message with a `method` is a
-server push: it is acknowledged when it carries an id (the runtime may stall on unacked pushes)
-and only then routed; anything else with an id answers one of our calls.
+An incoming message with a `method` is a server push: it is acknowledged when it carries an id
+(the runtime may stall on unacked pushes, lingma-protocol.md §3.6, §6.1) and then routed to the
+live request it belongs to (worker/routes.py); anything else with an id answers one of our
+calls. One connection serves many chats at once: ACP chats multiplex on it by request id, and
+`ask_slot` keeps legacy `chat/ask` to one in flight per connection (§11.7). The framing lives
+in worker/lsp.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import logging
 import os
@@ -20,19 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import msgspec
+
+from worker.lsp import MAX_MESSAGE_BYTES, LspDecoder, LspFramingError, encode_message
+from worker.routes import PushRouter
 
 log = logging.getLogger(__name__)
 
 METHOD_NOT_FOUND = -32601
-CLOSED_PUSH = "$/closed"  # handed to `on_push` when the connection ends, so waiters wake up
-HEADER_END = b"\r\n\r\n"
-MAX_HEADER_BYTES = 8192
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CLIENT_NAME = "lingma-gw"
 CLIENT_VERSION = "0.1.0"
 
-PushHandler = Callable[[str, dict[str, Any]], None]
+Tap = Callable[[str, dict[str, Any]], None]  # ("out" | "in", message): the doctor's transcript
 
 
 class RpcError(Exception):
@@ -52,135 +52,18 @@ class RpcClosed(ConnectionError):
     """The WebSocket to the runtime is gone; pending calls fail with this."""
 
 
-class LspFramingError(ValueError):
-    """The byte stream cannot be parsed any more (bad header, absurd length)."""
-
-
-# --------------------------------------------------------------------------- framing
-
-
-def encode_message(message: dict[str, Any]) -> str:
-    """One LSP-framed message as the text of one WebSocket frame (length counted in bytes)."""
-    body = msgspec.json.encode(message)
-    return f"Content-Length: {len(body)}\r\n\r\n{body.decode()}"
-
-
-_PLAIN_HEADER = b"Content-Length: "
-
-
-def _content_length(header: bytes) -> int:
-    if header.startswith(_PLAIN_HEADER) and b"\r" not in header:  # what the runtime sends
-        length = _parse_length(header[len(_PLAIN_HEADER) :])
-    else:
-        for line in header.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = _parse_length(value.strip())
-                break
-        else:
-            raise LspFramingError(f"no Content-Length in header {header[:80]!r}")
-    if not 0 <= length <= MAX_MESSAGE_BYTES:
-        raise LspFramingError(f"Content-Length {length} out of range")
-    return length
-
-
-def _parse_length(value: bytes) -> int:
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise LspFramingError(f"bad Content-Length {value!r}") from exc
-
-
-class LspDecoder:
-    """Incremental LSP-frame parser: feed bytes as they arrive, get whole JSON messages back.
-
-    Parses straight out of each frame's bytes; only an unfinished tail is buffered, so the
-    common case (one whole message per WebSocket frame) copies nothing.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[Any]:
-        if self._buffer:
-            self._buffer += data
-            data = bytes(self._buffer)
-            self._buffer.clear()
-        messages: list[Any] = []
-        position = 0
-        while position < len(data):
-            if data[position] in b"{[":
-                # Tolerated: a peer that sends bare JSON frames (the real runtime never does).
-                # One that does not decode is dropped: kept, it would swallow every later frame.
-                _decode_into(messages, data[position:], "unframed message")
-                return messages
-            end = data.find(HEADER_END, position)
-            if end < 0:
-                if len(data) - position > MAX_HEADER_BYTES:
-                    raise LspFramingError("header too long")
-                break
-            body_start = end + len(HEADER_END)
-            body_end = body_start + _content_length(data[position:end])
-            if body_end > len(data):
-                break
-            _decode_into(messages, data[body_start:body_end], "JSON-RPC body")
-            position = body_end
-        if position < len(data):
-            self._buffer += data[position:]
-        return messages
-
-
-def _decode_into(messages: list[Any], body: bytes, what: str) -> None:
-    try:
-        messages.append(msgspec.json.decode(body))
-    except msgspec.DecodeError:
-        log.warning("dropping an undecodable %s (%d bytes)", what, len(body))
-
-
-# --------------------------------------------------------------------------- discovery
-
-
-class Endpoint(msgspec.Struct, frozen=True):
-    port: int
-    pid: int | None = None
-    source: str = "explicit"
-
-
-def read_discovery(work_dir: str | Path) -> Endpoint | None:
-    """The runtime's port from `<workDir>/.info.json`, else the legacy three-line `.info`."""
-    root = Path(work_dir)
-    with contextlib.suppress(OSError, ValueError, msgspec.DecodeError):
-        info = msgspec.json.decode((root / ".info.json").read_bytes())
-        if isinstance(info, dict) and int(info.get("websocketPort") or 0) > 0:
-            pid = info.get("pid")
-            return Endpoint(int(info["websocketPort"]), int(pid) if pid else None, ".info.json")
-    with contextlib.suppress(OSError, ValueError):
-        lines = (root / ".info").read_text().split("\n")
-        port = int(lines[0].strip())
-        pid = int(lines[1].strip()) if len(lines) > 1 and lines[1].strip() else None
-        if port > 0:
-            return Endpoint(port, pid, ".info")
-    return None
-
-
-def remove_discovery(work_dir: str | Path) -> None:
-    """Forget a previous run's files so readiness waits for the new binary's own."""
-    for name in (".info.json", ".info"):
-        with contextlib.suppress(FileNotFoundError):
-            (Path(work_dir) / name).unlink()
-
-
-def machine_token_headers(work_dir: str | Path) -> dict[str, str]:
-    """`Cosy-MachineToken` when the work dir has a non-empty token (QoderCN builds want it)."""
-    with contextlib.suppress(OSError, ValueError, msgspec.DecodeError):
-        data = msgspec.json.decode((Path(work_dir) / "cache" / "machine_token.json").read_bytes())
-        token = data.get("token") if isinstance(data, dict) else None
-        if isinstance(token, str) and token:
-            return {"Cosy-MachineToken": token}
-    return {}
+class ConnState(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"  # we closed it
+    LOST = "lost"  # the runtime closed it, or it broke
 
 
 def initialize_params(workspace: Path) -> dict[str, Any]:
+    """One object for both styles of §4: LSP (workspace) and ACP (protocol version) fields.
+
+    LSP-style callers avoid `get mtree failed: workspacePath is empty`; ACP-style ones are what
+    lingma-proxy sends. The runtime decodes into a Go struct, so extra fields are harmless.
+    """
     uri = workspace.resolve().as_uri()
     return {
         "processId": os.getpid(),
@@ -188,11 +71,10 @@ def initialize_params(workspace: Path) -> dict[str, Any]:
         "rootUri": uri,
         "capabilities": {},
         "workspaceFolders": [{"uri": uri, "name": workspace.name}],
+        "protocolVersion": 1,
+        "clientCapabilities": {},
+        "timestamp": int(time.time() * 1000),
     }
-
-
-def acp_initialize_params() -> dict[str, Any]:
-    return {"protocolVersion": 1, "clientCapabilities": {}, "timestamp": int(time.time() * 1000)}
 
 
 def refused(result: Any) -> bool:
@@ -224,16 +106,20 @@ def push_reply(method: str, params: dict[str, Any]) -> Any:
     return None
 
 
-# --------------------------------------------------------------------------- connection
-
-
 class RpcConnection:
-    """One WebSocket to the runtime: calls with per-call timeouts, pushes routed to `on_push`."""
+    """One WebSocket to the runtime: calls with per-call timeouts, pushes routed by request."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, url: str) -> None:
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, url: str, *, tap: Tap | None = None
+    ) -> None:
         self.url = url
-        self.on_push: PushHandler | None = None
+        self.routes = PushRouter()
+        self.ask_slot = asyncio.Lock()  # one in-flight legacy chat/ask per connection (§11.7)
         self.server_info: dict[str, Any] = {}
+        self.opened_at = time.monotonic()
+        self.state = ConnState.OPEN
+        self.on_lost: Callable[[RpcConnection], None] | None = None
+        self.tap = tap
         self._ws = ws
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -248,6 +134,7 @@ class RpcConnection:
         *,
         timeout: float,
         headers: dict[str, str] | None = None,
+        tap: Tap | None = None,
     ) -> RpcConnection:
         """Connect to `/` (Lingma), falling back to `/ws` (QoderCN) when `/` is not a socket."""
         last: Exception | None = None
@@ -263,40 +150,33 @@ class RpcConnection:
                 continue
             except (aiohttp.ClientError, OSError) as exc:  # refused, reset, ...
                 raise RpcClosed(f"cannot connect to port {port}: {exc}") from exc
-            return cls(ws, url)
+            return cls(ws, url, tap=tap)
         raise RpcClosed(f"no WebSocket on port {port}: {last}")
 
     @property
     def closed(self) -> bool:
-        return self._reader.done()
+        return self.state is not ConnState.OPEN or self._reader.done()
 
     async def initialize(self, workspace: Path, timeout: float) -> dict[str, Any]:
-        """LSP-style initialize with a workspace; retried ACP-style if the runtime refuses it."""
+        """`initialize` with the merged params; if even those are refused, `{}` (PA, §4)."""
         try:
             result = await self.call("initialize", initialize_params(workspace), timeout)
-        except RpcError:
-            result = await self.call("initialize", acp_initialize_params(), timeout)
+        except RpcError as exc:
+            log.info("initialize refused (%s): retrying with empty params", exc)
+            result = await self.call("initialize", {}, timeout)
         if isinstance(result, dict):
             info = result.get("serverInfo")
             self.server_info = info if isinstance(info, dict) else {}
         return result if isinstance(result, dict) else {}
 
     async def call(self, method: str, params: dict[str, Any] | None, timeout: float) -> Any:
-        if self.closed:
-            raise RpcClosed(f"{method}: connection closed")
-        request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        message = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params or {}}
+        future = await self.begin_call(method, params or {})
         try:
-            await self._send(message)
             async with asyncio.timeout(timeout):
                 return await future
-        except RpcError as exc:
-            exc.method = method
-            raise
         finally:
-            self._pending.pop(request_id, None)
+            if not future.done():
+                future.cancel()
 
     async def begin_call(self, method: str, params: dict[str, Any]) -> asyncio.Future[Any]:
         """Send a call whose answer may come long after its side effects (ACP `session/prompt`).
@@ -329,6 +209,8 @@ class RpcConnection:
         await self._send({"jsonrpc": "2.0", "method": method, "params": params or {}})
 
     async def close(self) -> None:
+        if self.state is ConnState.OPEN:
+            self.state = ConnState.CLOSED
         with contextlib.suppress(Exception):
             await self._ws.close()
         self._reader.cancel()
@@ -336,6 +218,8 @@ class RpcConnection:
             await self._reader
 
     async def _send(self, message: dict[str, Any]) -> None:
+        if self.tap is not None:
+            self.tap("out", message)
         try:
             await self._ws.send_str(encode_message(message))
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
@@ -355,16 +239,24 @@ class RpcConnection:
         except (LspFramingError, aiohttp.ClientError, ConnectionError) as exc:
             log.warning("runtime connection %s broken: %s", self.url, exc)
         finally:
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(RpcClosed(f"{self.url}: connection closed"))
-            handler = self.on_push
-            if handler is not None:
-                handler(CLOSED_PUSH, {})
+            self._ended()
+
+    def _ended(self) -> None:
+        lost = self.state is ConnState.OPEN
+        if lost:
+            self.state = ConnState.LOST
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(RpcClosed(f"{self.url}: connection closed"))
+        self.routes.close_all()
+        if lost and self.on_lost is not None:
+            self.on_lost(self)
 
     async def _dispatch(self, message: Any) -> None:
         if not isinstance(message, dict):
             return
+        if self.tap is not None:
+            self.tap("in", message)
         method = message.get("method")
         if isinstance(method, str):  # a push: dispatch on `method` first (§3.6)
             raw_params = message.get("params")
@@ -374,9 +266,7 @@ class RpcConnection:
                 reply = {"jsonrpc": "2.0", "id": push_id, "result": push_reply(method, params)}
                 with contextlib.suppress(RpcClosed):
                     await self._send(reply)
-            handler = self.on_push
-            if handler is not None:
-                handler(method, params)
+            self.routes.deliver(method, params)
             return
         call_id = message.get("id")
         # Only our own integer ids answer a call; a list or object id must not break the loop.

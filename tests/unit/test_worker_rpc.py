@@ -1,4 +1,4 @@
-"""Worker RPC layer: LSP framing across WebSocket frames, discovery files, push replies."""
+"""Worker RPC layer: LSP framing, discovery files, push replies and routing, the work-dir lock."""
 
 from __future__ import annotations
 
@@ -9,15 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.rpc import (
-    LspDecoder,
-    LspFramingError,
-    encode_message,
-    machine_token_headers,
-    push_reply,
-    read_discovery,
-    remove_discovery,
-)
+from worker.discovery import machine_token_headers, read_discovery, remove_discovery
+from worker.lsp import LspDecoder, LspFramingError, encode_message
+from worker.routes import CLOSED_PUSH, PushRouter
+from worker.rpc import initialize_params, push_reply
+from worker.workdir_lock import WorkDirBusy, WorkDirLock
 
 pytestmark = pytest.mark.unit
 
@@ -101,3 +97,70 @@ def test_server_requests_that_wait_for_a_verdict_are_declined() -> None:
     assert invoke["success"] is False and invoke["toolCallId"] == "t1"
     assert push_reply("session/request_permission", {"requestId": "r"})["successful"] is False
     assert push_reply("chat/answer", {"text": "x"}) is None
+
+
+# --------------------------------------------------------------------------- §4 handshake
+
+
+def test_initialize_sends_lsp_and_acp_fields_in_one_object(tmp_path: Path) -> None:
+    params = initialize_params(tmp_path)
+    assert params["rootUri"] == tmp_path.resolve().as_uri()
+    assert params["workspaceFolders"][0]["name"] == tmp_path.name
+    assert (params["protocolVersion"], params["clientCapabilities"]) == (1, {})
+    assert isinstance(params["timestamp"], int) and params["capabilities"] == {}
+
+
+# --------------------------------------------------------------------------- routing (§3.6, §5.4)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, dict[str, object]]] = []
+
+    def put(self, method: str, params: dict[str, object]) -> None:
+        self.got.append((method, params))
+
+
+def test_pushes_go_to_the_request_they_name_and_nowhere_else() -> None:
+    router = PushRouter()
+    acp, legacy = Recorder(), Recorder()
+    router.subscribe(acp, request_id="r-acp", session_id="s-acp")
+    router.subscribe(legacy, request_id="r-legacy", session_id="s-legacy", unaddressed=True)
+    chunk = {"sessionId": "s-acp", "_meta": {"ai-coding/request-id": "r-acp"}}
+    router.deliver("session/update", chunk)
+    router.deliver("chat/answer", {"requestId": "r-legacy", "text": "x"})
+    router.deliver("session/title/update", {"sessionId": "s-acp"})  # by session
+    router.deliver("snapshot/syncAll", {})  # names nobody: the legacy ask holding the line
+    # Another client's request, or one already over, reaches nobody.
+    router.deliver("session/update", {"sessionId": "s-acp", "_meta": {"ai-coding/request-id": "x"}})
+    router.deliver("chat/answer", {"requestId": "gone", "text": "late"})
+    assert [m for m, _ in acp.got] == ["session/update", "session/title/update"]
+    assert [m for m, _ in legacy.got] == ["chat/answer", "snapshot/syncAll"]
+    assert router.dropped == 2
+
+
+def test_a_closed_subscription_hears_nothing_and_close_wakes_the_rest() -> None:
+    router = PushRouter()
+    first, second = Recorder(), Recorder()
+    gone = router.subscribe(first, request_id="r1", session_id="s1", unaddressed=True)
+    router.subscribe(second, request_id="r2", session_id="s2")
+    gone.close()
+    router.deliver("chat/answer", {"requestId": "r1", "text": "late"})
+    router.deliver("snapshot/syncAll", {})
+    router.close_all()
+    assert first.got == [] and second.got == [(CLOSED_PUSH, {})]
+    assert len(router) == 1
+
+
+# ------------------------------------------------------------------ §7.5 one binary per dir
+
+
+async def test_the_work_dir_lock_admits_one_holder_at_a_time(tmp_path: Path) -> None:
+    first, second = WorkDirLock(tmp_path), WorkDirLock(tmp_path)
+    assert first.try_acquire() and first.held
+    assert not second.try_acquire()
+    with pytest.raises(WorkDirBusy, match="still in use by pid"):
+        await second.acquire(0.0)
+    first.release()
+    assert second.try_acquire()
+    second.release()
