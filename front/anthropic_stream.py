@@ -22,6 +22,7 @@ STOP_REASONS = {
     "length": "max_tokens",
     "tool_calls": "tool_use",
     "stop_sequence": "stop_sequence",
+    "content_filter": "refusal",
 }
 
 

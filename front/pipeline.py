@@ -163,6 +163,8 @@ class EventPipeline:
             reason = "stop_sequence"
         elif hit is LimitHit.LENGTH or (finish and finish.reason is FinishReason.LENGTH):
             reason = "length"
+        elif finish and finish.reason is FinishReason.CONTENT_FILTER:
+            reason = "content_filter"
         else:
             reason = "stop"
         usage = finish.usage if finish else None

@@ -89,6 +89,8 @@ class ResponsesStreamRenderer(StreamRenderer):
             status = "completed"
             if outcome.finish_reason == "length":
                 status, incomplete = "incomplete", {"reason": "max_output_tokens"}
+            elif outcome.finish_reason == "content_filter":
+                status, incomplete = "incomplete", {"reason": "content_filter"}
         body: dict[str, Any] = {
             "id": self._id,
             "object": "response",

@@ -38,6 +38,17 @@ class WorkerState(enum.StrEnum):
     FATAL = "fatal"
 
 
+class BinaryState(enum.StrEnum):
+    """Where a worker's Lingma binary is (Pong.binary): reload waits on WAITING_FOR_WORK_DIR."""
+
+    STOPPED = "stopped"
+    WAITING_FOR_WORK_DIR = "waiting_for_work_dir"  # the previous binary on the dir still runs
+    STARTING = "starting"
+    UP = "up"
+    BACKOFF = "backoff"
+    STOPPING = "stopping"
+
+
 class LoginState(enum.StrEnum):
     UNKNOWN = "unknown"
     LOGGED_OUT = "logged_out"
@@ -70,6 +81,7 @@ class FinishReason(enum.StrEnum):
     LENGTH = "length"
     TOOL_CALLS = "tool_calls"
     CANCELLED = "cancelled"
+    CONTENT_FILTER = "content_filter"  # the runtime filtered the answer (chat/answer.isFiltered)
 
 
 class ChatFlow(enum.StrEnum):
@@ -281,6 +293,7 @@ class Pong(Base, tag_field="type", tag="pong", frozen=True, kw_only=True):
     cooldown_until: float = 0.0
     models: int = 0
     stats: WorkerStats = WorkerStats()
+    binary: BinaryState = BinaryState.STOPPED
 
 
 class Models(Base, tag_field="type", tag="models", frozen=True, kw_only=True):
@@ -481,8 +494,14 @@ class WorkerSpec(Base, frozen=True, kw_only=True):
     default_model: str = "auto"
     default_ask_mode: str = "chat"
     chat_flow: ChatFlow = ChatFlow.AUTO
+    setup_timeout_s: float = 15.0  # session/new + set_model; past it AUTO falls back to legacy
+    first_token_timeout_s: float = 120.0
+    silence_timeout_s: float = 60.0  # over this chat's own pushes, once output flows
+    legacy_idle_end_s: float = 10.0  # legacy: a silence after text this long ends the answer
+    acp_connections: int = 1  # shared runtime connections carrying the ACP chats
     model_aliases: dict[str, str] = {}
     session_reuse: bool = True
+    legacy_session_reuse: bool = False  # legacy chat/ask history per sessionId is undocumented
     session_cache_ttl_s: float = 1800.0
     session_cache_max_entries: int = 1000
     max_concurrency: int = 8

@@ -88,6 +88,11 @@ class LingmaConfig(_Section, frozen=True, kw_only=True):
     dedicated_domain_url: str = ""
     cooldown_s: PositiveFloat = 60.0
     env: dict[str, str] = {}
+    setup_timeout_s: PositiveFloat = 15.0
+    first_token_timeout_s: PositiveFloat = 120.0
+    silence_timeout_s: PositiveFloat = 60.0
+    legacy_idle_end_s: PositiveFloat = 10.0
+    acp_connections: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
 
 
 class ModelsConfig(_Section, frozen=True, kw_only=True):
@@ -98,6 +103,7 @@ class SessionsConfig(_Section, frozen=True, kw_only=True):
     reuse: bool = True
     ttl_s: PositiveFloat = 1800.0
     max_entries: NonNegativeInt = 1000
+    legacy_reuse: bool = False
 
 
 class BrowserConfig(_Section, frozen=True, kw_only=True):

@@ -1,9 +1,11 @@
 """Runs in the worker: one ChatRequest from admission to its single Finish or Failure.
 
 Order of work: resolve the model, take a concurrency slot (or fail OVERLOADED after the queue
-timeout), lease a runtime connection, look the conversation prefix up in the session cache, run
-the upstream flow (ACP or legacy; AUTO probes ACP once and remembers a -32601), translate its
-events into Delta / Reasoning / ToolCall, and map how it ended to a Finish or an ErrorCode.
+timeout), pick the flow (ACP on a shared connection; legacy on a leased one; AUTO falls back to
+legacy for this binary's life when `session/new` fails or hangs), look the conversation prefix
+up in the session cache, run the upstream turn, relay its events (worker/answer.py) and map how
+it ended to a Finish or an ErrorCode. A connection lost before any output is retried once on a
+fresh connection; a finish without text or tool call is an upstream error, never an empty 200.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from protocol.logs import request_id_var
@@ -22,60 +23,31 @@ from protocol.messages import (
     ChatEvent,
     ChatFlow,
     ChatRequest,
-    Delta,
     ErrorCode,
     Failure,
     Finish,
-    FinishReason,
     Message,
-    Reasoning,
-    ToolCall,
     Usage,
     WorkerSpec,
 )
-from worker import flows, upstream
+from worker import upstream
+from worker.acp import AcpFlow
 from worker.admission import Admission, Overloaded
-from worker.flows import AcpFlow, LegacyFlow
+from worker.answer import Answer
+from worker.legacy import LegacyFlow
 from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
-from worker.pool import LingmaClient
+from worker.outcome import check_end
+from worker.pool import AcpSupport, LingmaClient
 from worker.prompt import estimate_messages_tokens, estimate_tokens, flatten, has_text
 from worker.rpc import RpcClosed, RpcConnection, RpcError
 from worker.sessions import SessionCache, SessionEntry, conversation_key, split_latest_turn
-from worker.think import Part, ThinkSplitter
-from worker.upstream import Ask, End, NoAcp, PushQueue, UpstreamFailure
+from worker.turn import ChatError, Flow, Turn, timers_from
+from worker.upstream import Ask, ConnectionLost, End, NoAcp, PushQueue, UpstreamFailure
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[ChatEvent], None]
-Flow = LegacyFlow | AcpFlow
-
-
-class ChatError(Exception):
-    def __init__(self, code: ErrorCode, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-
-@dataclass
-class Turn:
-    """One chat's progress: what was asked upstream and what came back."""
-
-    request: ChatRequest
-    model_key: str
-    started: float
-    ask: Ask | None = None
-    pushes: PushQueue | None = None
-    settled: bool = False  # stopped early, but the runtime confirmed the end of the turn
-    looked_up: bool = False
-    reused: bool = False
-    answer: list[str] = field(default_factory=list)
-    reasoning_chars: int = 0
-    first_token_at: float | None = None
-    tool_calls: int = 0
-    kept: bool = False  # its upstream session went into the cache for the next turn
 
 
 class ChatService:
@@ -94,8 +66,8 @@ class ChatService:
         self.sessions = sessions
         self.metrics = metrics
         self.resolver = resolver
+        self.timers = timers_from(spec)
         self.admission = Admission(spec.max_concurrency, spec.queue_timeout_s)
-        self.flow_mode = spec.chat_flow
         self.workspace = str(Path(spec.work_dir) / "workspace")
         self._on_rate_limited = on_rate_limited
         self._on_not_logged_in = on_not_logged_in
@@ -109,7 +81,8 @@ class ChatService:
         status = "ok"
         request_id_var.set(request.request_id)  # this task's own context: every line carries it
         try:
-            turn = Turn(request, self._resolve(request), time.monotonic())
+            answer = Answer(request.id, stream=request.stream, emit=emit)
+            turn = Turn(request, self._resolve(request), time.monotonic(), answer)
             async with self.admission.slot():
                 emit(await self._serve(turn, client, generation, emit))
         except Overloaded as exc:
@@ -146,20 +119,24 @@ class ChatService:
         except UnknownModel as exc:
             raise ChatError(ErrorCode.UNKNOWN_MODEL, str(exc)) from None
 
+    def _prompt_tokens(self, turn: Turn) -> int:
+        """The runtime's own count (context_usage.usedTokens) when it sent one, else ours."""
+        return turn.answer.used_tokens or estimate_messages_tokens(turn.request.messages)
+
     def _account(self, turn: Turn | None, request: ChatRequest, status: str) -> None:
         if turn is None:
             self.metrics.requests.labels(model="unresolved", status=status).inc()
             log.info("chat refused: %s", status, extra={"model": request.model})
             return
-        first = turn.first_token_at
+        first = turn.answer.first_token_at
         total_s = time.monotonic() - turn.started
         self.metrics.chat_done(
             model=turn.model_key,
             status=status,
             total_s=total_s,
             ttft_s=first - turn.started if first is not None else None,
-            prompt_tokens=estimate_messages_tokens(request.messages),
-            completion_tokens=estimate_tokens("".join(turn.answer)),
+            prompt_tokens=self._prompt_tokens(turn),
+            completion_tokens=estimate_tokens(turn.answer.text),
         )
         log.info(
             "chat %s",
@@ -168,6 +145,7 @@ class ChatService:
                 "model": turn.model_key,
                 "total_ms": round(total_s * 1000, 1),
                 "session_reused": turn.reused,
+                "flow": turn.flow.name if turn.flow else "",
                 "upstream_request": turn.ask.request_id if turn.ask else "",
             },
         )
@@ -175,55 +153,72 @@ class ChatService:
     # ----------------------------------------------------------------- one upstream turn
 
     async def _serve(self, turn: Turn, client: LingmaClient, generation: int, emit: Emit) -> Finish:
-        try:
-            connection = await client.acquire()
-        except (RpcClosed, RpcError, OSError, TimeoutError) as exc:
-            raise ChatError(ErrorCode.UNAVAILABLE, f"Lingma runtime unreachable: {exc}") from None
-        reusable = False
-        try:
-            flow = await self._converse(turn, connection, generation, emit)
-            reusable = True
-            return self._finished(turn, generation, flow)
-        except UpstreamFailure as exc:
-            raise self._upstream_error(exc) from None
-        except (RpcClosed, RpcError) as exc:
-            raise ChatError(ErrorCode.UPSTREAM_ERROR, f"Lingma runtime: {exc}") from None
-        finally:
-            await client.release(connection, reusable=reusable or turn.settled)
-
-    async def _converse(
-        self, turn: Turn, connection: RpcConnection, generation: int, emit: Emit
-    ) -> Flow:
         deadline = asyncio.timeout_at(self._deadline(turn.request))
-        flow: Flow = LegacyFlow() if self.flow_mode is ChatFlow.LEGACY else AcpFlow()
         try:
             async with deadline:
-                try:
-                    await self._ask_with_cache(turn, connection, flow, generation, emit)
-                except NoAcp:
-                    # Only an operator's explicit `chat_flow = "acp"` forbids the fallback. The
-                    # mode is read now, not before the ask: a concurrent first chat may have
-                    # switched AUTO to LEGACY meanwhile, and this chat must follow it.
-                    if self.flow_mode is ChatFlow.ACP:
-                        raise UpstreamFailure(
-                            ErrorCode.UPSTREAM_ERROR, "this Lingma runtime has no ACP session/new"
-                        ) from None
-                    if self.flow_mode is ChatFlow.AUTO:
-                        log.info("runtime lacks session/new: legacy chat/ask from now on")
-                        self.flow_mode = ChatFlow.LEGACY
-                    flow = LegacyFlow()
-                    await self._ask_with_cache(turn, connection, flow, generation, emit)
+                flow = await self._converse(turn, client, generation)
+            return self._finished(turn, generation, flow)
         except TimeoutError:
-            await self._stop(connection, flow, turn)
+            await self._stop(turn)
             if deadline.expired():
                 raise ChatError(
                     ErrorCode.DEADLINE_EXCEEDED, "the request deadline passed"
                 ) from None
             raise ChatError(ErrorCode.UPSTREAM_TIMEOUT, "Lingma did not answer in time") from None
         except asyncio.CancelledError:
-            await self._stop(connection, flow, turn)
+            await self._stop(turn)
             raise
-        return flow
+        except UpstreamFailure as exc:
+            if exc.code is ErrorCode.UPSTREAM_TIMEOUT:
+                await self._stop(turn)
+            raise self._upstream_error(exc) from None
+        except (RpcClosed, RpcError) as exc:
+            raise ChatError(ErrorCode.UPSTREAM_ERROR, f"Lingma runtime: {exc}") from None
+        finally:
+            await self._let_go(turn, client)
+
+    async def _converse(self, turn: Turn, client: LingmaClient, generation: int) -> Flow:
+        """One upstream turn; a connection lost before any output is retried once."""
+        for attempt in (1, 2):
+            try:
+                return await self._converse_once(turn, client, generation)
+            except ConnectionLost as exc:
+                if attempt == 2 or turn.answer.first_token_at is not None:
+                    raise
+                log.info("%s before any output: retrying on a fresh connection", exc.message)
+                await self._let_go(turn, client)
+                if turn.ask is not None:  # the abandoned attempt's session goes too
+                    self._on_discard(turn.ask.session_id, generation)
+                    turn.ask = None
+        raise AssertionError("unreachable")
+
+    async def _converse_once(self, turn: Turn, client: LingmaClient, generation: int) -> Flow:
+        if self._wants_acp(client):
+            acp = AcpFlow()
+            turn.conn = await _reach(client.shared())
+            try:
+                await self._ask_with_cache(turn, acp, generation)
+            except NoAcp as exc:
+                self._no_acp(client, exc)
+            else:
+                client.acp = AcpSupport.YES
+                return acp
+        legacy = LegacyFlow()
+        turn.conn = turn.leased = await _reach(client.lease())
+        await self._ask_with_cache(turn, legacy, generation)
+        return legacy
+
+    def _wants_acp(self, client: LingmaClient) -> bool:
+        # Read per chat, not once: a concurrent first chat may have switched AUTO to legacy.
+        flow = self.spec.chat_flow
+        return flow is ChatFlow.ACP or (flow is ChatFlow.AUTO and client.acp is not AcpSupport.NO)
+
+    def _no_acp(self, client: LingmaClient, exc: NoAcp) -> None:
+        if self.spec.chat_flow is ChatFlow.ACP:  # only an operator's explicit choice forbids it
+            raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, f"no usable ACP: {exc}") from None
+        if client.acp is not AcpSupport.NO:
+            log.warning("%s: legacy chat/ask until the binary restarts", exc)
+            client.acp = AcpSupport.NO
 
     def _deadline(self, request: ChatRequest) -> float:
         loop_now = asyncio.get_running_loop().time()
@@ -232,10 +227,16 @@ class ChatService:
             limit = min(limit, loop_now + (request.deadline - time.time()))
         return limit
 
+    def _reuse(self, flow: Flow) -> bool:
+        """Legacy reuse is opt-in: history per sessionId is undocumented for chat/ask (§5.3)."""
+        if not (self.spec.session_reuse and self.sessions.enabled):
+            return False
+        return flow.name == AcpFlow.name or self.spec.legacy_session_reuse
+
     def _lookup(
         self, turn: Turn, prefix: list[Message], generation: int, flow: Flow
     ) -> SessionEntry | None:
-        if not (self.spec.session_reuse and self.sessions.enabled and prefix):
+        if not (self._reuse(flow) and prefix):
             return None
         key = conversation_key(turn.request.scope, turn.model_key, prefix)
         entry = self.sessions.take(key, generation=generation, flow=flow.name)
@@ -244,39 +245,30 @@ class ChatService:
             self.metrics.session_lookup(entry is not None)
         return entry
 
-    async def _ask_with_cache(
-        self, turn: Turn, connection: RpcConnection, flow: Flow, generation: int, emit: Emit
-    ) -> None:
+    async def _ask_with_cache(self, turn: Turn, flow: Flow, generation: int) -> None:
         messages = turn.request.messages
         prefix, latest = split_latest_turn(messages)
         entry = self._lookup(turn, prefix, generation, flow)
         if entry is None:
-            await self._ask(turn, connection, flow, session_id="", messages=messages, emit=emit)
+            await self._ask(turn, flow, session_id="", messages=messages)
             return
         turn.reused = True
         try:
-            await self._ask(
-                turn, connection, flow, session_id=entry.session_id, messages=latest, emit=emit
-            )
+            await self._ask(turn, flow, session_id=entry.session_id, messages=latest)
         except UpstreamFailure as exc:
-            if not exc.session_rejected or turn.first_token_at is not None:
+            if not exc.session_rejected or turn.answer.first_token_at is not None:
                 raise
             log.info(
                 "runtime forgot session %s: resending the whole conversation", entry.session_id
             )
             turn.reused = False
-            await self._ask(turn, connection, flow, session_id="", messages=messages, emit=emit)
+            await self._ask(turn, flow, session_id="", messages=messages)
 
     async def _ask(
-        self,
-        turn: Turn,
-        connection: RpcConnection,
-        flow: Flow,
-        *,
-        session_id: str,
-        messages: Sequence[Message],
-        emit: Emit,
+        self, turn: Turn, flow: Flow, *, session_id: str, messages: Sequence[Message]
     ) -> None:
+        conn = turn.conn
+        assert conn is not None
         ask = Ask(
             request_id=upstream.new_request_id(),
             session_id=session_id,
@@ -287,84 +279,74 @@ class ChatService:
             cwd=self.workspace,
         )
         if not session_id:
-            new_id = await flow.open_session(connection, ask, self.spec.rpc_timeout_s)
-            ask = dataclasses.replace(ask, session_id=new_id)
-        turn.ask = ask
-        turn.pushes = pushes = PushQueue(connection)
-        events = flow.stream(connection, pushes, ask, self.spec.rpc_timeout_s)
+            ask = dataclasses.replace(
+                ask, session_id=await flow.open_session(conn, ask, self.timers)
+            )
+        if turn.subscription is not None:
+            turn.subscription.close()
+        turn.ask, turn.flow, turn.end = ask, flow, None
+        turn.pushes = pushes = PushQueue()
+        turn.subscription = flow.subscribe(conn, pushes, ask)
+        events = flow.stream(conn, pushes, ask, self.timers)
         async with contextlib.aclosing(events):
-            end = await self._relay(turn, events, emit)
-        upstream.check_end(end)
+            end = turn.end = await self._relay(turn, events)
+        check_end(end)
+        if turn.answer.empty and not end.filtered:
+            reason = end.reason or "no reason given"
+            raise UpstreamFailure(
+                ErrorCode.UPSTREAM_ERROR, f"Lingma finished without an answer ({reason})"
+            )
 
-    async def _relay(self, turn: Turn, events: AsyncIterator[upstream.Event], emit: Emit) -> End:
-        splitter = ThinkSplitter()
+    async def _relay(self, turn: Turn, events: upstream.AsyncEvents) -> End:
         async for event in events:
-            if isinstance(event, upstream.Text):
-                self._emit_parts(turn, splitter.feed(event.text), emit)
-            elif isinstance(event, upstream.Thought) and event.text:
-                self._emit_parts(turn, [(Part.REASONING, event.text)], emit)
-            elif isinstance(event, upstream.NativeTool):
-                self._mark_first_token(turn)
-                turn.tool_calls += 1
-                emit(
-                    ToolCall(
-                        id=turn.request.id,
-                        call_id=event.call_id,
-                        name=event.name,
-                        arguments_json=event.arguments_json,
-                    )
-                )
-            elif isinstance(event, End):
-                parts = splitter.flush()
-                if not turn.answer and not parts and event.full_answer:
-                    parts = [(Part.TEXT, event.full_answer)]  # nothing streamed: use the summary
-                self._emit_parts(turn, parts, emit)
+            if isinstance(event, End):
+                turn.answer.end(event)
                 return event
+            turn.answer.take(event)
         raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, "the answer ended without a finish")
 
-    def _emit_parts(self, turn: Turn, parts: list[tuple[Part, str]], emit: Emit) -> None:
-        for part, text in parts:
-            self._mark_first_token(turn)
-            if part is Part.TEXT:
-                turn.answer.append(text)
-                emit(Delta(id=turn.request.id, text=text))
-            else:
-                turn.reasoning_chars += len(text)
-                emit(Reasoning(id=turn.request.id, text=text))
-
-    @staticmethod
-    def _mark_first_token(turn: Turn) -> None:
-        if turn.first_token_at is None:
-            turn.first_token_at = time.monotonic()
-
-    async def _stop(self, connection: RpcConnection, flow: Flow, turn: Turn) -> None:
+    async def _stop(self, turn: Turn) -> None:
         """Tell the runtime to stop generating and wait (bounded) for the turn's finish."""
-        if turn.ask is None or turn.pushes is None or connection.closed:
+        conn, flow, ask, pushes = turn.conn, turn.flow, turn.ask, turn.pushes
+        if conn is None or flow is None or ask is None or pushes is None:
+            return
+        if turn.upstream_done or conn.closed:
             return
         try:
-            await asyncio.shield(flow.stop(connection, turn.ask))
-            turn.settled = await flows.settle(turn.pushes, turn.ask, upstream.STOP_SETTLE_S)
+            await asyncio.shield(flow.stop(conn, ask, self.timers))
+            settle = upstream.settle(
+                pushes, lambda m, p: flow.ends_turn(m, p, ask), self.timers.stop_settle_s
+            )
+            turn.settled = await settle
         except Exception as exc:  # the stop is best effort: the chat already has its outcome
             log.info("stopping the upstream turn failed: %r", exc)
         else:
             log.info("upstream turn stopped", extra={"settled": turn.settled})
 
+    async def _let_go(self, turn: Turn, client: LingmaClient) -> None:
+        """Unsubscribe from the connection and give a leased one back."""
+        if turn.subscription is not None:
+            turn.subscription.close()
+            turn.subscription = None
+        leased, turn.leased, turn.conn = turn.leased, None, None
+        if leased is not None:
+            await client.release(leased, reusable=turn.upstream_done)
+
     def _finished(self, turn: Turn, generation: int, flow: Flow) -> Finish:
-        request = turn.request
-        answer = "".join(turn.answer)
+        request, answer = turn.request, turn.answer
         session_id = turn.ask.session_id if turn.ask is not None else ""
-        if self.spec.session_reuse and session_id:
-            history = [*request.messages, Message(role="assistant", text=answer)]
+        if self._reuse(flow) and session_id:
+            history = [*request.messages, Message(role="assistant", text=answer.text)]
             key = conversation_key(request.scope, turn.model_key, history)
             self.sessions.put(key, session_id=session_id, generation=generation, flow=flow.name)
             turn.kept = self.sessions.enabled
-        first = turn.first_token_at
+        first = answer.first_token_at
         return Finish(
             id=request.id,
-            reason=FinishReason.TOOL_CALLS if turn.tool_calls else FinishReason.STOP,
+            reason=turn.finish_reason(),
             usage=Usage(
-                prompt_tokens=estimate_messages_tokens(request.messages),
-                completion_tokens=estimate_tokens(answer) + turn.reasoning_chars // 4,
+                prompt_tokens=self._prompt_tokens(turn),
+                completion_tokens=estimate_tokens(answer.text) + answer.reasoning_chars // 4,
             ),
             upstream_session=session_id,
             served_by=self.spec.name,
@@ -383,3 +365,11 @@ class ChatService:
             self.metrics.rate_limited()
             self._on_rate_limited(retry_after)
         return ChatError(exc.code, exc.message, retry_after)
+
+
+async def _reach(connecting: Awaitable[RpcConnection]) -> RpcConnection:
+    """A connection for the chat, or UNAVAILABLE: the runtime does not take connections."""
+    try:
+        return await connecting
+    except (RpcClosed, RpcError, OSError, TimeoutError) as exc:
+        raise ChatError(ErrorCode.UNAVAILABLE, f"Lingma runtime unreachable: {exc}") from None

@@ -1,23 +1,26 @@
-"""Runs in the worker: what an upstream chat turn yields, and how its ending maps to errors.
+"""Runs in the worker: what an upstream chat turn yields, and the clocks that time it.
 
-Both chat flows (worker/flows.py) turn the runtime's pushes into the same small events: text,
-thought, native tool call, context usage, end-of-turn. A non-200 end or an error answer becomes
-an `UpstreamFailure` with the protocol ErrorCode the front renders (lingma-protocol.md §10).
+Both chat flows (worker/flows.py, worker/acp.py) turn the runtime's pushes into the same small
+events: text, thought, native tool call, context usage, end-of-turn. A chat is timed over ITS
+OWN pushes only (lingma-protocol.md §3.6: a connection also carries other chats' and unrelated
+pushes): first a first-token timeout, then a silence timeout once output flows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from protocol.inbox import Inbox
 from protocol.messages import ErrorCode
-from worker.rpc import CLOSED_PUSH, RpcConnection, RpcError
+from worker.routes import CLOSED_PUSH
 
 PROMPT_DONE = "$/prompt-done"
-STOP_SETTLE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,26 @@ class Ask:
 
 
 @dataclass(frozen=True)
+class Timers:
+    """Every bound on one upstream turn, in seconds (config [lingma], docs/configuration.md)."""
+
+    call_s: float = 60.0  # one JSON-RPC call (chat/ask's acceptance, set_model, ...)
+    setup_s: float = 15.0  # session/new + session/set_model (LP's ipcSetupTimeout, §6.13)
+    first_token_s: float = 120.0  # from the ask to the first output of this chat
+    silence_s: float = 60.0  # longest silence of this chat's own pushes once output flows
+    legacy_idle_end_s: float = 10.0  # legacy: silence after text that ends it (§5.3 fallback)
+    stop_settle_s: float = 2.0  # after a stop or cancel: how long to wait for the finish
+
+
+@dataclass(frozen=True)
 class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Overwrite:
+    """`chat/answer.overwrite: true`: this text replaces the answer collected so far (§5.3)."""
+
     text: str
 
 
@@ -60,9 +82,11 @@ class End:
     reason: str
     full_answer: str = ""
     retry_after: float | None = None
+    filtered: bool = False  # `chat/answer.isFiltered`: a content filter ended the answer
 
 
-Event = Text | Thought | NativeTool | Usage | End
+Event = Text | Overwrite | Thought | NativeTool | Usage | End
+AsyncEvents = AsyncIterator[Event]
 
 
 class UpstreamFailure(Exception):
@@ -81,52 +105,98 @@ class UpstreamFailure(Exception):
         self.retry_after = retry_after
 
 
+class ConnectionLost(UpstreamFailure):
+    """The runtime connection ended under a chat (retried once when nothing was sent yet)."""
+
+    def __init__(self, message: str = "Lingma connection lost mid-answer") -> None:
+        super().__init__(ErrorCode.UPSTREAM_ERROR, message)
+
+
 class NoAcp(Exception):
-    """`session/new` is not implemented by this runtime (the VS Code extension build)."""
+    """`session/new` failed or did not answer in time: use legacy chat/ask (AUTO flow)."""
 
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def rpc_failure(exc: RpcError) -> UpstreamFailure:
-    """Classify an error answer: a lost login, a session the runtime no longer knows, or other."""
-    text = exc.message.lower()
-    if "login" in text or "not logged" in text or "unauthor" in text:
-        return UpstreamFailure(ErrorCode.NOT_LOGGED_IN, f"Lingma is not logged in: {exc.message}")
-    rejected = "session" in text and ("not found" in text or "unknown" in text or "invalid" in text)
-    return UpstreamFailure(ErrorCode.UPSTREAM_ERROR, str(exc), session_rejected=rejected)
+class Stage(enum.Enum):
+    FIRST_TOKEN = 1  # nothing of this chat's output yet
+    FLOWING = 2  # output arrived: silences are timed
+    IDLE_ENDS = 3  # legacy answer text arrived: a short silence ends it (§5.3 fallback)
+
+
+class TurnClock:
+    """When this chat has waited too long: timed over its own pushes, never anybody else's."""
+
+    __slots__ = ("_deadline", "_timers", "stage")
+
+    def __init__(self, timers: Timers) -> None:
+        self._timers = timers
+        self.stage = Stage.FIRST_TOKEN
+        self._deadline = time.monotonic() + timers.first_token_s
+
+    def remaining(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+    @property
+    def ends_on_silence(self) -> bool:
+        """A silence now completes the answer instead of failing it (legacy, after text)."""
+        return self.stage is Stage.IDLE_ENDS
+
+    def heard(self, *, output: bool) -> None:
+        """One of this chat's own pushes arrived (`output`: text, a thought or a tool call)."""
+        if output and self.stage is Stage.FIRST_TOKEN:
+            self.stage = Stage.FLOWING
+        if self.stage is not Stage.FIRST_TOKEN:
+            self._deadline = time.monotonic() + self._window()
+
+    def idle_ends(self) -> None:
+        """From now on a silence of `legacy_idle_end_s` means the answer is complete."""
+        self.stage = Stage.IDLE_ENDS
+        self._deadline = time.monotonic() + self._window()
+
+    def _window(self) -> float:
+        timers = self._timers
+        if self.stage is Stage.IDLE_ENDS:
+            return min(timers.legacy_idle_end_s, timers.silence_s)
+        return timers.silence_s
+
+    def expired(self) -> UpstreamFailure:
+        if self.stage is Stage.FIRST_TOKEN:
+            limit = self._timers.first_token_s
+            text = f"Lingma sent no answer within {limit:.0f}s (first-token timeout)"
+        else:
+            text = f"Lingma sent nothing for {self._window():.0f}s"
+        return UpstreamFailure(ErrorCode.UPSTREAM_TIMEOUT, text)
 
 
 class PushQueue:
-    """Collects one connection's pushes for the chat that leases it."""
+    """The pushes routed to one chat (worker/routes.py delivers them)."""
 
-    def __init__(self, connection: RpcConnection) -> None:
+    __slots__ = ("_inbox",)
+
+    def __init__(self) -> None:
         self._inbox: Inbox[tuple[str, dict[str, Any]]] = Inbox()
-        connection.on_push = self.put
 
     def put(self, method: str, params: dict[str, Any]) -> None:
         self._inbox.put((method, params))
 
-    async def next(self, silence_s: float) -> tuple[str, dict[str, Any]]:
+    async def next(self, timeout: float) -> tuple[str, dict[str, Any]] | None:
+        """The next push, or None when `timeout` passed first; ConnectionLost if it ended."""
         if self._inbox:  # a burst of pushes: no silence to time, no timer to arm
             method, params = self._inbox.get_nowait()
         else:
-            method, params = await self._wait(silence_s)
+            # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that races
+            # with an arriving push, and then a cancelled chat keeps waiting for its answer.
+            try:
+                async with asyncio.timeout(timeout):
+                    method, params = await self._inbox.get()
+            except TimeoutError:
+                return None
         if method == CLOSED_PUSH:
-            raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, "Lingma connection lost mid-answer")
+            raise ConnectionLost()
         return method, params
-
-    async def _wait(self, silence_s: float) -> tuple[str, dict[str, Any]]:
-        # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancellation that races with
-        # an arriving push, and then a cancelled chat keeps waiting for its answer.
-        try:
-            async with asyncio.timeout(silence_s):
-                return await self._inbox.get()
-        except TimeoutError:
-            raise UpstreamFailure(
-                ErrorCode.UPSTREAM_TIMEOUT, f"Lingma sent nothing for {silence_s:.0f}s"
-            ) from None
 
 
 def int_or(value: Any, default: int = 0) -> int:
@@ -136,35 +206,16 @@ def int_or(value: Any, default: int = 0) -> int:
         return default
 
 
-def _retry_after(data: dict[str, Any]) -> float | None:
-    for source in (data, data.get("extra") if isinstance(data.get("extra"), dict) else {}):
-        assert isinstance(source, dict)
-        for name in ("retryAfter", "retry_after", "retryAfterSeconds"):
-            value = source.get(name)
-            if isinstance(value, int | float) and value > 0:
-                return float(value)
-    return None
-
-
-def end_from(data: dict[str, Any]) -> End:
-    """A `chat/finish` (or ACP `chat_finish` data) as an End; a missing code means success."""
-    reason = str(data.get("reason") or "")
-    code = int_or(data.get("statusCode"), 0)
-    if not code:
-        code = 500 if reason.lower() in {"error", "failed"} else 200
-    answer = data.get("fullAnswer")
-    return End(code, reason, answer if isinstance(answer, str) else "", _retry_after(data))
-
-
-def check_end(end: End) -> None:
-    """Raise the UpstreamFailure a non-200 finish stands for (lingma-protocol.md §10)."""
-    if end.status_code == 200:
-        return
-    detail = f"Lingma finished with status {end.status_code}: {end.reason or 'no reason given'}"
-    codes = {
-        429: ErrorCode.UPSTREAM_RATE_LIMITED,
-        408: ErrorCode.UPSTREAM_TIMEOUT,
-        401: ErrorCode.NOT_LOGGED_IN,
-    }
-    code = codes.get(end.status_code, ErrorCode.UPSTREAM_ERROR)
-    raise UpstreamFailure(code, detail, retry_after=end.retry_after)
+async def settle(
+    pushes: PushQueue, ends: Callable[[str, dict[str, Any]], bool], wait: float
+) -> bool:
+    """After a stop, read the turn out to its finish (`ends`) within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    try:
+        while (remaining := deadline - time.monotonic()) > 0:
+            push = await pushes.next(remaining)
+            if push is not None and ends(*push):
+                return True
+    except ConnectionLost:
+        pass
+    return False

@@ -97,7 +97,8 @@ async def test_streaming_chat_over_acp(worker: WorkerProcess, client: MuxClient)
     assert finish.upstream_session and finish.first_token_ms is not None
     assert finish.total_ms >= finish.first_token_ms and finish.usage.completion_tokens > 0
     record = worker.records()[-1]
-    assert (record["flow"], record["model"], record["mode"]) == ("acp", "auto", "chat")
+    # `ai-coding/mode` is "agent" or absent, as public clients send it (§5.4), never "chat".
+    assert (record["flow"], record["model"], record["mode"]) == ("acp", "auto", "")
     assert (record["text"], record["session_id"]) == ("hello there", finish.upstream_session)
 
 

@@ -47,7 +47,13 @@ def worker() -> Iterator[WorkerProcess]:
     root = Path(tempfile.mkdtemp(prefix="lgw-", dir="/tmp"))
     children = ChildProcesses()
     try:
-        spec = make_spec(root, env=LEGACY_EMULATOR, rpc_timeout_s=3.0)
+        spec = make_spec(
+            root,
+            env=LEGACY_EMULATOR,
+            rpc_timeout_s=3.0,
+            first_token_timeout_s=3.0,
+            legacy_session_reuse=True,  # opt-in: chat/ask history per session is undocumented
+        )
         process = start_worker(children, spec, root)
         asyncio.run(log_in(process))
         yield process
@@ -78,7 +84,7 @@ async def test_auto_flow_falls_back_to_legacy_chat_ask(
         assert record["session_id"] == result.finish.upstream_session != ""
 
 
-async def test_follow_up_continues_the_legacy_session_with_the_delta_only(
+async def test_opted_in_follow_up_continues_the_legacy_session_with_the_delta_only(
     worker: WorkerProcess, client: MuxClient
 ) -> None:
     first = await chat(client, [Message(role="system", text="Be kind."), user("one")])
@@ -106,7 +112,7 @@ async def test_silence_from_the_runtime_is_an_upstream_timeout(
 ) -> None:
     worker.set_script([{"match": "mute", "action": "hang"}])  # accepted, then never a word
     failure = (await chat(client, "mute please")).failure
-    assert failure.code is ErrorCode.UPSTREAM_TIMEOUT and "nothing for 3s" in failure.message
+    assert failure.code is ErrorCode.UPSTREAM_TIMEOUT and "no answer within 3s" in failure.message
 
 
 async def test_cancel_sends_chat_stop(worker: WorkerProcess, client: MuxClient) -> None:

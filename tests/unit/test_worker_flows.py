@@ -5,21 +5,12 @@ from __future__ import annotations
 import pytest
 
 from protocol.messages import ErrorCode
-from worker.flows import LegacyFlow, acp_event
+from worker.acp import acp_event, prompt_meta
+from worker.legacy import LegacyFlow
 from worker.login import is_logged_in, login_url_from
+from worker.outcome import check_end, end_from, rpc_failure
 from worker.rpc import RpcError
-from worker.upstream import (
-    Ask,
-    End,
-    NativeTool,
-    Text,
-    Thought,
-    UpstreamFailure,
-    Usage,
-    check_end,
-    end_from,
-    rpc_failure,
-)
+from worker.upstream import Ask, End, NativeTool, Text, Thought, UpstreamFailure, Usage
 
 pytestmark = pytest.mark.unit
 
@@ -80,6 +71,58 @@ def test_finish_status_mapping() -> None:
         with pytest.raises(UpstreamFailure) as info:
             check_end(End(status, "why"))
         assert info.value.code is code and "why" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        # §5.4: `{reason, fullAnswer}` only; the wording has to tell (§10, §14.10).
+        ({"reason": "success", "fullAnswer": ""}, None),
+        ({"reason": "end_turn"}, None),
+        ({"reason": "some new word"}, None),  # unknown, not an error: the text decides
+        ({"reason": "cancelled"}, ErrorCode.UPSTREAM_ERROR),
+        ({"reason": "429 Too Many Requests: slow down"}, ErrorCode.UPSTREAM_RATE_LIMITED),
+        (
+            {"reason": 'TOO_MANY_REQUESTS {"code":"429","message":"later"}'},
+            ErrorCode.UPSTREAM_RATE_LIMITED,
+        ),
+        ({"reason": '{"code":"110","message":"quota exceeded"}'}, ErrorCode.UPSTREAM_RATE_LIMITED),
+        ({"reason": "error", "errorMessage": "额度已用完"}, ErrorCode.UPSTREAM_RATE_LIMITED),
+        ({"reason": '{"code":"105","message":"Login expired"}'}, ErrorCode.NOT_LOGGED_IN),
+        ({"reason": "error", "errorMessage": "user not login"}, ErrorCode.NOT_LOGGED_IN),
+        ({"reason": "408 Request Timeout: too slow"}, ErrorCode.UPSTREAM_TIMEOUT),
+        ({"reason": "500 Internal Server Error: boom"}, ErrorCode.UPSTREAM_ERROR),
+        ({"reason": "failed"}, ErrorCode.UPSTREAM_ERROR),
+        # statusCode, when present, still decides (legacy chat/finish has it, §5.3).
+        ({"reason": "whatever", "statusCode": 200}, None),
+        ({"reason": "quota exceeded", "statusCode": 403}, ErrorCode.UPSTREAM_RATE_LIMITED),
+        ({"reason": "forbidden", "statusCode": 403}, ErrorCode.NOT_LOGGED_IN),
+    ],
+)
+def test_finishes_without_a_status_code_are_read_from_their_words(
+    data: dict[str, object], code: ErrorCode | None
+) -> None:
+    end = end_from(data)
+    if code is None:
+        check_end(end)
+        return
+    with pytest.raises(UpstreamFailure) as info:
+        check_end(end)
+    assert info.value.code is code
+
+
+def test_error_notifications_turn_a_success_word_into_a_failure() -> None:
+    end = end_from({"reason": "success"}, "rate limit reached")
+    assert end.status_code == 429 and "rate limit reached" in end.reason
+
+
+def test_acp_meta_is_what_public_clients_send() -> None:
+    meta = prompt_meta(ASK)  # an agent-mode ask
+    assert meta["ai-coding/request-id"] == "r1" and meta["ai-coding/model"] == "auto"
+    assert meta["ai-coding/mode"] == "agent" and meta["ai-coding/enabled-mcp-servers"] == []
+    assert isinstance(meta["ai-coding/shell-type"], str) and meta["ai-coding/shell-type"]
+    plain = prompt_meta(Ask("r2", "s", "q", "auto", "chat", False, "/w"))
+    assert "ai-coding/mode" not in plain  # never an invented value such as "chat"
 
 
 def test_rpc_errors_are_classified() -> None:

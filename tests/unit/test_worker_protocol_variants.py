@@ -17,10 +17,26 @@ from typing import Any, cast
 import pytest
 
 from protocol.messages import ErrorCode, WorkerSpec
-from worker.flows import IDLE_END_REASON, LegacyFlow, acp_event
+from worker.acp import AcpFlow, acp_event
+from worker.legacy import IDLE_END_REASON, LegacyFlow
 from worker.login import LoginManager
-from worker.rpc import CLOSED_PUSH, LspDecoder, RpcConnection, RpcError, encode_message, refused
-from worker.upstream import Ask, End, Event, PushQueue, Text, Thought, UpstreamFailure
+from worker.lsp import LspDecoder, encode_message
+from worker.routes import CLOSED_PUSH
+from worker.rpc import RpcConnection, RpcError, refused
+from worker.upstream import (
+    Ask,
+    End,
+    Event,
+    NoAcp,
+    Overwrite,
+    PushQueue,
+    Stage,
+    Text,
+    Thought,
+    Timers,
+    TurnClock,
+    UpstreamFailure,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -61,10 +77,12 @@ class FakeSocket:
 
 
 class FakeConnection:
-    """Answers `chat/ask` (or whatever `replies` says) and records every call."""
+    """Answers `chat/ask` (or whatever `replies` says) and records every call and notification.
+
+    `session/prompt` (sent without waiting, §5.4) gets an answer that never comes.
+    """
 
     def __init__(self, replies: dict[str, Any] | None = None) -> None:
-        self.on_push: Any = None
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._replies = {"chat/ask": {"success": True}, **(replies or {})}
 
@@ -72,18 +90,35 @@ class FakeConnection:
         self.calls.append((method, params or {}))
         return self._replies.get(method)
 
+    async def begin_call(self, method: str, params: dict[str, Any]) -> asyncio.Future[Any]:
+        self.calls.append((method, params))
+        return asyncio.get_running_loop().create_future()
+
+    async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        self.calls.append((method, params or {}))
+
+
+# Zero windows: "nothing more is coming" once the queued pushes are read.
+NO_WAIT = Timers(
+    call_s=1.0,
+    setup_s=0.0,
+    first_token_s=0.0,
+    silence_s=0.0,
+    legacy_idle_end_s=0.0,
+    stop_settle_s=0.0,
+)
+
 
 def legacy_pushes(*pushes: tuple[str, dict[str, Any]]) -> tuple[FakeConnection, PushQueue]:
     conn = FakeConnection()
-    queue = PushQueue(cast(RpcConnection, conn))
+    queue = PushQueue()
     for method, params in pushes:
         queue.put(method, params)
     return conn, queue
 
 
 async def run_legacy(conn: FakeConnection, queue: PushQueue) -> list[Event]:
-    """The legacy flow's events; a zero silence window means "nothing more is coming"."""
-    stream = LegacyFlow().stream(cast(RpcConnection, conn), queue, ASK, 0)
+    stream = LegacyFlow().stream(cast(RpcConnection, conn), queue, ASK, NO_WAIT)
     return [event async for event in stream]
 
 
@@ -104,11 +139,12 @@ STEPS = [
 async def test_pushes_are_acked_with_their_own_id_and_id_less_ones_are_not() -> None:
     socket = FakeSocket()
     conn = RpcConnection(cast(Any, socket), "ws://fake/")
-    routed: list[tuple[str, dict[str, Any]]] = []
-    conn.on_push = lambda method, params: routed.append((method, params))
+    routed = PushQueue()
+    conn.routes.subscribe(routed, request_id="r1", session_id="s1", unaddressed=True)
     try:
+        ours = {"requestId": "r1"}
         await conn._dispatch(
-            {"jsonrpc": "2.0", "id": "srv-7", "method": "chat/answer", "params": {}}
+            {"jsonrpc": "2.0", "id": "srv-7", "method": "chat/answer", "params": ours}
         )
         await conn._dispatch({"jsonrpc": "2.0", "id": 12, "method": "extension/register"})
         await conn._dispatch({"jsonrpc": "2.0", "method": "session/update", "params": {"a": 1}})
@@ -116,11 +152,10 @@ async def test_pushes_are_acked_with_their_own_id_and_id_less_ones_are_not() -> 
             {"jsonrpc": "2.0", "id": "srv-7", "result": None},
             {"jsonrpc": "2.0", "id": 12, "result": None},
         ]
-        assert [method for method, _ in routed] == [
-            "chat/answer",
-            "extension/register",
-            "session/update",
-        ]
+        methods = []
+        while (push := await routed.next(0)) is not None:
+            methods.append(push[0])
+        assert methods == ["chat/answer", "extension/register", "session/update"]
     finally:
         await conn.close()
 
@@ -156,7 +191,7 @@ def test_refusal_is_read_from_either_spelling() -> None:
 
 async def test_an_is_success_false_acceptance_fails_the_ask() -> None:
     conn = FakeConnection({"chat/ask": {"isSuccess": False, "errorMessage": "user not login"}})
-    queue = PushQueue(cast(RpcConnection, conn))
+    queue = PushQueue()
     with pytest.raises(UpstreamFailure) as info:
         await run_legacy(conn, queue)
     assert info.value.code is ErrorCode.NOT_LOGGED_IN
@@ -205,7 +240,141 @@ async def test_a_lost_connection_after_text_is_not_a_success() -> None:
     assert info.value.code is ErrorCode.UPSTREAM_ERROR
 
 
+async def test_overwrite_and_is_filtered_are_told_apart_from_plain_deltas() -> None:
+    conn, queue = legacy_pushes(
+        *STEPS,
+        answer("draft"),
+        answer("final text", overwrite=True),
+        answer("[filtered]", isFiltered=True),
+        answer("never read"),
+    )
+    events = await run_legacy(conn, queue)
+    assert events == [
+        Text("draft"),
+        Overwrite("final text"),
+        End(200, "content_filter", filtered=True),
+    ]
+    # The filtered turn is stopped at once: its connection can take the next ask.
+    assert [method for method, _ in conn.calls] == ["chat/ask", "chat/stop"]
+
+
+async def test_a_failed_step_makes_a_success_finish_a_failure() -> None:
+    failed_step = (
+        "chat/process_step_callback",
+        {"requestId": "r1", "step": "step_end", "status": "error", "message": "quota exceeded"},
+    )
+    finish = ("chat/finish", {"requestId": "r1", "reason": "success"})
+    conn, queue = legacy_pushes(failed_step, finish)
+    (end,) = await run_legacy(conn, queue)
+    assert isinstance(end, End) and end.status_code == 429 and "quota" in end.reason
+
+
+def test_silence_is_timed_over_output_not_over_any_push() -> None:
+    clock = TurnClock(Timers(first_token_s=100.0, silence_s=5.0, legacy_idle_end_s=1.0))
+    before = clock.remaining()
+    clock.heard(output=False)  # a step callback or usage push: not the first token
+    assert clock.stage is Stage.FIRST_TOKEN and clock.remaining() <= before
+    assert "first-token" in clock.expired().message
+    clock.heard(output=True)
+    stage: Stage = clock.stage  # (re-read: mypy narrowed the attribute above)
+    assert stage is Stage.FLOWING and clock.remaining() <= 5.0
+    assert "nothing for 5s" in clock.expired().message
+    clock.idle_ends()  # legacy text arrived: a short silence now completes the answer
+    assert clock.ends_on_silence and clock.remaining() <= 1.0
+
+
 # --------------------------------------------------------------------------- §5.4 ACP updates
+
+
+async def test_acp_turn_ends_on_a_finish_without_status_and_ignores_other_requests() -> None:
+    conn = FakeConnection()
+    queue = PushQueue()
+
+    def update(kind: str, text: str, request_id: str = "r1") -> tuple[str, dict[str, Any]]:
+        meta = {"ai-coding/request-id": request_id}
+        content = {"sessionUpdate": kind, "content": {"type": "text", "text": text}}
+        return "session/update", {"sessionId": "s1", "_meta": meta, "update": content}
+
+    finish = {"sessionUpdate": "notification", "type": "chat_finish", "data": {"reason": "ok"}}
+    for method, params in (
+        ("snapshot/syncAll", {}),
+        update("agent_thought_chunk", "hm"),
+        update("agent_message_chunk", "other chat", request_id="r9"),
+        update("agent_message_chunk", "pong"),
+        (
+            "session/update",
+            {"sessionId": "s1", "_meta": {"ai-coding/request-id": "r1"}, "update": finish},
+        ),
+    ):
+        queue.put(method, params)
+    stream = AcpFlow().stream(cast(RpcConnection, conn), queue, ASK, NO_WAIT)
+    events = [event async for event in stream]
+    assert events == [Thought("hm"), Text("pong"), End(200, "ok", "")]
+    assert conn.calls[0][0] == "session/prompt"
+    assert conn.calls[0][1]["_meta"]["ai-coding/request-id"] == "r1"
+
+
+async def test_acp_error_notification_fails_the_turn() -> None:
+    conn = FakeConnection()
+    queue = PushQueue()
+    meta = {"ai-coding/request-id": "r1"}
+    error = {"sessionUpdate": "notification", "type": "error", "data": {"message": "Login expired"}}
+    finish = {"sessionUpdate": "notification", "type": "chat_finish", "data": {"reason": "done"}}
+    queue.put("session/update", {"sessionId": "s1", "_meta": meta, "update": error})
+    queue.put("session/update", {"sessionId": "s1", "_meta": meta, "update": finish})
+    stream = AcpFlow().stream(cast(RpcConnection, conn), queue, ASK, NO_WAIT)
+    (end,) = [event async for event in stream]
+    assert isinstance(end, End) and end.status_code == 401
+
+
+async def test_acp_cancel_is_a_notification() -> None:
+    conn = FakeConnection()
+    await AcpFlow().stop(cast(RpcConnection, conn), ASK, NO_WAIT)
+    assert conn.calls == [
+        ("session/cancel", {"sessionId": "s1", "_meta": {"ai-coding/request-id": "r1"}})
+    ]
+
+
+class SessionNew:
+    """A connection whose session/new fails or hangs, and whose set_model may fail."""
+
+    def __init__(self, new: Any, set_model: Any = None) -> None:
+        self.new, self.set_model = new, set_model
+        self.calls: list[str] = []
+
+    async def call(self, method: str, params: dict[str, Any] | None, timeout: float) -> Any:
+        self.calls.append(method)
+        answer = self.new if method == "session/new" else self.set_model
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        RpcError(-32601, "method not found: session/new"),
+        RpcError(-32603, "internal error"),
+        TimeoutError(),  # no answer within the setup timeout (§6.13)
+        {"unexpected": True},  # no session id
+    ],
+)
+async def test_any_session_new_failure_means_no_acp(new: Any) -> None:
+    conn = SessionNew(new)
+    with pytest.raises(NoAcp):
+        await AcpFlow().open_session(cast(RpcConnection, conn), ASK, NO_WAIT)
+
+
+async def test_set_model_errors_fail_the_chat_only_for_an_unknown_model() -> None:
+    flow = AcpFlow()
+    shrug = SessionNew({"sessionId": "s9"}, RpcError(-32603, "internal error"))
+    assert await flow.open_session(cast(RpcConnection, shrug), ASK, NO_WAIT) == "s9"
+    silent = SessionNew({"id": "s8"}, TimeoutError())
+    assert await flow.open_session(cast(RpcConnection, silent), ASK, NO_WAIT) == "s8"
+    unknown = SessionNew({"sessionId": "s7"}, RpcError(-32602, "model not found: llama"))
+    with pytest.raises(UpstreamFailure) as info:
+        await flow.open_session(cast(RpcConnection, unknown), ASK, NO_WAIT)
+    assert info.value.code is ErrorCode.UNKNOWN_MODEL
 
 
 def test_acp_chunk_content_may_be_a_list_of_parts() -> None:
@@ -241,7 +410,7 @@ async def test_an_update_endpoint_refusal_is_reported_not_logged_as_applied(
         work_dir="/nowhere",
         dedicated_domain_url="https://lingma.example.com",
     )
-    manager = LoginManager(spec, lambda: cast(Any, FakeClient(result)), lambda: None)
+    manager = LoginManager(spec, lambda: cast(Any, FakeClient(result)))
     with caplog.at_level(logging.INFO, logger="worker.login"):
         await manager.apply_endpoint()
     messages = [record.getMessage() for record in caplog.records]
