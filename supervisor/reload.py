@@ -3,6 +3,10 @@
 Added accounts get a worker at once; removed ones drain. A changed account (or front) gets a
 replacement that must become READY before the old one drains, so nothing stops serving; if
 the replacement cannot get READY (FATAL, or not within its login budget) the old one stays.
+One exception: a worker's binary cannot start while the old worker's binary runs on the same
+work dir (lingma-protocol.md §7.5). A replacement that reports it waits for the work dir
+takes over at once: the old worker drains and exits, its binary lets go of the dir, the new
+one starts; meanwhile the account is not routed to (the other accounts serve).
 Fronts keep the listening port open throughout: they learn the new worker set through
 WorkersUpdate, and are only replaced when their own settings (listen, keys, limits) changed,
 each replacement binding the port (SO_REUSEPORT) before the old front stops listening.
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from protocol.messages import ControlError, ControlOk, ErrorCode, WorkerState
+from protocol.messages import BinaryState, ControlError, ControlOk, ErrorCode, WorkerState
 from supervisor.config import Config, ConfigError, load_config
 from supervisor.handle import ProcessHandle
 from supervisor.specs import front_spec, spec_changed, worker_specs
@@ -159,11 +163,13 @@ class Reloader:
             while (
                 new.state not in SETTLED
                 and self._current(key).state == S.READY
+                and not waits_for_work_dir(new)
                 and asyncio.get_running_loop().time() < deadline
             ):
                 await new.wait_for_state(SETTLED, 0.5)
             old = self._current(key)
-            if new.state in (S.FATAL, S.EXITED) or (new.state != S.READY and old.state == S.READY):
+            stuck = new.state != S.READY and old.state == S.READY and not waits_for_work_dir(new)
+            if new.state in (S.FATAL, S.EXITED) or stuck:
                 log.error("%s: replacement is %s: keeping the old one", key, new.state.value)
                 return
             kind, _, name = key.partition("/")
@@ -194,6 +200,12 @@ class Reloader:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def waits_for_work_dir(handle: ProcessHandle) -> bool:
+    """The replacement's binary waits for the old one to leave their shared work dir."""
+    pong = handle.last_pong
+    return pong is not None and pong.binary is BinaryState.WAITING_FOR_WORK_DIR
 
 
 class PlanData(msgspec.Struct, frozen=True, kw_only=True):

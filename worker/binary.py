@@ -2,49 +2,47 @@
 
 The binary runs `start --workDir D --socketPort P --httpPort H` in its own process group with
 a parent-death signal (protocol.lifecycle.isolate_child), so neither a stopped nor a SIGKILLed
-worker leaves it behind. Ready means: the discovery file of this run exists and `initialize`
-is answered (lingma-protocol.md §7.5, §11.1). When it dies, the keeper reports it down, waits
-with exponential backoff and starts it again, for as long as the worker lives.
+worker leaves it behind. It only starts once this worker holds the work dir's lock
+(worker/workdir_lock.py, §7.5), which it inherits. Ready means: the discovery file of this run
+exists and `initialize` is answered (lingma-protocol.md §7.5, §11.1). When it dies, the keeper
+reports it down, waits with the shared backoff policy (protocol/backoff.py) and starts it
+again, for as long as the worker lives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import logging
 import os
-import random
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from protocol.backoff import Backoff
 from protocol.lifecycle import isolate_child
-from protocol.messages import WorkerSpec
+from protocol.messages import BinaryState, WorkerSpec
+from worker.discovery import read_discovery, remove_discovery
 from worker.pool import LingmaClient
-from worker.rpc import RpcClosed, RpcError, read_discovery, remove_discovery
+from worker.rpc import RpcClosed, RpcError
+from worker.workdir_lock import WorkDirBusy, WorkDirLock
 
 log = logging.getLogger(__name__)
 
-BACKOFF_INITIAL_S = 0.5
-BACKOFF_MAX_S = 30.0
-HEALTHY_RESET_S = 60.0
 POLL_S = 0.1
-
-
-class BinaryState(enum.StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    UP = "up"
-    BACKOFF = "backoff"
-    STOPPING = "stopping"
+MIN_WORK_DIR_WAIT_S = 60.0  # a draining predecessor may take its grace period to let go
 
 
 class StartupFailed(RuntimeError):
     pass
+
+
+def work_dir_wait_s(spec: WorkerSpec) -> float:
+    """How long a new binary waits for the previous one on its work dir (then backs off)."""
+    return max(MIN_WORK_DIR_WAIT_S, 2 * spec.startup_timeout_s)
 
 
 def pick_port(requested: int) -> int:
@@ -77,7 +75,8 @@ class LingmaBinary:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
-    async def spawn(self) -> None:
+    async def spawn(self, lock_fd: int | None = None) -> None:
+        """Start it; `lock_fd` (the work dir's lock) is inherited so it outlives us if need be."""
         remove_discovery(self.work_dir)
         log_dir = self.work_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +100,7 @@ class LingmaBinary:
                 stderr=out,
                 cwd=str(self.work_dir),
                 preexec_fn=functools.partial(isolate_child, os.getpid()),
+                pass_fds=(lock_fd,) if lock_fd is not None else (),
             )
         log.info(
             "binary started",
@@ -158,14 +158,19 @@ OnDown = Callable[[str], Awaitable[None]]
 class BinaryKeeper:
     """Keeps one binary running for the worker's lifetime: start, watch, back off, restart."""
 
-    def __init__(self, spec: WorkerSpec, *, on_up: OnUp, on_down: OnDown) -> None:
+    def __init__(
+        self, spec: WorkerSpec, *, on_up: OnUp, on_down: OnDown, backoff: Backoff | None = None
+    ) -> None:
         self.spec = spec
         self.state = BinaryState.STOPPED
         self.generation = 0
         self.binary: LingmaBinary | None = None
         self.client: LingmaClient | None = None
+        self.lock = WorkDirLock(spec.work_dir)
+        self._backoff = backoff or Backoff()
         self._on_up = on_up
         self._on_down = on_down
+        self._up_since: float | None = None
         self._stopping = asyncio.Event()
 
     @property
@@ -173,39 +178,42 @@ class BinaryKeeper:
         return self.binary.pid if self.binary is not None and self.binary.running else None
 
     async def run(self) -> None:
-        backoff = BACKOFF_INITIAL_S
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            reason = await self._run_once()
-            if self._stopping.is_set():
-                break
-            log.warning("binary down: %s", reason, extra={"generation": self.generation})
-            await self._on_down(reason)
-            if time.monotonic() - started > HEALTHY_RESET_S:
-                backoff = BACKOFF_INITIAL_S
-            self.state = BinaryState.BACKOFF
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff * random.uniform(0.8, 1.2)):
-                    await self._stopping.wait()
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+        try:
+            while not self._stopping.is_set():
+                self._up_since = None
+                reason = await self._run_once()
+                if self._stopping.is_set():
+                    break
+                log.warning("binary down: %s", reason, extra={"generation": self.generation})
+                await self._on_down(reason)
+                self.state = BinaryState.BACKOFF
+                healthy_s = time.monotonic() - self._up_since if self._up_since else 0.0
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._backoff.next_delay(healthy_s)):
+                        await self._stopping.wait()
+        finally:
+            self.lock.release()
 
     async def _run_once(self) -> str:
         """Start one binary and return why it is no longer usable."""
-        self.state = BinaryState.STARTING
         self.generation += 1
         binary = self.binary = LingmaBinary(self.spec)
         client = LingmaClient(
             binary.work_dir,
             rpc_timeout=self.spec.rpc_timeout_s,
             max_idle=max(1, self.spec.max_concurrency),
+            shared=self.spec.acp_connections,
         )
         try:
-            await binary.spawn()
+            await self._hold_work_dir()
+            self.state = BinaryState.STARTING
+            await binary.spawn(self.lock.fd)
             await binary.wait_ready(client, self.spec.startup_timeout_s)
             self.client = client
             self.state = BinaryState.UP
+            self._up_since = time.monotonic()
             await self._on_up(client)
-        except (StartupFailed, OSError) as exc:
+        except (StartupFailed, WorkDirBusy, OSError) as exc:
             return str(exc)
         else:
             assert binary.process is not None
@@ -215,9 +223,16 @@ class BinaryKeeper:
             await client.close()
             await binary.stop(grace=2.0)
 
+    async def _hold_work_dir(self) -> None:
+        if self.lock.held:
+            return
+        self.state = BinaryState.WAITING_FOR_WORK_DIR
+        await self.lock.acquire(work_dir_wait_s(self.spec))
+
     async def stop(self, grace: float = 5.0) -> None:
         self.state = BinaryState.STOPPING
         self._stopping.set()
         if self.binary is not None:
             await self.binary.stop(grace)
+        self.lock.release()
         self.state = BinaryState.STOPPED
