@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from protocol.messages import LoginState, WorkerSpec
@@ -37,7 +36,6 @@ class Account:
         *,
         metrics: WorkerMetrics,
         sessions: SessionCache,
-        on_unusable: Callable[[], None],
     ) -> None:
         self.spec = spec
         self.metrics = metrics
@@ -45,7 +43,7 @@ class Account:
         self.resolver = ModelResolver(spec.model_aliases, spec.default_model)
         self.raw_models: dict[str, Any] = {}
         self.keeper = BinaryKeeper(spec, on_up=self._binary_up, on_down=self._binary_down)
-        self.login = LoginManager(spec, lambda: self.keeper.client, on_unusable)
+        self.login = LoginManager(spec, lambda: self.keeper.client)
         self.cooldown_until = 0.0
         self.settled = False  # the first binary start finished (either way) and login was checked
         self._auto_login_tried = False
@@ -89,7 +87,7 @@ class Account:
             state = await self.refresh_login()
             if state is not LoginState.LOGGED_IN and not self._auto_login_tried:
                 self._auto_login_tried = True  # only the first start counts as "at startup"
-                self.login.start_auto(at_startup=True)
+                self.login.start_auto()
         except (RpcClosed, RpcError, TimeoutError) as exc:
             log.warning("post-start checks failed: %s", exc)
         self.settled = True

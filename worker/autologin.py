@@ -40,7 +40,8 @@ POLL_S = 1.0
 
 class Outcome(enum.StrEnum):
     SUCCEEDED = "succeeded"
-    REJECTED = "rejected"  # the form was submitted and the page kept asking: bad credentials
+    REJECTED = "rejected"  # the page showed an explicit login error: bad credentials
+    TIMED_OUT = "timed_out"  # no login and no error within the attempt's time: retry later
     ERROR = "error"  # the browser or the page did not work; a retry may help
 
 
@@ -110,6 +111,8 @@ async def browser_login(
                     if await _shown(page, LOGIN_ERRORS):
                         return Outcome.REJECTED
                     await asyncio.sleep(POLL_S)
-                return Outcome.REJECTED if await _shown(page, PASSWORD_FIELD) else Outcome.ERROR
+                # A page still asking could be a captcha or a slow redirect as well as a bad
+                # password: only an explicit error message counts as a rejection.
+                return Outcome.TIMED_OUT
             finally:
                 await context.close()

@@ -2,8 +2,11 @@
 
 Login state comes only from the runtime's `auth/status` (status 2 = logged in). A fresh work dir
 can be logged in three ways: a session bundle unpacked before the binary starts, the headless
-browser with the configured credentials (retried `max_retry` times), or an operator opening the
-URL from `auth/login`. Credentials, tokens and bundles never reach a log line.
+browser with the configured credentials, or an operator opening the URL from `auth/login`.
+Auto-login never disables an account: only an explicit error on the login page counts as a
+rejection (and stops the retries); timeouts and browser errors are retried with backoff up to
+`max_retry` more times; either way the account stays DEGRADED with the manual URL ready.
+Credentials, tokens and bundles never reach a log line.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import contextlib
 import enum
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from protocol.backoff import Backoff
 from protocol.messages import LoginInfo, LoginState, WorkerSpec
 from worker import bundles
 from worker.autologin import Outcome, browser_login
@@ -37,6 +41,29 @@ class AutoLogin(enum.StrEnum):
 
 class LoginUnavailable(RuntimeError):
     """The runtime is not reachable right now, so no login action is possible."""
+
+
+def login_backoff() -> Backoff:
+    """Between auto-login attempts: 5 s doubling to 2 min (a login page is slow to recover)."""
+    return Backoff(base_s=5.0, cap_s=120.0)
+
+
+async def run_attempts(
+    attempt: Callable[[int], Awaitable[Outcome]],
+    *,
+    attempts: int,
+    backoff: Backoff,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Outcome:
+    """Up to `attempts` tries with backoff between them; a success or a rejection ends it."""
+    outcome = Outcome.ERROR
+    for number in range(1, attempts + 1):
+        outcome = await attempt(number)
+        log.info("auto-login attempt %d/%d: %s", number, attempts, outcome.value)
+        if outcome in (Outcome.SUCCEEDED, Outcome.REJECTED) or number == attempts:
+            break
+        await sleep(backoff.next_delay(0.0))
+    return outcome
 
 
 def is_logged_in(status: Any) -> bool:
@@ -83,18 +110,19 @@ class LoginManager:
         self,
         spec: WorkerSpec,
         client: Callable[[], LingmaClient | None],
-        on_unusable: Callable[[], None],
+        *,
+        backoff: Callable[[], Backoff] = login_backoff,
     ) -> None:
         self.spec = spec
         self.state = LoginState.UNKNOWN
         self.auto = AutoLogin.IDLE if self.auto_configured else AutoLogin.DISABLED
+        self.attempt = 0  # the auto-login attempt under way (or the last one)
         self.user = ""
         self.url = ""
         self.message = ""
         self._client = client
-        self._on_unusable = on_unusable
+        self._backoff = backoff
         self._task: asyncio.Task[None] | None = None
-        self._bundle_given = bool(spec.login.session_bundle_b64)
 
     @property
     def auto_configured(self) -> bool:
@@ -171,13 +199,13 @@ class LoginManager:
         self.message = "open the URL in a browser to log in" if url else "no login URL available"
         return url
 
-    def start_auto(self, *, at_startup: bool = False) -> bool:
+    def start_auto(self) -> bool:
         """Start the browser login in the background; False if it is off or already running."""
         if not self.auto_configured or (self._task is not None and not self._task.done()):
             return False
         self.auto = AutoLogin.RUNNING
         self.state = LoginState.LOGGING_IN
-        self._task = asyncio.create_task(self._auto_login(at_startup))
+        self._task = asyncio.create_task(self._auto_login())
         return True
 
     async def stop(self) -> None:
@@ -186,27 +214,27 @@ class LoginManager:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    async def _auto_login(self, at_startup: bool) -> None:
-        attempts = max(1, self.spec.login.max_retry)
-        outcomes: list[Outcome] = []
-        for attempt in range(1, attempts + 1):
-            outcome = await self._attempt()
-            outcomes.append(outcome)
-            log.info("auto-login attempt %d/%d: %s", attempt, attempts, outcome.value)
-            if outcome is Outcome.SUCCEEDED:
-                self.auto = AutoLogin.SUCCEEDED
-                self.message = "logged in by auto-login"
-                await self.refresh()
-                return
+    async def _auto_login(self) -> None:
+        attempts = 1 + max(0, self.spec.login.max_retry)
+        outcome = await run_attempts(self._attempt, attempts=attempts, backoff=self._backoff())
+        if outcome is Outcome.SUCCEEDED:
+            self.auto = AutoLogin.SUCCEEDED
+            self.message = "logged in by auto-login"
+            await self.refresh()
+            return
         self.auto = AutoLogin.FAILED
-        self.message = f"auto-login failed after {attempts} attempt(s): {outcomes[-1].value}"
         await self.refresh()
-        if at_startup and all(o is Outcome.REJECTED for o in outcomes) and not self._bundle_given:
-            log.error("the login page rejected the credentials on every attempt")
-            self._on_unusable()
+        if outcome is Outcome.REJECTED:
+            log.error("the login page rejected the credentials: log in by URL or fix them")
+        with contextlib.suppress(LoginUnavailable, RpcClosed, RpcError, TimeoutError, OSError):
+            await self.manual_url()  # the operator's way in stays open
+        self.message = f"auto-login {outcome.value} after {self.attempt} attempt(s); " + (
+            "open the login URL to log in by hand" if self.url else "no login URL available"
+        )
 
-    async def _attempt(self) -> Outcome:
+    async def _attempt(self, number: int) -> Outcome:
         login = self.spec.login
+        self.attempt = number
         try:
             url = await self.manual_url()
             if not url:

@@ -27,7 +27,6 @@ from protocol.framing import start_unix_server
 from protocol.lifecycle import isolate_child
 from protocol.logs import configure_logging
 from protocol.messages import (
-    EXIT_ACCOUNT_UNUSABLE,
     EXIT_CANNOT_START,
     ChatEvent,
     ChatRequest,
@@ -84,9 +83,7 @@ class Worker:
             ttl_s=spec.session_cache_ttl_s,
             on_discard=self._discard_entry,
         )
-        self.account = Account(
-            spec, metrics=self.metrics, sessions=self.sessions, on_unusable=self._unusable
-        )
+        self.account = Account(spec, metrics=self.metrics, sessions=self.sessions)
         self.chat = ChatService(
             spec,
             sessions=self.sessions,
@@ -127,6 +124,7 @@ class Worker:
             cooldown_until=account.cooldown_until if account.cooling_down else 0.0,
             models=len(account.resolver.models),
             stats=self._stats(),
+            binary=account.keeper.state,
         )
 
     def _stats(self) -> WorkerStats:
@@ -208,10 +206,6 @@ class Worker:
             await IpcConnection(self, reader, writer).serve()
         finally:
             self._connections.discard(task)
-
-    def _unusable(self) -> None:
-        log.error("account cannot be logged in: exiting with %d", EXIT_ACCOUNT_UNUSABLE)
-        self.request_stop(0.0, EXIT_ACCOUNT_UNUSABLE)
 
     # ----------------------------------------------------------------- requests
 

@@ -16,7 +16,6 @@ import pytest
 
 from protocol.channel import MuxClient
 from protocol.messages import (
-    EXIT_ACCOUNT_UNUSABLE,
     EXIT_CANNOT_START,
     ChatRequest,
     Drain,
@@ -252,7 +251,7 @@ async def test_playwright_auto_login_against_the_login_page(
 
 
 @pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="Debian chromium is not installed")
-def test_rejected_credentials_make_the_account_unusable(
+async def test_rejected_credentials_leave_the_account_degraded_with_a_login_url(
     children: ChildProcesses, sock_dir: Path
 ) -> None:
     login = LoginSpec(
@@ -260,10 +259,26 @@ def test_rejected_credentials_make_the_account_unusable(
         password="wrong-password",
         auto_login=True,
         timeout_s=30.0,  # only a bound: the form's error message ends the attempt at once
-        max_retry=1,
+        max_retry=2,  # a rejection is final: no further attempt is made
         executable_path=CHROMIUM,
     )
     worker = start_worker(children, make_spec(sock_dir, login=login), sock_dir)
-    assert exit_code(worker.proc, 40.0) == EXIT_ACCOUNT_UNUSABLE
+    client = MuxClient(worker.spec.socket_path)
+    try:
+
+        async def auto_login_failed() -> bool:
+            info = await client.call(lambda i: LoginStatusQuery(id=i), 10.0)
+            assert isinstance(info, LoginInfo)
+            return info.auto_login == "failed"
+
+        await wait_until_async(auto_login_failed, 40.0, "the auto-login to give up")
+        info = await client.call(lambda i: LoginStatusQuery(id=i), 10.0)
+        assert isinstance(info, LoginInfo) and info.login == "logged_out"
+        assert info.url.startswith("http") and "1 attempt(s)" in info.message
+        # Never FATAL: the worker keeps serving, DEGRADED, and a manual login still works.
+        assert (await pong(client)).state is WorkerState.DEGRADED
+        assert worker.proc.poll() is None
+        await login_via_callback(client)
+    finally:
+        await client.close()
     assert "wrong-password" not in worker.log_path.read_text()
-    assert not Path(worker.spec.socket_path).exists()
