@@ -1,22 +1,26 @@
 """Runs in the emulator: the ACP-like flow — session/new, set_model, prompt, cancel, load.
 
 `session/update` events are notifications carrying `_meta["ai-coding/request-id"]`; the turn
-ends with `notification/chat_finish` whose `fullAnswer` is empty by default, so clients must
-rebuild the answer from the chunks (lingma-protocol.md §5.4, §12.7). `session/load` replays a
-stored session, turn by turn, as `user_message_chunk` / `agent_message_chunk` updates to the
-caller only (each tagged with the turn's request id), then answers `{}`.
+ends with `notification/chat_finish` whose data is `{reason, fullAnswer}` as §5.4 documents it
+(`statusCode` only with ACP_FINISH_STATUS), `fullAnswer` empty by default, so clients must
+rebuild the answer from the chunks (lingma-protocol.md §5.4, §12.7). An error finish words its
+status in `reason` ("429 Too Many Requests: ..."). `ai-coding/mode` is `agent` or absent, as
+public clients send it; another value is refused. `session/load` replays a stored session,
+turn by turn, as `user_message_chunk` / `agent_message_chunk` updates to the caller only (each
+tagged with the turn's request id), then answers `{}`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 import time
 import uuid
 from typing import Any
 
 from emulator import tools
-from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.connection import INVALID_PARAMS, NO_REPLY, RpcConnection, RpcError
 from emulator.runtime import NOT_LOGGED_IN, Method, Runtime, param_str, require_str, run_fault
 from emulator.scripts import latest_user_turn
 from emulator.sessions import ChatRecord, Session
@@ -49,6 +53,11 @@ def _session(rt: Runtime, params: dict[str, Any]) -> Session:
 
 
 async def session_new(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+    if rt.knobs.session_new_hang:
+        log.info("EMULATOR session/new left unanswered (SESSION_NEW_HANG)")
+        return NO_REPLY
+    if rt.knobs.session_new_error:
+        raise RpcError(rt.knobs.session_new_error, "session/new failed (SESSION_NEW_ERROR)")
     session = rt.sessions.create(workspace=param_str(params, "cwd"))
     update = {"sessionUpdate": "available_commands_update", "availableCommands": AVAILABLE_COMMANDS}
     # Spawned, so it goes out after this method's response (the order the real runtime uses).
@@ -122,12 +131,15 @@ async def session_prompt(rt: Runtime, conn: RpcConnection, params: dict[str, Any
         raise RpcError(INVALID_PARAMS, "requestId is empty")
     text = prompt_text(params.get("prompt"))
     model = param_str(meta, "ai-coding/model", default=session.model)
-    mode = param_str(meta, "ai-coding/mode", default=session.mode or "agent")
+    sent_mode = param_str(meta, "ai-coding/mode")
+    if sent_mode not in ("", "agent"):
+        raise RpcError(INVALID_PARAMS, f"unknown ai-coding/mode: {sent_mode}")
+    mode = sent_mode or session.mode  # absent: not agent mode (no IDE tools)
     logged_in = rt.user() is not None
     rt.recorder.record(
         flow=Flow.ACP,
         session_id=session.session_id,
-        mode=mode,
+        mode=sent_mode,
         model=model,
         text=text,
         request_id=request_id,
@@ -155,7 +167,7 @@ async def session_cancel(rt: Runtime, conn: RpcConnection, params: dict[str, Any
         rt.turns.stop_request(request_id)
     else:
         rt.turns.stop_session(require_str(params, "sessionId"))
-    return {}
+    return NO_REPLY if rt.knobs.cancel_no_reply else {}
 
 
 class AcpStream:
@@ -205,6 +217,7 @@ class AcpStream:
         await self.out.push(
             "chat/process_step_callback", {**base, "step": "step_end", "status": "done"}
         )
+        await self.out.push("snapshot/syncAll", {})  # unrelated to the turn, seen during it (OC)
         if self.send_title:
             session = self.rt.sessions.get(self.turn.session_id)
             title = session.title if session else ""
@@ -231,7 +244,10 @@ class AcpStream:
         if answer.action is not None:
             await run_fault(conn, answer.action)
         if answer.error is not None:
-            self._finish(reason=answer.error.message or "error", status=answer.error.status)
+            self._finish(
+                reason=error_reason(answer.error.status, answer.error.message),
+                status=answer.error.status,
+            )
         else:
             self._finish(reason="success", status=200)
 
@@ -284,16 +300,23 @@ class AcpStream:
         usage = usage_for(self.text, full)
         used = {"usedTokens": usage.total_tokens, "limitTokens": self.rt.knobs.limit_tokens}
         self._notify({"sessionUpdate": "notification", "type": "context_usage", "data": used})
-        data = {
+        data: dict[str, Any] = {
             "reason": reason,
-            "statusCode": status,
             "fullAnswer": full if self.rt.knobs.acp_full_answer else "",
-            "requestId": self.turn.request_id,
-            "sessionId": self.turn.session_id,
-            "usage": usage.as_wire(),
         }
+        if self.rt.knobs.acp_finish_status:
+            data["statusCode"] = status
         self._notify({"sessionUpdate": "notification", "type": "chat_finish", "data": data})
         log_finish(Flow.ACP, self.turn.request_id, status, usage)
+
+
+def error_reason(status: int, message: str) -> str:
+    """How an ACP finish words a failure without `statusCode` (our choice, [G])."""
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return f"{status} {phrase}: {message}" if message else f"{status} {phrase}"
 
 
 ACP_METHODS: dict[str, Method] = {

@@ -1,9 +1,12 @@
 """Runs in the emulator: the legacy chat flow — chat/ask and its pushes, chat/stop.
 
 Push order per ask (lingma-protocol.md §5.3): process_step_callback step_start → step_end →
-session/title/update → chat/answer deltas (some empty) → context/usage/sync → chat/finish.
-`step_end` deliberately precedes the answer text, as in the real runtime. Who receives the
-pushes (broadcast) and under which request id the answer goes (off-by-one): delivery.py.
+session/title/update → snapshot/syncAll → chat/answer deltas (some empty) →
+context/usage/sync → chat/finish. `step_end` deliberately precedes the answer text, as in the
+real runtime. Reasoning (THINK_STYLE=fence, the default) travels inside the answer text between
+`\n````think::{THINK_TIME}\n` and `\n````\n` and is cut into deltas like any text, so a fence
+may be split anywhere (§5.3). Who receives the pushes (broadcast) and under which request id
+the answer goes (off-by-one): delivery.py.
 """
 
 from __future__ import annotations
@@ -169,12 +172,17 @@ class LegacyStream:
         acks.append(await self._step("step_end"))
         if not knobs.title_before_step_end:
             await self._title()
+        await self.out.push("snapshot/syncAll", {})  # unrelated to the turn, seen during it (OC)
         await self._attribute(acks)
         await sleep_ms(knobs.first_token_ms + answer.delay_ms)
-        await self._thinking(answer)
+        text = answer.text
+        if answer.thinking and knobs.think_style is ThinkStyle.FENCE:
+            text = THINK_OPEN + answer.thinking + THINK_CLOSE + text
+        else:
+            await self._think_events(answer)
         await self._ide_tool(answer)
         first = True
-        async for piece in paced_chunks(answer.text, knobs):
+        async for piece in paced_chunks(text, knobs):
             await self._answer(piece)
             if first:
                 await self._answer("")  # the real runtime interleaves empty deltas
@@ -233,14 +241,9 @@ class LegacyStream:
         }
         await self.out.push("chat/answer", params)
 
-    async def _thinking(self, answer: Answer) -> None:
+    async def _think_events(self, answer: Answer) -> None:
+        """THINK_STYLE=event: reasoning as `chat/think` pushes (the JetBrains plugin class)."""
         if not answer.thinking:
-            return
-        if self.rt.knobs.think_style is ThinkStyle.FENCE:
-            await self._answer(THINK_OPEN)
-            async for piece in paced_chunks(answer.thinking, self.rt.knobs):
-                await self._answer(piece)
-            await self._answer(THINK_CLOSE)
             return
         async for piece in paced_chunks(answer.thinking, self.rt.knobs):
             await self._think(piece, "start")

@@ -45,6 +45,13 @@ class MethodNotFound(RpcError):
         super().__init__(METHOD_NOT_FOUND, f"method not found: {method}")
 
 
+class _NoReply:
+    """A handler's result meaning: this request is never answered (knobs for silent methods)."""
+
+
+NO_REPLY = _NoReply()
+
+
 Sink = Callable[[str], Awaitable[None]]
 Closer = Callable[[], Awaitable[None]]
 RequestHandler = Callable[["RpcConnection", str, Any], Awaitable[Any]]
@@ -166,7 +173,8 @@ class RpcConnection:
             log.exception("EMULATOR conn %d: handler for %s failed", self.id, method)
             self.send_error(request_id, INTERNAL_ERROR, f"internal error in {method}")
         else:
-            self._send({"jsonrpc": "2.0", "result": result, "id": request_id})
+            if result is not NO_REPLY:
+                self._send({"jsonrpc": "2.0", "result": result, "id": request_id})
 
     async def _handle_notification(self, method: str, params: Any) -> None:
         """Notifications never get a reply; unknown ones are only logged, as the runtime does."""

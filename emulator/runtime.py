@@ -62,7 +62,8 @@ class Runtime:
         return self.knobs.login_base or f"http://127.0.0.1:{self.http_port}"
 
     def server_info(self) -> dict[str, str]:
-        return {"name": EMULATOR_NAME, "version": self.knobs.version}
+        """`name` as the real runtime says it (§4); that this is an emulator goes beside it."""
+        return {"name": "lingma", "version": self.knobs.version, "emulator": EMULATOR_NAME}
 
     def audience(self, issuer: RpcConnection) -> Audience:
         """Where a turn's pushes go: the issuer, or every connection (broadcast knob)."""

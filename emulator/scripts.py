@@ -7,7 +7,10 @@ can rewrite it between requests.
 
 Rule keys: `match`, `model` (regexes), `reply`, `thinking`, `tool_call` (a text tool call in
 the front's format), `native_tool_call` (an ACP tool card announced and completed at once),
-`error`, `delay_ms`, `action`, `times`, and `ide_tool`:
+`error`, `delay_ms`, `action`, `times`, and `ide_tool`. An `error` is `{status, message}` or
+names a `kind` worded as lingma-protocol.md §10 / §14.10 show it (status defaulted, message
+filled in): `rate_limit` (429, the in-band `TOO_MANY_REQUESTS {"code":"429",...}` envelope),
+`quota` (403 with code 110) or `login` (403 with code 105, "Login expired").
 
     "ide_tool": {"name": "read_file", "parameters": {"filePath": "/x"}, "async": false}
 
@@ -61,9 +64,36 @@ class Action(StrEnum):
     GARBAGE = "garbage"  # send malformed frames, then finish the answer normally
 
 
+class ErrorKind(StrEnum):
+    RATE_LIMIT = "rate_limit"
+    QUOTA = "quota"
+    LOGIN = "login"
+
+
+# kind -> (status, wording with {message}, default message): the spec's forms (§10, §14.10).
+_WORDINGS: dict[ErrorKind, tuple[int, str, str]] = {
+    ErrorKind.RATE_LIMIT: (
+        429,
+        'TOO_MANY_REQUESTS {{"code":"429","message":"{message}"}}',
+        "Too many requests, please try again later",
+    ),
+    ErrorKind.QUOTA: (403, '{{"code":"110","message":"{message}"}}', "quota exceeded"),
+    ErrorKind.LOGIN: (403, '{{"code":"105","message":"{message}"}}', "Login expired"),
+}
+
+
 class ErrorSpec(msgspec.Struct, forbid_unknown_fields=True):
-    status: int
+    status: int = 500
     message: str = ""
+    kind: ErrorKind | None = None
+
+    def worded(self) -> ErrorSpec:
+        """The same error with its kind's status and wording applied (itself without a kind)."""
+        if self.kind is None:
+            return self
+        status, template, default = _WORDINGS[self.kind]
+        text = template.format(message=self.message or default)
+        return ErrorSpec(status=status, message=text, kind=self.kind)
 
 
 class ToolCallSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -217,7 +247,7 @@ def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: st
         thinking=thinking,
         native_tool=rule.native_tool_call,
         ide_tool=rule.ide_tool,
-        error=rule.error,
+        error=rule.error.worded() if rule.error is not None else None,
         delay_ms=rule.delay_ms,
         action=rule.action,
         rule=index,

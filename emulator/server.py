@@ -108,6 +108,8 @@ def build_ws_app(rt: Runtime) -> web.Application:
             await ws.close()
 
         conn = RpcConnection(sink=ws.send_str, closer=closer, handler=handler, knobs=rt.knobs)
+        if rt.knobs.single_client:
+            await evict_others(rt)
         rt.connections.add(conn)
         conn.start()
         try:
@@ -133,6 +135,14 @@ def build_ws_app(rt: Runtime) -> web.Application:
     app.router.add_get("/ws", endpoint)
     app.on_shutdown.append(close_all)
     return app
+
+
+async def evict_others(rt: Runtime) -> None:
+    """SINGLE_CLIENT knob: the runtime keeps only its newest client connection."""
+    for other in list(rt.connections):
+        log.info("EMULATOR single client: closing connection %d for a new one", other.id)
+        rt.connections.discard(other)
+        await other.close()
 
 
 def machine_token_ok(request: web.Request, workdir: WorkDir) -> bool:
@@ -203,6 +213,12 @@ async def serve(options: StartOptions, knobs: Knobs) -> int:
     if knobs.require_machine_token:
         workdir.ensure_machine_token()
         log.info("EMULATOR WebSocket upgrades require %s", MACHINE_TOKEN_HEADER)
+    instance = workdir.claim_instance()
+    if instance is None:
+        log.warning(
+            "EMULATOR WARNING: another runtime instance runs on this work dir "
+            "(two live instances on one work dir, lingma-protocol.md §7.5)"
+        )
     rt = Runtime.create(knobs, workdir)
     if rt.user() is None:
         log.info("EMULATOR No cached user info, please login.")
@@ -241,7 +257,10 @@ async def _run(rt: Runtime, options: StartOptions) -> int:
             rt.http_port,
             ipc_text,
         )
+        noise = asyncio.create_task(make_noise(rt)) if rt.knobs.noise_ms else None
         await _wait_for_stop_signal()
+        if noise is not None:
+            noise.cancel()
         log.info("EMULATOR stopping")
     finally:
         if ipc_server is not None:
@@ -251,6 +270,21 @@ async def _run(rt: Runtime, options: StartOptions) -> int:
         if ipc is not None:
             _remove_socket(ipc)
     return 0
+
+
+async def make_noise(rt: Runtime) -> None:
+    """NOISE_MS knob: pushes that belong to no client's turn, to every connection, forever."""
+    update = {"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "NOISE"}}
+    other = {
+        "sessionId": "noise-session",
+        "_meta": {"ai-coding/request-id": "noise-request"},
+        "update": update,
+    }
+    while True:
+        await asyncio.sleep(rt.knobs.noise_ms / 1000)
+        for conn in list(rt.connections):
+            await conn.push("snapshot/syncAll", {})
+            conn.notify("session/update", other)
 
 
 async def _wait_for_stop_signal() -> None:

@@ -20,6 +20,18 @@ REQUIRE_MACHINE_TOKEN=1  WebSocket upgrades need Cosy-MachineToken = cache/machi
 Tools module (tools.py, §12.8; off by default):
 TOOLS=1                agent-mode turns run a rule's `ide_tool` through tool/invoke (scripts.py)
 TOOL_TIMEOUT_MS        how long a turn waits for the client's tool verdict (default 5000)
+Variants the spec leaves open (lingma-protocol.md §13; all off by default):
+SINGLE_CLIENT=1        a new WebSocket connection closes every earlier one (one client at a time)
+CANCEL_NO_REPLY=1      session/cancel sent as a request is never answered (it still stops the turn)
+SESSION_NEW_HANG=1     session/new is never answered (LP's "desktop app exited" hang, §6.13)
+SESSION_NEW_ERROR=CODE session/new answers a JSON-RPC error with this code (e.g. -32603)
+ACP_FINISH_STATUS=1    ACP chat_finish data also carries `statusCode` (by default only
+                       `reason` and `fullAnswer`, as §5.4 documents it)
+NOISE_MS=N             every N ms, unrelated pushes to every connection: `snapshot/syncAll`
+                       and another session's `session/update` chunk (text NOISE)
+By default turns also push `snapshot/syncAll` after step_end (§5.3, §5.4: seen during turns),
+and an ACP error finish words its status in `reason` ("429 Too Many Requests: ..."). Script
+rules may name an error `kind` (rate_limit, quota, login) for the wordings of §10 / §14.10.
 """
 
 from __future__ import annotations
@@ -104,6 +116,12 @@ class Knobs:
     require_machine_token: bool = False
     tools: bool = False
     tool_timeout_ms: int = 5000
+    single_client: bool = False
+    cancel_no_reply: bool = False
+    session_new_hang: bool = False
+    session_new_error: int = 0  # 0: session/new works
+    acp_finish_status: bool = False
+    noise_ms: int = 0
 
 
 def _text(env: Mapping[str, str], name: str) -> str:
@@ -121,6 +139,17 @@ def _int(env: Mapping[str, str], name: str, default: int, *, high: int = 10**9) 
     if not 0 <= value <= high:
         raise SettingsError(f"{PREFIX}{name}={value} is outside 0..{high}")
     return value
+
+
+def _code(env: Mapping[str, str], name: str) -> int:
+    """A JSON-RPC error code (negative allowed); 0 or unset means off."""
+    raw = _text(env, name)
+    if not raw:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}={raw!r} is not an integer error code") from None
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -210,4 +239,10 @@ def knobs_from_env(env: Mapping[str, str] | None = None) -> Knobs:
         require_machine_token=_flag(env, "REQUIRE_MACHINE_TOKEN"),
         tools=_flag(env, "TOOLS"),
         tool_timeout_ms=_int(env, "TOOL_TIMEOUT_MS", 5000, high=600_000),
+        single_client=_flag(env, "SINGLE_CLIENT"),
+        cancel_no_reply=_flag(env, "CANCEL_NO_REPLY"),
+        session_new_hang=_flag(env, "SESSION_NEW_HANG"),
+        session_new_error=_code(env, "SESSION_NEW_ERROR"),
+        acp_finish_status=_flag(env, "ACP_FINISH_STATUS"),
+        noise_ms=_int(env, "NOISE_MS", 0, high=60_000),
     )

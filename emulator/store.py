@@ -9,6 +9,7 @@ deleting `cache/user` logs out, exactly as with the real binary.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
@@ -22,7 +23,8 @@ import msgspec
 from emulator.user_cache import UserFileError, UserRecord, decrypt_user, encrypt_user
 
 # Never copied by --copyDataDir: the login and this instance's own discovery files and logs.
-_NOT_COPIED = {".info", ".info.json", "logs"}
+_NOT_COPIED = {".info", ".info.json", "logs", ".emulator-instance.lock"}
+INSTANCE_LOCK = ".emulator-instance.lock"
 _NOT_COPIED_IN_CACHE = {"user", "id"}
 
 
@@ -139,6 +141,22 @@ class WorkDir:
             token = secrets.token_hex(16)
             write_atomically(self.machine_token_path, msgspec.json.encode({"token": token}))
         return token
+
+    # -- instances ----------------------------------------------------------------------
+
+    def claim_instance(self) -> int | None:
+        """An flock held for this process's life; None when another live instance holds it.
+
+        Only detection: the real runtime's behaviour with two instances on one dir is unknown
+        (lingma-protocol.md §7.5, §13), so the emulator logs it and carries on.
+        """
+        fd = os.open(self.root / INSTANCE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
 
     # -- discovery files ----------------------------------------------------------------
 

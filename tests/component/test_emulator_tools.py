@@ -111,8 +111,11 @@ def agent_ask(request_id: str, text: str) -> dict[str, Any]:
 
 
 async def acp_prompt(client: RpcClient, request_id: str, text: str, mode: str = "agent") -> None:
+    """`mode` "" leaves `ai-coding/mode` out: public clients send "agent" or nothing (§5.4)."""
     session = await client.call("session/new", {"cwd": "/w", "mcpServers": []})
-    meta = {"ai-coding/request-id": request_id, "ai-coding/mode": mode}
+    meta = {"ai-coding/request-id": request_id}
+    if mode:
+        meta["ai-coding/mode"] = mode
     prompt = [{"type": "text", "text": text}]
     await client.call(
         "session/prompt", {"sessionId": session["sessionId"], "prompt": prompt, "_meta": meta}
@@ -286,7 +289,7 @@ async def test_no_tool_traffic_without_the_knob_or_outside_agent_mode(
     on = await connect(http, emulators["on"].emu.ws_url)
     await on.call("chat/ask", {**agent_ask("n-3", "read it"), "mode": "normal"})
     await on.wait_for(finished("n-3"))
-    await acp_prompt(on, "n-4", "read it", mode="chat")
+    await acp_prompt(on, "n-4", "read it", mode="")
     await on.wait_for(acp_finished("n-4"))
     assert answer_text(on, "n-3") == "Done reading." == acp_text(on, "n-4")
     for client in (off, on):

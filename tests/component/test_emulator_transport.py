@@ -152,8 +152,17 @@ async def test_initialize_both_styles(client: RpcClient) -> None:
         "initialize", {"protocolVersion": 1, "clientCapabilities": {}, "timestamp": 1}
     )
     empty = await client.call("initialize", {})
-    for result in (lsp, acp, empty):
-        assert result["serverInfo"] == {"name": "lingma-emulator", "version": "2.11.1-emulator"}
+    merged = await client.call(
+        "initialize",
+        {"rootUri": "file:///tmp/x", "protocolVersion": 1, "clientCapabilities": {}},
+    )
+    for result in (lsp, acp, empty, merged):
+        # Named as the real runtime names itself (§4); the emulator says what it is beside it.
+        assert result["serverInfo"] == {
+            "name": "lingma",
+            "version": "2.11.1-emulator",
+            "emulator": "lingma-emulator",
+        }
         assert result["capabilities"]["textDocumentSync"]["change"] == 2
 
 
