@@ -152,7 +152,9 @@ class AcpFlow:
                         yield end
                         return
                     continue
-                event = _event(method, params, ask, errors)
+                if not _own(method, params, ask):
+                    continue  # another chat's, or nobody's: it must not reset our clock
+                event = _event(method, params, errors)
                 clock.heard(output=_is_output(event))
                 if event is not None:
                     yield event
@@ -177,12 +179,20 @@ class AcpFlow:
         return isinstance(acp_event(params.get("update")), End)
 
 
-def _event(method: str, params: dict[str, Any], ask: Ask, errors: list[str]) -> Event | None:
+def _own(method: str, params: dict[str, Any], ask: Ask) -> bool:
+    """Is this push about `ask`? Its request id, or (none given) its session id, says so."""
+    request_id = push_request_id(params)
+    if request_id:
+        return request_id == ask.request_id
+    return method == "session/update" and params.get("sessionId") == ask.session_id
+
+
+def _event(method: str, params: dict[str, Any], errors: list[str]) -> Event | None:
     if method == "chat/finish":  # the legacy finish also appears in this flow (§5.4)
         return end_from(params, " ".join(errors))
     if method == "chat/process_step_callback" and params.get("status") in ("error", "failed"):
         errors.append(error_detail(params) or f"step {params.get('step')} failed")
-    if method != "session/update" or push_request_id(params) not in ("", ask.request_id):
+    if method != "session/update":
         return None
     update = params.get("update")
     error = _error_notification(update)

@@ -99,7 +99,7 @@ class LegacyFlow:
                     break
                 raise clock.expired()
             method, params = push
-            if not _mine(params, ask):
+            if not _mine(method, params, ask):
                 continue
             if method == "chat/answer" and params.get("isFiltered") is True:
                 log.warning("the runtime filtered the answer (isFiltered): ending it")
@@ -133,7 +133,7 @@ class LegacyFlow:
             await conn.call("chat/stop", params, timers.stop_settle_s)
 
     def ends_turn(self, method: str, params: dict[str, Any], ask: Ask) -> bool:
-        return method == "chat/finish" and _mine(params, ask)
+        return method == "chat/finish" and _mine(method, params, ask)
 
 
 def _event(method: str, params: dict[str, Any], errors: list[str]) -> Event | None:
@@ -168,9 +168,17 @@ def _check_accepted(reply: Any) -> None:
     raise rpc_failure(RpcError(0, message or "chat/ask refused", "chat/ask"))
 
 
-def _mine(params: dict[str, Any], ask: Ask) -> bool:
+ANSWER_METHODS = frozenset({"chat/answer", "chat/think", "chat/finish", "context/usage/sync"})
+
+
+def _mine(method: str, params: dict[str, Any], ask: Ask) -> bool:
+    """This ask's push: its requestId, else its sessionId; with neither, only an answer push
+    counts (the ask holds the connection), never e.g. `snapshot/syncAll`, which would
+    otherwise keep a stalled answer's silence from ever being noticed."""
     request_id = params.get("requestId")
     if request_id:
         return bool(request_id == ask.request_id)
     session_id = params.get("sessionId")
-    return not session_id or session_id == ask.session_id
+    if session_id:
+        return bool(session_id == ask.session_id)
+    return method in ANSWER_METHODS
