@@ -187,6 +187,10 @@ class LegacyStream:
             if first:
                 await self._answer("")  # the real runtime interleaves empty deltas
                 first = False
+        if answer.overwrite is not None:
+            await self._answer(answer.overwrite, overwrite=True)
+        if answer.filtered:
+            await self._answer("", filtered=True)
         if answer.action is not None:
             await run_fault(self.turn.conn, answer.action)
         if answer.error is not None:
@@ -229,13 +233,15 @@ class LegacyStream:
             "session/title/update", {"sessionId": self.turn.session_id, "sessionTitle": title}
         )
 
-    async def _answer(self, text: str) -> None:
+    async def _answer(self, text: str, *, overwrite: bool = False, filtered: bool = False) -> None:
+        if overwrite:
+            self.sent.clear()
         self.sent.append(text)
         params = {
             **self.base,
             "text": text,
-            "overwrite": False,
-            "isFiltered": False,
+            "overwrite": overwrite,
+            "isFiltered": filtered,
             "timestamp": int(time.time() * 1000),
             "extra": {"sessionType": self.session_type},
         }

@@ -10,7 +10,9 @@ the front's format), `native_tool_call` (an ACP tool card announced and complete
 `error`, `delay_ms`, `action`, `times`, and `ide_tool`. An `error` is `{status, message}` or
 names a `kind` worded as lingma-protocol.md §10 / §14.10 show it (status defaulted, message
 filled in): `rate_limit` (429, the in-band `TOO_MANY_REQUESTS {"code":"429",...}` envelope),
-`quota` (403 with code 110) or `login` (403 with code 105, "Login expired").
+`quota` (403 with code 110) or `login` (403 with code 105, "Login expired"). Legacy-only
+keys: `overwrite` (text sent after the reply in a `chat/answer` with `overwrite: true`) and
+`filtered` (a final `chat/answer` with `isFiltered: true`).
 
     "ide_tool": {"name": "read_file", "parameters": {"filePath": "/x"}, "async": false}
 
@@ -122,6 +124,10 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     delay_ms: int = 0
     action: Action | None = None
     times: int | None = None  # apply to the first N matching requests only
+    # Legacy chat/answer variants (§5.3): after the reply, one delta with `overwrite: true`
+    # carrying this text, or one with `isFiltered: true`.
+    overwrite: str | None = None
+    filtered: bool = False
 
 
 class ScriptFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -139,6 +145,8 @@ class Answer:
     error: ErrorSpec | None = None
     delay_ms: int = 0
     action: Action | None = None
+    overwrite: str | None = None
+    filtered: bool = False
     rule: int | None = None  # index of the rule that decided, None for the default reply
 
 
@@ -235,7 +243,10 @@ def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: st
     if rule.tool_call is not None:
         parts.append(render_tool_call(rule.tool_call.name, rule.tool_call.arguments))
     scripted_outcome = (
-        rule.error is not None or rule.action is not None or rule.native_tool_call is not None
+        rule.error is not None
+        or rule.action is not None
+        or rule.native_tool_call is not None
+        or rule.reply == ""  # an explicitly empty answer
     )
     if not parts and not scripted_outcome:
         parts.append(default_reply(model, latest, 0))
@@ -250,5 +261,7 @@ def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: st
         error=rule.error.worded() if rule.error is not None else None,
         delay_ms=rule.delay_ms,
         action=rule.action,
+        overwrite=rule.overwrite,
+        filtered=rule.filtered,
         rule=index,
     )

@@ -44,6 +44,10 @@ class Emulator:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    def log(self) -> str:
+        """The runtime log, `logs/lingma.log` in its work dir."""
+        return (self.work_dir / "logs" / "lingma.log").read_text()
+
 
 def start_emulator(
     children: ChildProcesses,

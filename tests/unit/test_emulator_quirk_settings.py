@@ -34,9 +34,30 @@ def test_quirk_knobs_parse_like_the_other_flags() -> None:
     assert not knobs_from_env({"LINGMA_EMULATOR_BROADCAST": "0"}).broadcast
 
 
+def test_open_question_variants_are_off_by_default_and_parse() -> None:
+    knobs = knobs_from_env({})
+    assert not (knobs.single_client or knobs.cancel_no_reply or knobs.session_new_hang)
+    assert (knobs.session_new_error, knobs.acp_finish_status, knobs.noise_ms) == (0, False, 0)
+    knobs = knobs_from_env(
+        {
+            "LINGMA_EMULATOR_SINGLE_CLIENT": "1",
+            "LINGMA_EMULATOR_CANCEL_NO_REPLY": "yes",
+            "LINGMA_EMULATOR_SESSION_NEW_HANG": "on",
+            "LINGMA_EMULATOR_SESSION_NEW_ERROR": "-32603",
+            "LINGMA_EMULATOR_ACP_FINISH_STATUS": "true",
+            "LINGMA_EMULATOR_NOISE_MS": "50",
+        }
+    )
+    assert knobs.single_client and knobs.cancel_no_reply and knobs.session_new_hang
+    assert (knobs.session_new_error, knobs.acp_finish_status, knobs.noise_ms) == (-32603, True, 50)
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
+        ("SESSION_NEW_ERROR", "oops"),
+        ("NOISE_MS", "-5"),
+        ("SINGLE_CLIENT", "sometimes"),
         ("OFF_BY_ONE", "maybe"),
         ("BROADCAST", "2"),
         ("REQUIRE_MACHINE_TOKEN", "required"),

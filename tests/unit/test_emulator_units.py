@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from emulator.rpc_framing import FrameDecoder, frame
-from emulator.scripts import Action, ScriptBook, default_reply, latest_user_turn
+from emulator.scripts import (
+    Action,
+    ErrorKind,
+    ErrorSpec,
+    ScriptBook,
+    default_reply,
+    latest_user_turn,
+)
 from emulator.settings import SettingsError, knobs_from_env, parse_users
 from emulator.user_cache import UserFileError, decrypt_user, encrypt_user, new_user
 from front.tools import render_tool_call
@@ -107,3 +114,13 @@ def test_settings_from_env() -> None:
         knobs_from_env({"LINGMA_EMULATOR_FRAME_MODE": "weird"})
     with pytest.raises(SettingsError):
         knobs_from_env({"LINGMA_EMULATOR_FIRST_TOKEN_MS": "-1"})
+
+
+def test_error_kinds_are_worded_as_the_spec_shows() -> None:
+    limited = ErrorSpec(kind=ErrorKind.RATE_LIMIT).worded()
+    assert limited.status == 429 and limited.message.startswith('TOO_MANY_REQUESTS {"code":"429"')
+    quota = ErrorSpec(kind=ErrorKind.QUOTA, message="月额度已用完").worded()
+    assert (quota.status, quota.message) == (403, '{"code":"110","message":"月额度已用完"}')
+    assert ErrorSpec(kind=ErrorKind.LOGIN).worded().message.endswith('"Login expired"}')
+    plain = ErrorSpec(status=500, message="boom")
+    assert plain.worded() is plain
