@@ -180,6 +180,8 @@ async def test_upstream_errors_map_to_error_codes(worker: WorkerProcess, client:
             {"match": "boom", "error": {"status": 500, "message": "server exploded"}},
             {"match": "slow", "error": {"status": 408, "message": "too slow"}},
             {"match": "drop", "reply": "half", "action": "drop"},
+            {"match": "empty", "reply": ""},
+            {"match": "expired", "error": {"kind": "login"}},
         ]
     )
     boom = (await chat(client, "boom")).failure
@@ -187,6 +189,11 @@ async def test_upstream_errors_map_to_error_codes(worker: WorkerProcess, client:
     assert (await chat(client, "slow")).failure.code is ErrorCode.UPSTREAM_TIMEOUT
     dropped = await chat(client, "drop")
     assert dropped.failure.code is ErrorCode.UPSTREAM_ERROR and dropped.text == "half"
+    # A success finish with nothing in it is an upstream error, never an empty 200.
+    empty = (await chat(client, "empty")).failure
+    assert empty.code is ErrorCode.UPSTREAM_ERROR and "without an answer" in empty.message
+    # No statusCode in the ACP finish (§5.4): the wording says the login is gone.
+    assert (await chat(client, "expired")).failure.code is ErrorCode.NOT_LOGGED_IN
     assert (await chat(client, "fine again")).finish.served_by == "acct-a"
 
 
@@ -203,7 +210,8 @@ async def test_rate_limit_cools_the_account_down_then_recovers(
     recovered = await wait_state(client, WorkerState.READY, timeout=5.0)
     assert recovered.cooldown_until == 0.0 and recovered.stats.upstream_429_total >= 1
     assert "You said" in (await chat(client, "after the pause")).text
-    # An operator can end a cooldown at once.
+    # An operator can end a cooldown at once; quota wording takes the same 429 path (§14.10).
+    worker.set_script([{"match": "busy", "error": {"kind": "quota"}}])
     assert (await chat(client, "busy again")).failure.code is ErrorCode.UPSTREAM_RATE_LIMITED
     assert (await pong(client)).state is WorkerState.DEGRADED
     assert isinstance(await client.call(lambda i: ClearCooldown(id=i), 5.0), Ok)
@@ -325,3 +333,17 @@ async def test_bad_frames_get_typed_errors(worker: WorkerProcess) -> None:
             await stream.recv()
     finally:
         await stream.close()
+
+
+async def test_a_connection_lost_before_any_output_is_retried_once(
+    worker: WorkerProcess, client: MuxClient
+) -> None:
+    worker.set_script([{"match": "flaky", "action": "drop", "times": 1}])
+    result = await chat(client, "flaky line")
+    assert "You said: flaky line" in result.text
+    asked = [r for r in worker.records() if r["text"] == "flaky line"]
+    assert len(asked) == 2 and asked[0]["request_id"] != asked[1]["request_id"]
+    # Once output has reached the client, a lost connection is a failure, not a retry.
+    worker.set_script([{"match": "flaky", "reply": "half", "action": "drop"}])
+    dropped = await chat(client, "flaky again")
+    assert dropped.failure.code is ErrorCode.UPSTREAM_ERROR and dropped.text == "half"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from protocol.channel import MuxClient
-from protocol.messages import ChatRequest, ErrorCode, Message, Reasoning
+from protocol.messages import ChatRequest, ErrorCode, FinishReason, Message, Reasoning
 from tests.component.worker_support import (
     WorkerProcess,
     chat,
@@ -134,3 +134,31 @@ async def test_cancel_sends_chat_stop(worker: WorkerProcess, client: MuxClient) 
         return (await pong(client)).stats.in_flight == 0
 
     await wait_until_async(idle, 5.0, "the cancelled chat to be released")
+
+
+async def test_an_overwrite_replaces_a_non_streamed_answer_only(
+    worker: WorkerProcess, client: MuxClient
+) -> None:
+    worker.set_script([{"match": "redo", "reply": "first draft", "overwrite": "clean copy"}])
+    held = await chat(client, "redo it", stream=False)
+    assert held.text == "clean copy"  # the runtime replaced the text (§5.3 overwrite)
+    streamed = await chat(client, "redo it again")
+    assert streamed.text == "first draft"  # already sent: logged, not taken back
+    assert "cannot take them back" in worker.log_path.read_text()
+
+
+async def test_a_filtered_answer_ends_as_a_content_filter(
+    worker: WorkerProcess, client: MuxClient
+) -> None:
+    worker.set_script([{"match": "forbidden", "reply": "Some", "filtered": True}])
+    result = await chat(client, "forbidden topic")
+    assert result.finish.reason is FinishReason.CONTENT_FILTER and result.text == "Some"
+
+
+async def test_a_lease_lost_before_any_output_is_retried_once(
+    worker: WorkerProcess, client: MuxClient
+) -> None:
+    worker.set_script([{"match": "flaky", "action": "drop", "times": 1}])
+    result = await chat(client, "flaky legacy")
+    assert "You said: flaky legacy" in result.text
+    assert len([r for r in worker.records() if r["text"] == "flaky legacy"]) == 2

@@ -157,3 +157,25 @@ def test_anthropic_stop_sequence_reason() -> None:
         messages_body("msg_1", "qwen", Collected(text=["a"], outcome=outcome))
     )
     assert message.stop_reason == "stop_sequence" and message.stop_sequence == "END"
+
+
+def test_a_content_filter_end_is_named_in_each_api() -> None:
+    """The runtime's `chat/answer.isFiltered` (lingma-protocol.md §5.3) as each API says it."""
+    filtered = Outcome(finish_reason="content_filter")
+    chat = oc.ChatCompletion.model_validate(
+        chat_body(plan(), Collected(text=["x"], outcome=filtered), "chatcmpl-1", 1)
+    )
+    assert chat.choices[0].finish_reason == "content_filter"
+    message = at.Message.model_validate(
+        messages_body("msg_1", "qwen", Collected(text=["x"], outcome=filtered))
+    )
+    assert message.stop_reason == "refusal"
+    extras = {"tools": [], "tool_choice": "auto", "parallel_tool_calls": True}
+    renderer = ResponsesStreamRenderer("resp_1", 1, "qwen", extras)
+    events = [
+        RESPONSE_EVENTS.validate_json(data) for _, data in sse(everything(renderer, filtered))
+    ]
+    assert events[-1].type == "response.incomplete"
+    final = events[-1].response
+    assert final.status == "incomplete" and final.incomplete_details is not None
+    assert final.incomplete_details.reason == "content_filter"
