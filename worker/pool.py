@@ -31,6 +31,7 @@ from worker.rpc import RpcClosed, RpcConnection
 log = logging.getLogger(__name__)
 
 EVICTION_WINDOW_S = 3.0  # a connection lost this soon after we opened another: evicted
+LEASE_ATTEMPTS = 3
 
 
 class ClientMode(enum.StrEnum):
@@ -63,17 +64,25 @@ class LingmaClient:
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
         )
         self._shared: list[RpcConnection | None] = [None] * max(1, shared)
-        self._slot_locks = [asyncio.Lock() for _ in self._shared]
+        # One connection opens at a time: on a one-client runtime each open evicts the last,
+        # and concurrent opens would keep evicting each other before the switch to one.
+        self._open_lock = asyncio.Lock()
         self._turns = itertools.count()
         self._idle: list[RpcConnection] = []
         self._leased: set[RpcConnection] = set()
         self._last_open_started = 0.0
         self._evicted_at = 0.0
+        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def one_client(self) -> bool:
+        """The runtime has shown it serves one client at a time (re-read after every await)."""
+        return self.mode is ClientMode.SINGLE
 
     async def connect(self, port: int, timeout: float) -> None:
         """Open and initialize the first shared connection; raises while the runtime is not up."""
@@ -103,16 +112,32 @@ class LingmaClient:
 
     async def lease(self) -> RpcConnection:
         """A connection for one legacy ask, its `ask_slot` held: give it back with `release`."""
-        while True:
-            if self.mode is ClientMode.SINGLE:
-                connection = await self._shared_connection(0, self.rpc_timeout)
-            else:
-                connection = self._idle_connection() or await self._open(self.rpc_timeout)
-                self._leased.add(connection)
+        for _attempt in range(LEASE_ATTEMPTS):
+            connection = await self._lease_candidate()
+            if connection is None:
+                continue  # the runtime turned out to take one client: use that one
             await connection.ask_slot.acquire()
             if not connection.closed:
                 return connection
             await self.release(connection, reusable=False)  # lost while we waited its turn
+        raise RpcClosed("no runtime connection stayed open for the ask")
+
+    async def _lease_candidate(self) -> RpcConnection | None:
+        if self.one_client:
+            return await self._shared_connection(0, self.rpc_timeout)
+        connection = self._idle_connection()
+        if connection is None:
+            async with self._open_lock:
+                if self.one_client:
+                    return None
+                try:
+                    connection = await self._open(self.rpc_timeout)
+                except RpcClosed:
+                    if self.one_client:  # evicted while it initialized
+                        return None
+                    raise
+        self._leased.add(connection)
+        return connection
 
     async def release(self, connection: RpcConnection, *, reusable: bool) -> None:
         if connection.ask_slot.locked():
@@ -149,16 +174,19 @@ class LingmaClient:
         connection = self._shared[index]
         if connection is not None and not connection.closed:
             return connection
-        async with self._slot_locks[index]:
+        async with self._open_lock:
+            if self.one_client:
+                index = 0  # an eviction switched modes while we waited
             connection = self._shared[index]
             if connection is None or connection.closed:
                 connection = await self._open(timeout)
-                if self.mode is ClientMode.SINGLE:
-                    index = 0  # an eviction switched modes while this one opened
+                if self.one_client:
+                    index = 0  # ... or while this one opened
                 self._shared[index] = connection
             return connection
 
     async def _open(self, timeout: float) -> RpcConnection:
+        """Connect and initialize; callers hold `_open_lock`."""
         if self._closed:
             raise RpcClosed("client closed")
         started = self._last_open_started = time.monotonic()
@@ -207,7 +235,8 @@ class LingmaClient:
         self.mode = ClientMode.SINGLE
         others = [c for c in (*self._idle, *self._shared) if c is not None and c is not survivor]
         self._shared = [survivor]
-        self._slot_locks = [asyncio.Lock()]
         self._idle.clear()
         for other in others:
-            asyncio.get_running_loop().create_task(other.close())
+            task = asyncio.get_running_loop().create_task(other.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)

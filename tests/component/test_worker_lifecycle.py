@@ -17,6 +17,7 @@ import pytest
 from protocol.channel import MuxClient
 from protocol.messages import (
     EXIT_CANNOT_START,
+    BinaryState,
     ChatRequest,
     Drain,
     ErrorCode,
@@ -282,3 +283,34 @@ async def test_rejected_credentials_leave_the_account_degraded_with_a_login_url(
     finally:
         await client.close()
     assert "wrong-password" not in worker.log_path.read_text()
+
+
+async def test_a_second_worker_on_the_work_dir_waits_for_the_first_binary(
+    children: ChildProcesses, sock_dir: Path
+) -> None:
+    """Never two binaries on one work dir (§7.5): the newcomer waits, then takes over."""
+    first_root, second_root = sock_dir / "a", sock_dir / "b"
+    first_root.mkdir()
+    second_root.mkdir()
+    first = start_worker(children, make_spec(first_root), first_root)
+    client_a = MuxClient(first.spec.socket_path)
+    ready = await login_via_callback(client_a)  # its binary holds the work dir now
+    shared = {"work_dir": first.spec.work_dir}
+    second = start_worker(children, make_spec(second_root, **shared), second_root)
+    client_b = MuxClient(second.spec.socket_path)
+    try:
+
+        async def waiting() -> bool:
+            return (await pong(client_b)).binary is BinaryState.WAITING_FOR_WORK_DIR
+
+        await wait_until_async(waiting, 10.0, "the second worker to wait for the work dir")
+        assert (await pong(client_b)).binary_pid is None
+        os.kill(first.proc.pid, signal.SIGTERM)
+        taken_over = await wait_state(client_b, WorkerState.READY, timeout=20.0)
+        assert taken_over.login == "logged_in" and taken_over.binary_pid != ready.binary_pid
+        assert not _is_alive(ready.binary_pid)
+    finally:
+        await client_a.close()
+        await client_b.close()
+    log = (Path(first.spec.work_dir) / "logs" / "lingma.log").read_text()
+    assert "another runtime instance" not in log

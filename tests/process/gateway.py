@@ -82,8 +82,9 @@ class Gateway:
         path = self.root / "gw.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def write_config(self, accounts: dict[str, str]) -> None:
-        self.config_path.write_text(render_config(self.root, self.port, accounts))
+    def write_config(self, accounts: dict[str, str], extra: str = "") -> None:
+        """`extra` is appended: TOML keys there belong to the last account."""
+        self.config_path.write_text(render_config(self.root, self.port, accounts) + extra)
 
     async def status(self) -> StatusReply:
         reply = await request(self.control, StatusQuery(), timeout=5)
@@ -159,10 +160,12 @@ class Gateway:
         return proc.returncode, out.decode(), err.decode()
 
 
-def start_gateway(children: ChildProcesses, root: Path, accounts: dict[str, str]) -> Gateway:
+def start_gateway(
+    children: ChildProcesses, root: Path, accounts: dict[str, str], *, extra: str = ""
+) -> Gateway:
     (root / "rt").mkdir(mode=0o700, exist_ok=True)
     gateway = Gateway(root=root, port=free_port(), proc=None)  # type: ignore[arg-type]
-    gateway.write_config(accounts)
+    gateway.write_config(accounts, extra)
     # The shell only redirects and execs (same pid): the log file is never held open here.
     redirect = 'exec "$0" "$@" >> "$LGW_LOG" 2>&1'
     gateway.proc = children.start(
