@@ -438,6 +438,7 @@ class WorkerStatus(Base, frozen=True, kw_only=True):
     models: int = 0
     cooldown_s: float = 0.0
     last_exit: str = ""
+    binary: BinaryState = BinaryState.STOPPED  # where the account's Lingma binary is
 
 
 class StatusReply(Base, tag_field="type", tag="status_reply", frozen=True, kw_only=True):

@@ -5,7 +5,8 @@ stand-in (multiprocessing's spawn start method re-imports the parent's main scri
 heavy supervisor modules are imported inside the subcommands that need them.
 
 Exit codes: 0 success; 1 the supervisor refused the request (or `status`: degraded, or
-`serve`: another instance already runs on that runtime dir);
+`serve`: another instance already runs on that runtime dir, or `doctor`: an unknown account or
+an unreachable runtime);
 3 not running; 4 status unknown (permission denied, timeout, bad reply); 78 bad config
 (EX_CONFIG, from `serve` and `check-config`; also `serve` when its runtime/state directory is
 unusable or no front can listen at all);
@@ -25,6 +26,7 @@ EXIT_REFUSED = 1
 EXIT_NOT_RUNNING = 3
 EXIT_UNKNOWN = 4
 EXIT_BAD_CONFIG = 78
+DOCTOR_MODULE = "worker.doctor"  # run by module name: the supervisor never imports worker code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
     reload = sub.add_parser("reload", parents=[control], help="re-read the config (like SIGHUP)")
     reload.set_defaults(handler=cmd_reload)
+    doctor = sub.add_parser(
+        "doctor", help="probe one account's Lingma runtime and write a redacted transcript"
+    )
+    doctor.add_argument("name", metavar="NAME", help="the account name")
+    doctor.add_argument("--config", required=True, metavar="FILE", help="the TOML config file")
+    doctor.add_argument(
+        "--chat", action="store_true", help="also one tiny ACP ask, one legacy ask and one cancel"
+    )
+    doctor.add_argument("--transcript", metavar="PATH", default="", help="transcript file")
+    doctor.add_argument("--json", action="store_true", help="machine-readable findings")
+    doctor.set_defaults(handler=cmd_doctor)
+
     for name, handler, text in (
         ("restart-worker", cmd_restart_worker, "restart one account's worker, clearing cooldown"),
         ("login", cmd_login, "start the login of one account (auto-login or a manual URL)"),
@@ -150,6 +164,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"lingma-gw: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     return result
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """The account's WorkerSpec, from the config, on the probe's stdin (it holds secrets)."""
+    import subprocess
+
+    import msgspec
+
+    from supervisor.specs import worker_spec
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_BAD_CONFIG
+    account = next((a for a in config.accounts if a.name == args.name), None)
+    if account is None:
+        names = ", ".join(a.name for a in config.accounts)
+        print(
+            f"lingma-gw: no account {args.name!r} in {args.config} (have: {names})", file=sys.stderr
+        )
+        return EXIT_REFUSED
+    spec = worker_spec(config, account, socket_path="")
+    command = [sys.executable, "-m", DOCTOR_MODULE, "--spec", "-", *doctor_flags(args)]
+    done = subprocess.run(command, input=msgspec.json.encode(spec), check=False)
+    return done.returncode
+
+
+def doctor_flags(args: argparse.Namespace) -> list[str]:
+    """The doctor's own options, passed through (add new probe switches here)."""
+    flags = ["--chat"] if args.chat else []
+    if args.transcript:
+        flags += ["--transcript", args.transcript]
+    if args.json:
+        flags.append("--json")
+    return flags
 
 
 # --------------------------------------------------------------------------- control commands

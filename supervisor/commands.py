@@ -16,6 +16,7 @@ import msgspec
 
 from protocol.framing import FrameError
 from protocol.messages import (
+    BinaryState,
     ControlError,
     ControlOk,
     ControlReply,
@@ -153,6 +154,7 @@ class Commands:
             models=pong.models if pong is not None else 0,
             cooldown_s=max(0.0, pong.cooldown_until - time.time()) if pong is not None else 0.0,
             last_exit=handle.last_exit,
+            binary=pong.binary if pong is not None else BinaryState.STOPPED,
         )
 
     def stats(self) -> ControlOk:

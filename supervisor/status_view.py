@@ -9,7 +9,7 @@ Exit codes follow LSB `status` conventions where they exist:
 
 from __future__ import annotations
 
-from protocol.messages import LoginState, StatusReply, WorkerState, WorkerStatus
+from protocol.messages import BinaryState, LoginState, StatusReply, WorkerState, WorkerStatus
 
 EXIT_OK = 0
 EXIT_DEGRADED = 1
@@ -139,6 +139,11 @@ def _next_step(row: WorkerStatus) -> str:
         return (
             f"   {row.name}: FATAL - fix the cause (last exit above, `journalctl -u lingma-gw`), "
             f"then `lingma-gw restart-worker {row.name}`"
+        )
+    if row.binary is BinaryState.WAITING_FOR_WORK_DIR:
+        return (
+            f"   {row.name}: waiting for the previous Lingma binary to leave the work dir "
+            "(its pid is in the work dir's .lingma-gw.lock)"
         )
     if row.state != WorkerState.READY and row.login in (LoginState.LOGGED_OUT, LoginState.FAILED):
         return (

@@ -295,8 +295,8 @@ async def test_a_second_worker_on_the_work_dir_waits_for_the_first_binary(
     first = start_worker(children, make_spec(first_root), first_root)
     client_a = MuxClient(first.spec.socket_path)
     ready = await login_via_callback(client_a)  # its binary holds the work dir now
-    shared = {"work_dir": first.spec.work_dir}
-    second = start_worker(children, make_spec(second_root, **shared), second_root)
+    second_spec = make_spec(second_root, work_dir=first.spec.work_dir)
+    second = start_worker(children, second_spec, second_root)
     client_b = MuxClient(second.spec.socket_path)
     try:
 

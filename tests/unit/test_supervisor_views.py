@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from protocol.messages import (
+    BinaryState,
     LoginState,
     MetricFamily,
     MetricSample,
@@ -95,6 +96,15 @@ def test_status_table_like_systemctl() -> None:
     assert "\033[31mfatal" in colored and "\033[32mready" in colored
 
 
+def test_an_account_waiting_for_its_work_dir_says_so() -> None:
+    base = reply(S.READY)
+    waiting = msgspec.structs.replace(
+        base.workers[0], state=S.STARTING, binary=BinaryState.WAITING_FOR_WORK_DIR
+    )
+    text = render(msgspec.structs.replace(base, workers=[waiting]))
+    assert "acct-0: waiting for the previous Lingma binary to leave the work dir" in text
+
+
 def test_human_units() -> None:
     assert [human_bytes(n) for n in (512, 2048, 3 * 1024**3)] == ["512B", "2.0K", "3.0G"]
     assert [human_duration(s) for s in (5, 65, 7200, 90000)] == ["5s", "1m5s", "2h0m", "1d1h"]
@@ -139,6 +149,21 @@ def test_specs_carry_the_config(tmp_path: Path) -> None:
     moved = msgspec.structs.replace(spec, socket_path="/elsewhere")
     assert not spec_changed(spec, moved)
     assert spec_changed(spec, msgspec.structs.replace(spec, max_concurrency=1))
+    lingma = 'binary = "/opt/Lingma"\nsetup_timeout_s = 3\nacp_connections = 2'
+    fidelity = (
+        BASE.replace('binary = "/opt/Lingma"', lingma) + "\n[sessions]\nlegacy_reuse = true\n"
+    )
+    tuned = worker_spec(config(tmp_path, fidelity, "f.toml"), cfg.accounts[0], "")
+    assert (tuned.setup_timeout_s, tuned.acp_connections, tuned.legacy_session_reuse) == (
+        3.0,
+        2,
+        True,
+    )
+    assert (spec.first_token_timeout_s, spec.silence_timeout_s, spec.legacy_idle_end_s) == (
+        120.0,
+        60.0,
+        10.0,
+    )
 
 
 def test_merge_families_labels_and_dedupes() -> None:
