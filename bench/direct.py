@@ -205,7 +205,8 @@ class LingmaConnection:
             raise RuntimeError(f"session/new answered {created!r}"[:200])
         model_params = {"sessionId": session_id, "modelId": model, "timestamp": now, "_meta": {}}
         await self.call("session/set_model", model_params)
-        meta = {ACP_REQUEST_ID: request_id, "ai-coding/mode": "chat", "ai-coding/model": model}
+        # `ai-coding/mode` is "agent" or absent, as public clients send it (§5.4).
+        meta = {ACP_REQUEST_ID: request_id, "ai-coding/model": model}
         prompt = [{"type": "text", "text": question}]
         await self.call(
             "session/prompt", {"sessionId": session_id, "prompt": prompt, "_meta": meta}

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from emulator.turns import usage_for
 from protocol.channel import MuxClient
 from protocol.framing import MAX_FRAME, ConnectionClosed, open_framed
 from protocol.messages import (
@@ -99,6 +100,8 @@ async def test_streaming_chat_over_acp(worker: WorkerProcess, client: MuxClient)
     record = worker.records()[-1]
     # `ai-coding/mode` is "agent" or absent, as public clients send it (§5.4), never "chat".
     assert (record["flow"], record["model"], record["mode"]) == ("acp", "auto", "")
+    # Prompt tokens are the runtime's own context_usage.usedTokens when it sends them.
+    assert finish.usage.prompt_tokens == usage_for("hello there", result.text).total_tokens
     assert (record["text"], record["session_id"]) == ("hello there", finish.upstream_session)
 
 
