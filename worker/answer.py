@@ -53,6 +53,20 @@ class Answer:
         return "".join(self.text_parts)
 
     @property
+    def sent(self) -> bool:
+        """Has any of it reached the client? (A non-streamed answer is held until the end.)"""
+        return self._stream and self.first_token_at is not None
+
+    def restart(self) -> None:
+        """Forget what came so far (only before anything was sent): the turn is asked again."""
+        assert not self.sent
+        self._splitter = ThinkSplitter()
+        self._held.clear()
+        self.text_parts.clear()
+        self.reasoning_chars = self.tool_calls = self.used_tokens = 0
+        self.first_token_at = None
+
+    @property
     def empty(self) -> bool:
         """Nothing a client could use: no text and no tool call."""
         return not self.tool_calls and not any(part.strip() for part in self.text_parts)

@@ -178,14 +178,16 @@ class ChatService:
             await self._let_go(turn, client)
 
     async def _converse(self, turn: Turn, client: LingmaClient, generation: int) -> Flow:
-        """One upstream turn; a connection lost before any output is retried once."""
+        """One upstream turn; a connection lost before any output reached the client is retried
+        once (a shared connection also drops the chats of others: theirs are retried too)."""
         for attempt in (1, 2):
             try:
                 return await self._converse_once(turn, client, generation)
             except ConnectionLost as exc:
-                if attempt == 2 or turn.answer.first_token_at is not None:
+                if attempt == 2 or turn.answer.sent:
                     raise
-                log.info("%s before any output: retrying on a fresh connection", exc.message)
+                log.info("%s before the client got any of it: asking again", exc.message)
+                turn.answer.restart()
                 await self._let_go(turn, client)
                 if turn.ask is not None:  # the abandoned attempt's session goes too
                     self._on_discard(turn.ask.session_id, generation)

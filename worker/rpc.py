@@ -54,6 +54,7 @@ class RpcClosed(ConnectionError):
 
 class ConnState(enum.StrEnum):
     OPEN = "open"
+    BROKEN = "broken"  # a send failed: nothing new goes here, the reader is winding down
     CLOSED = "closed"  # we closed it
     LOST = "lost"  # the runtime closed it, or it broke
 
@@ -209,7 +210,7 @@ class RpcConnection:
         await self._send({"jsonrpc": "2.0", "method": method, "params": params or {}})
 
     async def close(self) -> None:
-        if self.state is ConnState.OPEN:
+        if self.state in (ConnState.OPEN, ConnState.BROKEN):
             self.state = ConnState.CLOSED
         with contextlib.suppress(Exception):
             await self._ws.close()
@@ -223,6 +224,9 @@ class RpcConnection:
         try:
             await self._ws.send_str(encode_message(message))
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            if self.state is ConnState.OPEN:  # no later caller should pick this one any more
+                self.state = ConnState.BROKEN
+                self._reader.cancel()
             raise RpcClosed(f"send failed: {exc}") from exc
 
     async def _read_loop(self) -> None:
@@ -242,7 +246,7 @@ class RpcConnection:
             self._ended()
 
     def _ended(self) -> None:
-        lost = self.state is ConnState.OPEN
+        lost = self.state in (ConnState.OPEN, ConnState.BROKEN)
         if lost:
             self.state = ConnState.LOST
         for future in self._pending.values():

@@ -77,6 +77,9 @@ def render_config(
         f"max_in_flight = {max_in_flight}",
         "[lingma]",
         f"rpc_timeout_s = {rpc_timeout_s}",
+        # A stalled answer fails within the request's deadline: no first token, or silence.
+        f"first_token_timeout_s = {rpc_timeout_s}",
+        f"silence_timeout_s = {rpc_timeout_s}",
         "cooldown_s = 2",
         "env = " + _inline(pacing),
         "[browser]",

@@ -267,20 +267,19 @@ async def test_sigkill_front_other_front_keeps_serving(
 
 # Emulator faults from its script. Each client sends one kind of request; the rules hold on
 # both accounts (routing may pick either), except the 429 that only acct-a's emulator returns.
+# These are faults of one chat and must stay with that chat. A dropped runtime connection is
+# another kind: ACP chats share it (lingma-protocol.md §3.6), see the scenario after this one.
 FAULT_RULES: list[dict[str, object]] = [
     {"match": "flt-500 ", "error": {"status": 500, "message": "scripted 500"}},
     {"match": "flt-500mid ", "reply": "partial", "error": {"status": 500, "message": "mid"}},
     {"match": "flt-timeout ", "delay_ms": 6000, "reply": "too late"},
-    {"match": "flt-drop ", "action": "drop"},
-    {"match": "flt-dropmid ", "reply": "partial", "action": "drop"},
     {"match": "flt-garbage ", "reply": "partial and then garbage", "action": "garbage"},
     {"match": "flt-hang ", "reply": "partial", "action": "hang"},
     {"match": "flt-429all ", "error": {"status": 429, "message": "slow down"}},
 ]
 ONLY_A = [{"match": "flt-429one ", "error": {"status": 429, "message": "slow down"}}]
 CLIENT_FAULTS = [
-    "flt-429one", "flt-500", "flt-500mid", "flt-timeout",
-    "flt-drop", "flt-dropmid", "flt-garbage", "flt-hang",
+    "flt-429one", "flt-500", "flt-500mid", "flt-timeout", "flt-garbage", "flt-hang",
 ]  # fmt: skip
 
 
@@ -289,15 +288,11 @@ def expected(fault: str, stream: bool) -> set[tuple[Kind, int]]:
     ok = {(Kind.OK, 200)}
     upstream_early = {(Kind.HTTP_ERROR, 502)}  # failed before any text: a real status
     upstream_late = {(Kind.STREAM_ERROR, 200)} if stream else upstream_early
-    # A drop can beat the partial text out of the emulator: then it fails before the first byte.
-    dropped_late = upstream_late | upstream_early
     return {
         "flt-429one": ok,  # moved to acct-b, which is healthy
         "flt-500": upstream_early,
         "flt-500mid": upstream_late,
         "flt-timeout": {(Kind.HTTP_ERROR, 504)},
-        "flt-drop": upstream_early,
-        "flt-dropmid": dropped_late,
         "flt-garbage": ok,
         "flt-hang": {(Kind.STREAM_ERROR, 200)} if stream else {(Kind.HTTP_ERROR, 504)},
         "": ok,
@@ -358,6 +353,43 @@ async def test_emulator_faults_under_load(
     assert payload["error"]["type"] == "rate_limit_error"
     await wait_cooled_and_back(gateway, ACCOUNTS)
     figures.record("emulator_faults", clients=load.clients, sent=len(results), **by_fault)
+
+
+async def test_a_dropped_runtime_connection_under_load(
+    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+) -> None:
+    """The runtime drops a connection that ACP chats share (§3.6): every chat on it loses it.
+
+    The chat that hit the drop, and every other one whose client had not been sent anything
+    yet (all non-streamed ones), is asked again on a fresh connection; streams that had already
+    sent text end with an in-band error. Then the load flows as before.
+    """
+    await all_ready(gateway)
+    rule = [{"match": "flt-drop ", "action": "drop", "times": 1}]
+    load = Load(gateway.base_url)
+    load.start()
+    try:
+        await load.wait_for(WARMUP)
+        for name in ACCOUNTS:
+            set_script(gateway.root, name, rule)
+        dropped_at = time.monotonic()
+        dropper = await one_request(
+            http, gateway.base_url, client=99, api="openai", stream=False, text="flt-drop x"
+        )
+        await load.wait_for(AFTER)
+    finally:
+        results = await load.stop()
+        for name in ACCOUNTS:
+            set_script(gateway.root, name, [])
+    assert dropper.kind is Kind.OK, describe_failures([dropper])  # asked again, answered
+    assert_bounded(results)
+    plain, streams = split(results)
+    assert all(r.kind is Kind.OK for r in plain), describe_failures(plain)
+    lost = [r for r in streams if r.kind is not Kind.OK]
+    for r in lost:
+        shared_loss = r.kind is Kind.STREAM_ERROR and "connection lost" in r.detail
+        assert shared_loss and in_flight_at(r, dropped_at), describe_failures([r])
+    figures.record("dropped_shared_connection", sent=len(results), streams_lost=len(lost))
 
 
 async def wait_cooled_and_back(gw: Gateway, names: list[str]) -> None:
