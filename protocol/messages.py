@@ -24,7 +24,7 @@ API_VERSION = 1
 # Reserved exit codes (sysexits.h) meaning "restarting will not help": the supervisor marks
 # the process FATAL instead of entering a crash loop.
 EXIT_CANNOT_START = 78  # EX_CONFIG: the spec or the binary is unusable
-EXIT_ACCOUNT_UNUSABLE = 77  # EX_NOPERM: the account cannot be logged in at all
+EXIT_ACCOUNT_UNUSABLE = 77  # EX_NOPERM: reserved; auto-login failures never exit with it
 RESERVED_EXIT_CODES = frozenset({EXIT_CANNOT_START, EXIT_ACCOUNT_UNUSABLE})
 
 
