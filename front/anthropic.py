@@ -20,7 +20,6 @@ from front.auth import require_api_key
 from front.context import CONTEXT
 from front.errors import ApiFlavor
 from front.httpkit import admit_chat, json_response, read_body
-from front.limits import estimate_tokens
 from front.plan import (
     ChatPlan,
     bad_request,
@@ -171,19 +170,17 @@ async def messages(request: web.Request) -> web.StreamResponse:
     ctx, _body, plan, meta = await admit_chat(request, MessagesBody, plan_messages)
     message_id = f"msg_{secrets.token_hex(12)}"
     if plan.stream:
-        renderer = AnthropicStreamRenderer(
-            message_id, plan.model, estimate_tokens(plan.prompt_chars)
-        )
+        renderer = AnthropicStreamRenderer(message_id, plan.model, plan.prompt_tokens)
         return await stream_response(request, ctx, plan, meta, renderer)
     result = await collect(ctx, plan, meta)
     return json_response(messages_body(message_id, plan.model, result))
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """Claude Code probes this; an estimate (about 4 characters per token) over the whole prompt."""
+    """Claude Code probes this: the estimate (protocol/tokens.py) the reply's usage will report."""
     ctx = request.app[CONTEXT]
     require_api_key(request.headers, ctx.spec.api_keys)
     body = await read_body(request, MessagesBody)
     plan = plan_messages(body, default_model=ctx.spec.default_model, affinity_header=None)
-    payload: dict[str, Any] = {"input_tokens": estimate_tokens(plan.prompt_chars)}
+    payload: dict[str, Any] = {"input_tokens": plan.prompt_tokens}
     return json_response(payload)

@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
-from front.limits import LimitHit, OutputLimiter, estimate_tokens
+from front.limits import LimitHit, OutputLimiter
 from front.plan import ChatPlan
 from front.tool_stream import Segment, ToolTextParser
 from front.tools import ParsedCall, ToolNames, forced_fallback
 from protocol.messages import Delta, Finish, FinishReason, Reasoning, ToolCall
+from protocol.tokens import TokenCount
 
 FrontEvent = Delta | Reasoning | ToolCall
 _json = msgspec.json.Encoder()
@@ -59,7 +60,7 @@ class EventPipeline:
         # No tools and no limits: text passes through untouched (the relay's hot path).
         self._plain = self._parser is None and not self._limiter.active
         self.calls = 0
-        self.output_chars = 0
+        self.output = TokenCount()
         self.first_output_ms: float | None = None
 
     @property
@@ -73,7 +74,7 @@ class EventPipeline:
         if type(event) is Delta:
             return self._delta(event)
         if isinstance(event, Reasoning):
-            self._count(len(event.text))
+            self._count(event.text)
             return [event]
         if isinstance(event, ToolCall):
             return self._native_call(event)
@@ -81,7 +82,7 @@ class EventPipeline:
 
     def _delta(self, event: Delta) -> list[FrontEvent]:
         if self._plain:
-            self._count(len(event.text))
+            self._count(event.text)
             return [event]
         if self._parser is None:
             return self._texts((event.text,))
@@ -127,7 +128,7 @@ class EventPipeline:
         for text in texts:
             visible = self._limiter.feed(text) if limit else text
             if visible:
-                self._count(len(visible))
+                self._count(visible)
                 out.append(Delta(id=0, text=visible))
             if self.limited:
                 break
@@ -142,7 +143,8 @@ class EventPipeline:
 
     def _call(self, name: str, arguments_json: str) -> ToolCall:
         self.calls += 1
-        self._count(len(name) + len(arguments_json))
+        self._count(name)
+        self._count(arguments_json)
         return ToolCall(
             id=0,
             call_id=new_call_id(self._plan.call_id_prefix),
@@ -150,10 +152,10 @@ class EventPipeline:
             arguments_json=arguments_json,
         )
 
-    def _count(self, chars: int) -> None:
+    def _count(self, text: str) -> None:
         if self.first_output_ms is None:
             self.first_output_ms = (self._clock() - self._started) * 1000
-        self.output_chars += chars
+        self.output.add(text)
 
     def _outcome(self, finish: Finish | None, served_by: str) -> Outcome:
         hit = self._limiter.hit
@@ -172,8 +174,8 @@ class EventPipeline:
         return Outcome(
             finish_reason=reason,
             stop_sequence=self._limiter.stop_sequence,
-            prompt_tokens=prompt or estimate_tokens(self._plan.prompt_chars),
-            completion_tokens=completion or estimate_tokens(self.output_chars),
+            prompt_tokens=prompt or self._plan.prompt_tokens,
+            completion_tokens=completion or self.output.tokens,
             served_by=(finish.served_by if finish else "") or served_by,
             model=finish.model if finish else "",
             first_token_ms=(finish.first_token_ms if finish else None) or self.first_output_ms,

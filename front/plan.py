@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from front.errors import ApiError, ApiFlavor, ErrorKind
 from front.tools import tool_instructions
 from protocol.messages import Message, ToolSpec
+from protocol.tokens import estimate_messages_tokens
 
 MAX_STOP_SEQUENCES = 16
 
@@ -32,8 +33,9 @@ class ChatPlan:
     call_id_prefix: str = "call_"
 
     @property
-    def prompt_chars(self) -> int:
-        return sum(len(m.text) for m in self.messages)
+    def prompt_tokens(self) -> int:
+        """The prompt's estimate: what count_tokens, message_start and the worker's usage say."""
+        return estimate_messages_tokens(self.messages)
 
     @property
     def parses_tools(self) -> bool:

@@ -33,13 +33,14 @@ from protocol.messages import (
     Usage,
     WorkerSpec,
 )
+from protocol.tokens import TokenCount, estimate_messages_tokens, estimate_tokens
 from worker import flows, upstream
 from worker.admission import Admission, Overloaded
 from worker.flows import AcpFlow, LegacyFlow
 from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
 from worker.pool import LingmaClient
-from worker.prompt import estimate_messages_tokens, estimate_tokens, flatten, has_text
+from worker.prompt import flatten, has_text
 from worker.rpc import RpcClosed, RpcConnection, RpcError
 from worker.sessions import SessionCache, SessionEntry, conversation_key, split_latest_turn
 from worker.think import Part, ThinkSplitter
@@ -72,7 +73,7 @@ class Turn:
     looked_up: bool = False
     reused: bool = False
     answer: list[str] = field(default_factory=list)
-    reasoning_chars: int = 0
+    reasoning: TokenCount = field(default_factory=TokenCount)
     first_token_at: float | None = None
     tool_calls: int = 0
     kept: bool = False  # its upstream session went into the cache for the next turn
@@ -329,7 +330,7 @@ class ChatService:
                 turn.answer.append(text)
                 emit(Delta(id=turn.request.id, text=text))
             else:
-                turn.reasoning_chars += len(text)
+                turn.reasoning.add(text)
                 emit(Reasoning(id=turn.request.id, text=text))
 
     @staticmethod
@@ -364,7 +365,7 @@ class ChatService:
             reason=FinishReason.TOOL_CALLS if turn.tool_calls else FinishReason.STOP,
             usage=Usage(
                 prompt_tokens=estimate_messages_tokens(request.messages),
-                completion_tokens=estimate_tokens(answer) + turn.reasoning_chars // 4,
+                completion_tokens=estimate_tokens(answer) + turn.reasoning.tokens,
             ),
             upstream_session=session_id,
             served_by=self.spec.name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from front.errors import ApiFlavor
-from front.limits import LimitHit, OutputLimiter, estimate_tokens
+from front.limits import LimitHit, OutputLimiter
 from front.pipeline import EventPipeline, FrontEvent, Outcome
 from front.plan import ChatPlan
 from front.tools import render_tool_call
@@ -19,6 +19,7 @@ from protocol.messages import (
     ToolSpec,
     Usage,
 )
+from protocol.tokens import estimate_messages_tokens
 
 pytestmark = pytest.mark.unit
 
@@ -63,8 +64,9 @@ def test_plain_text_passes_through_unchanged() -> None:
 
 
 def test_usage_is_estimated_when_the_worker_reports_none() -> None:
-    _, outcome = run(plan(), ["x" * 10], Finish(id=1))
-    assert outcome.prompt_tokens == estimate_tokens(40) == 10
+    p = plan()
+    _, outcome = run(p, ["x" * 10], Finish(id=1))
+    assert outcome.prompt_tokens == estimate_messages_tokens(p.messages) == 10
     assert outcome.completion_tokens == 3
 
 
