@@ -1,0 +1,81 @@
+"""One token count per prompt (count_tokens = message_start = final usage) and /v1/models' ids."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.component.api_support import AUTH, messages_body, post
+from tests.harness import Gateway, start_gateway
+from tests.helpers import ChildProcesses
+
+pytestmark = pytest.mark.component
+
+ALIASES = {"claude-*": "auto", "gpt-4?": "auto", "house-model": "auto"}
+WEATHER = {
+    "name": "get_weather",
+    "description": "天气 for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Gateway]:
+    root = Path(tempfile.mkdtemp(prefix="lgw-um-", dir="/tmp"))
+    children = ChildProcesses()
+    try:
+        yield start_gateway(
+            children,
+            root,
+            workers=1,
+            worker_overrides={"model_aliases": ALIASES},
+            model_aliases={"o[13]*": "auto", "team-model": "auto"},
+        )
+    finally:
+        children.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def http(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
+    gateway.set_script([])
+    async with aiohttp.ClientSession(base_url=gateway.base_url) as session:
+        yield session
+
+
+@pytest.mark.parametrize("tools", [[], [WEATHER]], ids=["plain", "with-tools"])
+async def test_count_tokens_equals_the_usage_of_the_reply(
+    http: aiohttp.ClientSession, tools: list[dict[str, object]]
+) -> None:
+    body = messages_body("请用中文简单介绍一下上海 and keep it short", system="你是一个助手。")
+    if tools:
+        body["tools"] = tools
+    status, counted, _ = await post(http, "/v1/messages/count_tokens", body)
+    assert status == 200
+    expected = counted["input_tokens"]
+    status, reply, _ = await post(http, "messages", body)
+    assert status == 200 and reply["usage"]["input_tokens"] == expected
+    status, _, events = await post(http, "messages", {**body, "stream": True})
+    assert status == 200
+    usages = {name: data for name, data in events if name in ("message_start", "message_delta")}
+    assert usages["message_start"]["message"]["usage"]["input_tokens"] == expected
+    assert usages["message_delta"]["usage"]["input_tokens"] == expected
+
+
+async def test_count_tokens_counts_cjk_characters_as_tokens(http: aiohttp.ClientSession) -> None:
+    latin = (await post(http, "/v1/messages/count_tokens", messages_body("abcd" * 8)))[1]
+    cjk = (await post(http, "/v1/messages/count_tokens", messages_body("上海" * 8)))[1]
+    assert (latin["input_tokens"], cjk["input_tokens"]) == (8, 16)
+
+
+async def test_models_lists_real_ids_and_plain_aliases_only(http: aiohttp.ClientSession) -> None:
+    async with http.get("/v1/models", headers=AUTH) as response:
+        assert response.status == 200
+        ids = [entry["id"] for entry in (await response.json())["data"]]
+    assert "auto" in ids and {"house-model", "team-model"} <= set(ids)
+    assert not [model_id for model_id in ids if set(model_id) & set("*?[")], ids
