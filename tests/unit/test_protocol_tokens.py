@@ -15,7 +15,9 @@ from protocol.tokens import TokenCount, estimate_messages_tokens, estimate_token
 
 pytestmark = pytest.mark.unit
 
-MIXED = st.text(alphabet=st.sampled_from("ab 1.\n你好世界こんにちは한국어，。Ａ"), max_size=60)
+FULLWIDTH = "\uff0c\u3002\uff21"  # full-width comma, ideographic full stop, full-width A
+ALPHABET = "ab 1.\n你好世界こんにちは한국어" + FULLWIDTH
+MIXED = st.text(alphabet=st.sampled_from(ALPHABET), max_size=60)
 
 
 def test_latin_text_is_four_characters_per_token_rounded_up() -> None:
@@ -28,7 +30,7 @@ def test_each_cjk_character_is_one_token() -> None:
     assert estimate_tokens("你好世界") == 4  # Han
     assert estimate_tokens("こんにちは") == 5  # kana
     assert estimate_tokens("한국어") == 3  # Hangul
-    assert estimate_tokens("，。Ａ") == 3  # CJK punctuation and full-width forms
+    assert estimate_tokens(FULLWIDTH) == 3  # CJK punctuation and full-width forms
     assert estimate_tokens("你好 abcd") == 2 + 2  # two Han, then " abcd" = 5 others
 
 
