@@ -1,8 +1,9 @@
 """Runs in the front: turns one worker's chat events into what the client sees.
 
 Applies, in order: emulated tool-call parsing (declared tools only), the tool_choice policy
-(required/forced hold the text back and fall back to reading a bare JSON reply as the forced
-tool's arguments), stop sequences and the max-token budget, and usage/latency accounting.
+(required/forced hold the text back and drop it when a call was made; front/forced.py decides
+what a reply without one becomes), stop sequences and the max-token budget, and usage/latency
+accounting.
 Pure and synchronous: one call per event, so relaying costs no extra task switches.
 """
 
@@ -17,7 +18,7 @@ import msgspec
 from front.limits import LimitHit, OutputLimiter
 from front.plan import ChatPlan
 from front.tool_stream import Segment, ToolTextParser
-from front.tools import ParsedCall, ToolNames, forced_fallback
+from front.tools import ParsedCall, ToolNames
 from protocol.messages import Delta, Finish, FinishReason, Reasoning, ToolCall
 from protocol.tokens import TokenCount
 
@@ -115,12 +116,6 @@ class EventPipeline:
         held, self._held = "".join(self._held), []
         if self.calls:
             return []  # a forced/required call was made: the surrounding prose is dropped
-        forced = self._plan.forced_tool
-        if forced is None and self._plan.tool_choice == "required" and len(self._plan.tools) == 1:
-            forced = self._plan.tools[0].name
-        call = forced_fallback(held, forced, self._names) if forced else None
-        if call is not None:
-            return [self._call(call.name, _json.encode(call.arguments).decode())]
         return self._texts((held,))
 
     def _texts(self, texts: Iterable[str], *, limit: bool = True) -> list[FrontEvent]:

@@ -22,6 +22,7 @@ from aiohttp import web
 from front.admission import AdmissionRejected
 from front.context import FrontContext
 from front.errors import ApiError, ErrorKind, from_failure, no_ready_account_message
+from front.forced import needs_call, reply_with_call
 from front.pipeline import EventPipeline, FrontEvent, Outcome
 from front.plan import ChatPlan
 from front.sse import CoalescingWriter, StreamRenderer, open_stream
@@ -170,32 +171,45 @@ async def run_chat(
             retry_after=exc.retry_after,
         ) from None
     try:
-        pipeline = EventPipeline(plan)
-        chat = build_chat_request(plan, meta)
-        async with contextlib.aclosing(worker_events(ctx, chat, meta)) as events:
-            async for event in events:
-                if event is RESTART:
-                    pipeline = EventPipeline(plan)
-                    yield RESTART
-                    continue
-                if isinstance(event, Failure):
-                    raise from_failure(event)
-                if isinstance(event, Finish):
-                    tail, outcome = pipeline.finish(event, meta.served_by)
-                    for item in tail:
-                        yield item
-                    yield outcome
-                    return
-                for item in pipeline.feed(event):
-                    yield item
-                if pipeline.limited:
-                    break  # leaving the stream cancels the worker's upstream answer
-        tail, outcome = pipeline.finish(None, meta.served_by)
-        for item in tail:
-            yield item
-        yield outcome
+        if needs_call(plan):  # a forced tool choice may take a second ask: front/forced.py
+            replies = reply_with_call(plan, lambda again: one_reply(ctx, again, meta))
+        else:
+            replies = one_reply(ctx, plan, meta)
+        async with contextlib.aclosing(replies) as items:
+            async for item in items:
+                yield item
     finally:
         ctx.admission.release()
+
+
+async def one_reply(
+    ctx: FrontContext, plan: ChatPlan, meta: RequestMeta
+) -> AsyncGenerator[FrontEvent | Outcome | Restart, None]:
+    """One ask to a worker, through the event pipeline."""
+    pipeline = EventPipeline(plan)
+    chat = build_chat_request(plan, meta)
+    async with contextlib.aclosing(worker_events(ctx, chat, meta)) as events:
+        async for event in events:
+            if event is RESTART:
+                pipeline = EventPipeline(plan)
+                yield RESTART
+                continue
+            if isinstance(event, Failure):
+                raise from_failure(event)
+            if isinstance(event, Finish):
+                tail, outcome = pipeline.finish(event, meta.served_by)
+                for item in tail:
+                    yield item
+                yield outcome
+                return
+            for item in pipeline.feed(event):
+                yield item
+            if pipeline.limited:
+                break  # leaving the stream cancels the worker's upstream answer
+    tail, outcome = pipeline.finish(None, meta.served_by)
+    for item in tail:
+        yield item
+    yield outcome
 
 
 def _record(

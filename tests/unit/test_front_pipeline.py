@@ -89,11 +89,13 @@ def test_tool_choice_none_does_not_parse() -> None:
     assert text_of(events) == call and outcome.finish_reason == "stop"
 
 
-def test_forced_tool_holds_text_and_falls_back_to_bare_arguments() -> None:
+def test_forced_tool_holds_text_until_the_end() -> None:
     p = plan(tools=[WEATHER], tool_choice="get_weather")
-    events, outcome = run(p, ['{"city": ', '"Paris"}'], Finish(id=1))
-    assert [type(e) for e in events] == [ToolCall]
-    assert outcome.finish_reason == "tool_calls"
+    pipeline = EventPipeline(p)
+    assert pipeline.feed(Delta(id=1, text='{"city": ')) == []
+    assert pipeline.feed(Delta(id=1, text='"Paris"}')) == []
+    tail, _ = pipeline.finish(Finish(id=1))
+    assert text_of(tail) == '{"city": "Paris"}'
 
 
 def test_forced_tool_drops_prose_around_a_call() -> None:
