@@ -1,4 +1,5 @@
-"""One token count per prompt (count_tokens = message_start = final usage) and /v1/models' ids."""
+"""What users of the reference gateway rely on, through a real front and worker: one token count
+per prompt (count_tokens = message_start = final usage), /v1/models' ids, /internal/stats keys."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.component.api_support import AUTH, messages_body, post
-from tests.harness import Gateway, start_gateway
+from tests.harness import ADMIN_TOKEN, Gateway, start_gateway
 from tests.helpers import ChildProcesses
 
 pytestmark = pytest.mark.component
@@ -79,3 +80,22 @@ async def test_models_lists_real_ids_and_plain_aliases_only(http: aiohttp.Client
         ids = [entry["id"] for entry in (await response.json())["data"]]
     assert "auto" in ids and {"house-model", "team-model"} <= set(ids)
     assert not [model_id for model_id in ids if set(model_id) & set("*?[")], ids
+
+
+async def test_internal_stats_keeps_the_reference_keys(http: aiohttp.ClientSession) -> None:
+    assert (await post(http, "messages", messages_body("hello stats")))[0] == 200
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with http.get("/internal/stats", headers=admin) as response:
+        assert response.status == 200
+        stats = await response.json()
+    assert {"ok", "stats", "concurrency", "pool", "session_cache", "front"} <= set(stats)
+    [worker] = stats["pool"]
+    assert stats["stats"]["requests_total"] == worker["stats"]["requests_total"] >= 1
+    assert stats["stats"]["prompt_tokens_total"] == worker["stats"]["prompt_tokens_total"] > 0
+    cache = stats["session_cache"]
+    assert (cache["entries"], cache["hits"], cache["misses"]) == (
+        worker["stats"]["sessions"],
+        worker["stats"]["session_hits"],
+        worker["stats"]["session_misses"],
+    )
+    assert 0.0 <= cache["hit_rate"] <= 1.0
