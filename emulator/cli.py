@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import setproctitle
 import uvloop
 
 from emulator.server import StartOptions, serve
@@ -86,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             for key, value in payload.items():
                 print(f"{key}: {value}")
         return
+    # Which runtime this is, in ps/top: the work dir names the account it serves.
+    port = f" (port {args.socketPort})" if args.socketPort else ""
+    setproctitle.setproctitle(f"{EMULATOR_NAME}: {args.workDir}{port}")
     options = StartOptions(
         work_dir=args.workDir,
         socket_port=args.socketPort,

@@ -159,7 +159,12 @@ class Gateway:
         return proc.returncode, out.decode(), err.decode()
 
 
-def start_gateway(children: ChildProcesses, root: Path, accounts: dict[str, str]) -> Gateway:
+def start_gateway(
+    children: ChildProcesses,
+    root: Path,
+    accounts: dict[str, str],
+    env: dict[str, str] | None = None,
+) -> Gateway:
     (root / "rt").mkdir(mode=0o700, exist_ok=True)
     gateway = Gateway(root=root, port=free_port(), proc=None)  # type: ignore[arg-type]
     gateway.write_config(accounts)
@@ -167,7 +172,7 @@ def start_gateway(children: ChildProcesses, root: Path, accounts: dict[str, str]
     redirect = 'exec "$0" "$@" >> "$LGW_LOG" 2>&1'
     gateway.proc = children.start(
         ["/bin/sh", "-c", redirect, *LINGMA_GW, "serve", "--config", str(gateway.config_path)],
-        env={"LGW_LOG": str(root / "gw.log")},
+        env={"LGW_LOG": str(root / "gw.log"), **(env or {})},
     )
     return gateway
 
