@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.harness import API_KEY
+from tests.harness import API_KEY, Gateway, start_gateway
+from tests.helpers import ChildProcesses
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
+
+
+@contextlib.contextmanager
+def running_gateway(prefix: str, **options: Any) -> Iterator[Gateway]:
+    """A gateway (tests/harness.py) in a fresh /tmp directory, removed with its processes."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    children = ChildProcesses()
+    try:
+        yield start_gateway(children, root, **options)
+    finally:
+        children.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def client_session(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session on the gateway, with no emulator script in force."""
+    gateway.set_script([])
+    async with aiohttp.ClientSession(base_url=gateway.base_url) as session:
+        yield session
 
 
 def sse_events(raw: str) -> list[tuple[str, Any]]:

@@ -7,18 +7,14 @@ retry instruction decides what the retry says. Every API, streamed and not.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.component.api_support import post
-from tests.harness import ADMIN_TOKEN, Gateway, start_gateway
-from tests.helpers import ChildProcesses
+from tests.component.api_support import client_session, post, running_gateway
+from tests.harness import ADMIN_TOKEN, Gateway
 
 pytestmark = pytest.mark.component
 
@@ -40,19 +36,13 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[Gateway]:
-    root = Path(tempfile.mkdtemp(prefix="lgw-ft-", dir="/tmp"))
-    children = ChildProcesses()
-    try:
-        yield start_gateway(children, root, workers=1)
-    finally:
-        children.kill_all()
-        shutil.rmtree(root, ignore_errors=True)
+    with running_gateway("lgw-ft-", workers=1) as gateway:
+        yield gateway
 
 
 @pytest.fixture
 async def http(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
-    gateway.set_script([])
-    async with aiohttp.ClientSession(base_url=gateway.base_url) as session:
+    async with client_session(gateway) as session:
         yield session
 
 

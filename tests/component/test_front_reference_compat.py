@@ -3,17 +3,19 @@ per prompt (count_tokens = message_start = final usage), /v1/models' ids, /inter
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.component.api_support import AUTH, messages_body, post
-from tests.harness import ADMIN_TOKEN, Gateway, start_gateway
-from tests.helpers import ChildProcesses
+from tests.component.api_support import (
+    AUTH,
+    client_session,
+    messages_body,
+    post,
+    running_gateway,
+)
+from tests.harness import ADMIN_TOKEN, Gateway
 
 pytestmark = pytest.mark.component
 
@@ -27,25 +29,17 @@ WEATHER = {
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[Gateway]:
-    root = Path(tempfile.mkdtemp(prefix="lgw-um-", dir="/tmp"))
-    children = ChildProcesses()
-    try:
-        yield start_gateway(
-            children,
-            root,
-            workers=1,
-            worker_overrides={"model_aliases": ALIASES},
-            model_aliases={"o[13]*": "auto", "team-model": "auto"},
-        )
-    finally:
-        children.kill_all()
-        shutil.rmtree(root, ignore_errors=True)
+    aliases = {"model_aliases": ALIASES}
+    front_aliases = {"o[13]*": "auto", "team-model": "auto"}
+    with running_gateway(
+        "lgw-um-", workers=1, worker_overrides=aliases, model_aliases=front_aliases
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture
 async def http(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
-    gateway.set_script([])
-    async with aiohttp.ClientSession(base_url=gateway.base_url) as session:
+    async with client_session(gateway) as session:
         yield session
 
 
