@@ -17,6 +17,8 @@ docs/tool-emulation-methodology.md "Retry Guidance"):
 3. else a 502 that says so.
 
 Prose is never shown: streamed clients see reasoning as it comes and the call at the end.
+Each ask is a whole `run_chat` (admission, routing, retries on another worker), within the
+request's one deadline; the same affinity normally brings the retry to the same account.
 """
 
 from __future__ import annotations

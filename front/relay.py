@@ -171,45 +171,41 @@ async def run_chat(
             retry_after=exc.retry_after,
         ) from None
     try:
-        if needs_call(plan):  # a forced tool choice may take a second ask: front/forced.py
-            replies = reply_with_call(plan, lambda again: one_reply(ctx, again, meta))
-        else:
-            replies = one_reply(ctx, plan, meta)
-        async with contextlib.aclosing(replies) as items:
-            async for item in items:
-                yield item
+        pipeline = EventPipeline(plan)
+        chat = build_chat_request(plan, meta)
+        async with contextlib.aclosing(worker_events(ctx, chat, meta)) as events:
+            async for event in events:
+                if event is RESTART:
+                    pipeline = EventPipeline(plan)
+                    yield RESTART
+                    continue
+                if isinstance(event, Failure):
+                    raise from_failure(event)
+                if isinstance(event, Finish):
+                    tail, outcome = pipeline.finish(event, meta.served_by)
+                    for item in tail:
+                        yield item
+                    yield outcome
+                    return
+                for item in pipeline.feed(event):
+                    yield item
+                if pipeline.limited:
+                    break  # leaving the stream cancels the worker's upstream answer
+        tail, outcome = pipeline.finish(None, meta.served_by)
+        for item in tail:
+            yield item
+        yield outcome
     finally:
         ctx.admission.release()
 
 
-async def one_reply(
+def chat_items(
     ctx: FrontContext, plan: ChatPlan, meta: RequestMeta
 ) -> AsyncGenerator[FrontEvent | Outcome | Restart, None]:
-    """One ask to a worker, through the event pipeline."""
-    pipeline = EventPipeline(plan)
-    chat = build_chat_request(plan, meta)
-    async with contextlib.aclosing(worker_events(ctx, chat, meta)) as events:
-        async for event in events:
-            if event is RESTART:
-                pipeline = EventPipeline(plan)
-                yield RESTART
-                continue
-            if isinstance(event, Failure):
-                raise from_failure(event)
-            if isinstance(event, Finish):
-                tail, outcome = pipeline.finish(event, meta.served_by)
-                for item in tail:
-                    yield item
-                yield outcome
-                return
-            for item in pipeline.feed(event):
-                yield item
-            if pipeline.limited:
-                break  # leaving the stream cancels the worker's upstream answer
-    tail, outcome = pipeline.finish(None, meta.served_by)
-    for item in tail:
-        yield item
-    yield outcome
+    """`run_chat`'s items; a forced tool choice may take a second ask (front/forced.py)."""
+    if needs_call(plan):
+        return reply_with_call(plan, lambda again: run_chat(ctx, again, meta))
+    return run_chat(ctx, plan, meta)
 
 
 def _record(
@@ -297,7 +293,7 @@ async def stream_response(
     try:
         try:
             async with asyncio.timeout_at(meta.deadline):
-                async with contextlib.aclosing(run_chat(ctx, plan, meta)) as items:
+                async with contextlib.aclosing(chat_items(ctx, plan, meta)) as items:
                     async for item in items:
                         if isinstance(item, Restart):
                             continue  # never for a streamed chat: it fails in-band instead
@@ -328,7 +324,7 @@ async def collect(ctx: FrontContext, plan: ChatPlan, meta: RequestMeta) -> Colle
     status = CLIENT_GONE
     try:
         async with asyncio.timeout_at(meta.deadline):
-            async with contextlib.aclosing(run_chat(ctx, plan, meta)) as items:
+            async with contextlib.aclosing(chat_items(ctx, plan, meta)) as items:
                 async for item in items:
                     if type(item) is Delta:
                         result.text.append(item.text)
