@@ -1,0 +1,18 @@
+"""Runs in the bench's load generator: the client a target needs (HTTP or JSON-RPC).
+
+Closed-loop and open-loop jobs both build their requesters here.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from bench.direct import LingmaRequester
+from bench.http_requester import HttpRequester
+from bench.targets import ChunkMeter, HttpTarget, Requester, Target
+
+
+def make_requester(target: Target, session: aiohttp.ClientSession, meter: ChunkMeter) -> Requester:
+    if isinstance(target, HttpTarget):
+        return HttpRequester(target, session, meter)
+    return LingmaRequester(target, session, meter)
