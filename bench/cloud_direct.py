@@ -60,13 +60,15 @@ def read_credential(work_dir: Path, base_url: str, model: str, prompt: str) -> C
     )
 
 
-def signature_headers(target: CloudTarget, body: bytes, sig_path: str, date: int) -> dict[str, str]:
+def signature_headers(
+    target: CloudTarget, body: bytes, sig_path: str, date: int, request_id: str
+) -> dict[str, str]:
     """§14.5: payload → p64; md5(p64 \\n key \\n date \\n body \\n sigPath); the headers."""
     payload = {
         "cosyVersion": COSY_VERSION,
         "ideVersion": "",
         "info": target.info,
-        "requestId": str(uuid.uuid4()),
+        "requestId": request_id,
         "version": "v1",
     }
     p64 = base64.b64encode(msgspec.json.encode(payload)).decode()
@@ -141,7 +143,8 @@ class CloudRequester:
     async def once(self) -> Sample:
         body = chat_body(self.target)
         sig_path = CHAT_PATH.removeprefix("/algo")
-        headers = signature_headers(self.target, body, sig_path, int(time.time()))
+        now, request_id = int(time.time()), str(uuid.uuid4())
+        headers = signature_headers(self.target, body, sig_path, now, request_id)
         return await self.http.once(body=body, headers=headers)
 
     async def close(self) -> None:
