@@ -1,13 +1,13 @@
 """Runs in the bench: scenario 8 — the cloud path beside LiteLLM, both before an instant SSE mock.
 
 lingma-gw runs one account with `backend = "cloud"` (issue 17) in front of the emulator's cloud
-side (lingma-protocol.md §14.15, served on the emulator's HTTP port); LiteLLM (every core) runs
-in front of bench/mock_openai.py. Both upstreams answer at once with OpenAI-style SSE, and each
-is also called directly as its floor: the bench's own signed client (bench/cloud_direct.py) and
-a plain HTTP client. Clients ask for streams on all four, so every proxy relays SSE from an SSE
-upstream (the cloud API only streams; a non-streaming LiteLLM request would reach its upstream
-as plain JSON, which would not be equal terms). Reported: req/s at 64 concurrent and added
-latency at one client, each proxy against its own floor.
+side (lingma-protocol.md §14.15, served on the emulator's HTTP port with LINGMA_EMULATOR_CLOUD=1);
+LiteLLM (every core) runs in front of bench/mock_openai.py. Both upstreams answer at once with
+OpenAI-style SSE, and each is also called directly as its floor: the bench's own signed client
+(bench/cloud_direct.py) and a plain HTTP client. Clients ask for streams on all four, so every
+proxy relays SSE from an SSE upstream (the cloud API only streams; a non-streaming LiteLLM
+request would reach its upstream as plain JSON, which would not be equal terms). Reported:
+req/s at 64 concurrent and added latency at one client, each proxy against its own floor.
 
 Until issue 17 lands the scenario cannot run: `unavailable` says why (the config refuses
 `backend = "cloud"`, or the emulator has no cloud side) and the run records it under `skipped`.
@@ -32,6 +32,8 @@ from bench.procs import BenchError, Owned, free_port, wait_port
 from bench.scenarios import Sweep, compare
 
 NAME = "cloud"
+# The emulator serves its cloud side (/algo on its HTTP port) only when asked (issue 17).
+CLOUD_KNOB = {"LINGMA_EMULATOR_CLOUD": "1"}
 CLOUD_MODEL = ""  # the cloud's automatic model choice (§14.7: "" = auto)
 PROBE_TIMEOUT_S = 20.0
 # Each proxy and the floor it is measured against, under this scenario's result.
@@ -42,7 +44,7 @@ FLOORS = {
 
 
 def gateway_setup(instant_env: dict[str, str]) -> GatewaySetup:
-    return GatewaySetup(NAME, dict(instant_env), backend="cloud")
+    return GatewaySetup(NAME, {**instant_env, **CLOUD_KNOB}, backend="cloud")
 
 
 async def unavailable(owned: Owned, root: Path, setup: GatewaySetup) -> str | None:
@@ -51,7 +53,10 @@ async def unavailable(owned: Owned, root: Path, setup: GatewaySetup) -> str | No
     if refused is not None:
         return f'lingma-gw refuses `backend = "cloud"` (issue 17 not merged?): {refused}'
     if not await _emulator_serves_cloud(owned, root):
-        return f"the emulator has no cloud side: GET {PING_PATH} on its HTTP port is not `pong`"
+        return (
+            f"the emulator has no cloud side: with LINGMA_EMULATOR_CLOUD=1, GET {PING_PATH} on "
+            "its HTTP port does not answer `pong`"
+        )
     return None
 
 
@@ -62,7 +67,8 @@ async def _emulator_serves_cloud(owned: Owned, root: Path) -> bool:
     socket_port, http_port = free_port(), free_port()
     args = [*emulator_command(), "start", "--workDir", str(work_dir)]
     args += ["--socketPort", str(socket_port), "--httpPort", str(http_port)]
-    proc = owned.start(args, log_path=root / "logs" / "cloud-probe-emulator.log")
+    log_path = root / "logs" / "cloud-probe-emulator.log"
+    proc = owned.start(args, log_path=log_path, env=CLOUD_KNOB)
     try:
         await wait_port(http_port, PROBE_TIMEOUT_S, proc)
         timeout = aiohttp.ClientTimeout(total=5.0)
