@@ -103,7 +103,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_BAD_CONFIG
     summary = describe(config)
-    names = ", ".join(a["name"] for a in summary["accounts"])
+    names = ", ".join(f"{a['name']} ({a['backend']})" for a in summary["accounts"])
     print(f"{args.config}: OK")
     print(f"  listen {summary['listen']} with {summary['fronts']} front(s), accounts: {names}")
     print(f"  runtime_dir {summary['runtime_dir']}, state_dir {summary['state_dir']}")

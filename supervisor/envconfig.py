@@ -117,6 +117,8 @@ ENV_OVERRIDES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "LOG_LEVEL": ("server", "log_level", _log_level),
     "LINGMA_GW_LISTEN": ("server", "listen", _text),
     "LINGMA_GW_RUNTIME_DIR": ("server", "runtime_dir", _path),
+    "LINGMA_BACKEND": ("lingma", "backend", _lower),
+    "LINGMA_CLOUD_BASE_URL": ("lingma", "cloud_base_url", _text),
 }
 
 # Variables that build the account list (see apply_env_overrides for their order).
