@@ -3,7 +3,8 @@
 Applies, in order: emulated tool-call parsing (declared tools only), the tool_choice policy
 (required/forced hold the text back and drop it when a call was made; front/forced.py decides
 what a reply without one becomes), stop sequences and the max-token budget, and usage/latency
-accounting.
+accounting. A cloud-backend worker calls tools natively (`native=True`): no text parsing, no
+held text, and each call keeps the id the cloud gave it (the follow-up turn sends that id back).
 Pure and synchronous: one call per event, so relaying costs no extra task switches.
 """
 
@@ -49,13 +50,17 @@ def new_call_id(prefix: str) -> str:
 
 
 class EventPipeline:
-    def __init__(self, plan: ChatPlan, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, plan: ChatPlan, clock: Callable[[], float] = time.monotonic, *, native: bool = False
+    ) -> None:
         self._plan = plan
         self._clock = clock
         self._started = clock()
+        self._native = native
         self._names = ToolNames(t.name for t in plan.tools)
-        self._parser = ToolTextParser(self._names) if plan.parses_tools else None
-        self._hold_text = plan.parses_tools and plan.tool_choice != "auto"
+        emulated = plan.parses_tools and not native
+        self._parser = ToolTextParser(self._names) if emulated else None
+        self._hold_text = emulated and plan.tool_choice != "auto"
         self._held: list[str] = []
         self._limiter = OutputLimiter(plan.stop, plan.max_tokens)
         # No tools and no limits: text passes through untouched (the relay's hot path).
@@ -134,15 +139,16 @@ class EventPipeline:
         name = self._names.match(event.name) if self._plan.parses_tools else None
         if name is None:
             return []
-        return [self._call(name, event.arguments_json)]
+        call_id = event.call_id if self._native else ""
+        return [self._call(name, event.arguments_json, call_id)]
 
-    def _call(self, name: str, arguments_json: str) -> ToolCall:
+    def _call(self, name: str, arguments_json: str, call_id: str = "") -> ToolCall:
         self.calls += 1
         self._count(name)
         self._count(arguments_json)
         return ToolCall(
             id=0,
-            call_id=new_call_id(self._plan.call_id_prefix),
+            call_id=call_id or new_call_id(self._plan.call_id_prefix),
             name=name,
             arguments_json=arguments_json,
         )

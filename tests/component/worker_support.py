@@ -25,6 +25,7 @@ import msgspec
 from protocol.channel import MuxClient
 from protocol.messages import (
     ChatRequest,
+    ChatTurn,
     Failure,
     Finish,
     LoginInfo,
@@ -206,16 +207,19 @@ async def chat(
     tools: Sequence[ToolSpec] = (),
     scope: str = "test-scope",
     timeout: float = 20.0,
+    turns: Sequence[ChatTurn] = (),
 ) -> ChatResult:
-    turns = [user(messages)] if isinstance(messages, str) else list(messages)
+    """`turns` (structured, what a cloud worker reads) go along when given."""
+    texts = [user(messages)] if isinstance(messages, str) else list(messages)
     request = ChatRequest(
         id=client.next_id(),
         request_id=f"test-{time.monotonic_ns()}",
         model=model,
-        messages=turns,
+        messages=texts,
         tools=list(tools),
         stream=stream,
         scope=scope,
+        turns=list(turns),
     )
     events: list[Any] = []
     async with asyncio.timeout(timeout):
