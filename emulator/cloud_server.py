@@ -28,7 +28,7 @@ from emulator.cloud_settings import CloudKnobs, UploadPaths
 from emulator.cloud_wire import Wire, decode_body
 from emulator.scripts import CloudFault, ScriptBook
 from emulator.settings import Knobs
-from emulator.turns import Recorder
+from emulator.turns import Recorder, sleep_ms
 
 log = logging.getLogger("lingma-emulator.cloud")
 
@@ -162,6 +162,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
     fault = reply.answer.cloud_fault
     api.record(request, verdict, 200, outcome=fault.value if fault else "ok", body=body)
     early = _early_fault(reply)
+    if early is not None or fault is CloudFault.EXPIRED:
+        await sleep_ms(reply.answer.delay_ms)  # a slow refusal, as scripted
     if early is not None:
         return early
     if fault is CloudFault.EXPIRED:

@@ -146,8 +146,11 @@ async def wait_state(
         await asyncio.sleep(0.05)
 
 
-async def login_via_callback(client: MuxClient, user: str = "demo") -> Pong:
-    """Manual login as an operator would do it, finished by the emulator's test-only V1 callback."""
+async def login_via_callback(client: MuxClient, user: str = "demo", *, ready: bool = True) -> Pong:
+    """Manual login as an operator would do it, finished by the emulator's test-only V1 callback.
+
+    `ready=False`: return once the runtime is logged in, whatever else keeps the worker from READY.
+    """
     await wait_state(client, WorkerState.DEGRADED, WorkerState.READY)
     info = await client.call(lambda i: LoginStart(id=i), 10.0)
     assert isinstance(info, LoginInfo) and info.url, info
@@ -160,7 +163,7 @@ async def login_via_callback(client: MuxClient, user: str = "demo") -> Pong:
             assert response.status == 200, await response.text()
     status = await client.call(lambda i: LoginStatusQuery(id=i), 10.0)
     assert status.login == "logged_in", status
-    return await wait_state(client, WorkerState.READY)
+    return await wait_state(client, WorkerState.READY) if ready else await pong(client)
 
 
 @dataclass
@@ -234,11 +237,11 @@ def request_ids_stopped(emulator_log: str) -> set[str]:
     return set(pattern.findall(emulator_log))
 
 
-async def log_in(process: WorkerProcess) -> None:
+async def log_in(process: WorkerProcess, *, ready: bool = True) -> None:
     """Log a freshly started worker's account in through the emulator's V1 callback."""
     client = MuxClient(process.spec.socket_path)
     try:
-        await login_via_callback(client)
+        await login_via_callback(client, ready=ready)
     finally:
         await client.close()
 

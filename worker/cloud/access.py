@@ -15,6 +15,7 @@ import contextlib
 import enum
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +45,15 @@ class RuntimeView(Protocol):
     def logged_in(self) -> bool: ...
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """The cloud refused this login; it lasts while the credential stays the same."""
+
+    login: Credential
+    reason: str
+    recheck_at: float  # monotonic: then a signed model-list request asks again
+
+
 class CloudState(enum.StrEnum):
     WAITING_FOR_RUNTIME = "waiting_for_runtime"
     NO_CREDENTIAL = "no_credential"
@@ -64,8 +74,7 @@ class CloudAccess:
         self.base_source = ""
         self.base_problem = ""
         self._models_at = 0.0
-        self._rejected = ""
-        self._rejected_until = 0.0
+        self._rejection: Rejection | None = None
         self._wake = asyncio.Event()
 
     # ----------------------------------------------------------------- state
@@ -78,12 +87,15 @@ class CloudAccess:
     def state(self) -> CloudState:
         if not self.runtime.logged_in:
             return CloudState.WAITING_FOR_RUNTIME
-        if self._rejected and not self.credentials.changed():
-            return CloudState.REJECTED
         try:
-            self.credentials.current()
+            credential = self.credentials.current()
         except CredentialError:
             return CloudState.NO_CREDENTIAL
+        if self._rejection is not None:
+            if self._rejection.login.same_login(credential):
+                return CloudState.REJECTED
+            self._rejection = None  # the runtime wrote a new login: try it
+            log.info("the credential changed since the cloud rejected it: serving again")
         return CloudState.READY if self.base_url else CloudState.NO_BASE_URL
 
     @property
@@ -96,8 +108,8 @@ class CloudAccess:
         state = self.state
         if state is CloudState.NO_CREDENTIAL:
             return f"cloud credential unusable: {self.credentials.problem}"
-        if state is CloudState.REJECTED:
-            return self._rejected
+        if state is CloudState.REJECTED and self._rejection is not None:
+            return self._rejection.reason
         if state is CloudState.NO_BASE_URL:
             return "cloud base URL not resolved yet"
         if state is CloudState.READY and self.base_problem:
@@ -118,15 +130,15 @@ class CloudAccess:
         if fresh is not None and not fresh.same_login(used):
             log.info("the cloud refused the login; the credential changed since: retrying")
             return fresh
-        self._reject(failure)
+        self._reject(used, failure)
         return None
 
-    def _reject(self, failure: CloudFailure) -> None:
-        self._rejected = (
+    def _reject(self, login: Credential, failure: CloudFailure) -> None:
+        reason = (
             f"the cloud rejected this account's login ({failure.message}); it stays out of "
             "rotation until the runtime refreshes cache/user or `lingma-gw login` renews it"
         )
-        self._rejected_until = time.monotonic() + self.spec.cooldown_s
+        self._rejection = Rejection(login, reason, time.monotonic() + self.spec.cooldown_s)
         self._wake.set()
         log.warning("cloud login rejected: %s", failure.message)
 
@@ -153,10 +165,10 @@ class CloudAccess:
             credential = self.credentials.current()
         except CredentialError:
             return
-        if self._rejected and (
-            self.credentials.changed() or time.monotonic() >= self._rejected_until
-        ):
-            await self._recheck_rejection(credential)
+        rejection = self._rejection
+        if rejection is not None and rejection.login.same_login(credential):
+            if time.monotonic() >= rejection.recheck_at:
+                await self._recheck_rejection(rejection, credential)
             return
         if not self.base_url or self.base_problem:
             await self._choose_base_url(credential)
@@ -164,15 +176,16 @@ class CloudAccess:
             with contextlib.suppress(CloudFailure):
                 await self._load_models(self.base_url, credential)
 
-    async def _recheck_rejection(self, credential: Credential) -> None:
+    async def _recheck_rejection(self, rejection: Rejection, credential: Credential) -> None:
         try:
             if self.base_url:
                 await self._load_models(self.base_url, credential)
         except CloudFailure as exc:
             if exc.kind is Kind.AUTH:
-                self._rejected_until = time.monotonic() + self.spec.cooldown_s
+                later = time.monotonic() + self.spec.cooldown_s
+                self._rejection = Rejection(rejection.login, rejection.reason, later)
                 return
-        self._rejected = ""
+        self._rejection = None
         log.info("cloud login accepted again")
 
     async def _runtime_endpoint(self) -> str:
@@ -201,7 +214,7 @@ class CloudAccess:
             except CloudFailure as exc:
                 if exc.kind is Kind.AUTH:  # the login, not the host: any host would say so
                     self._use_base(candidate, "")
-                    self._reject(exc)
+                    self._reject(credential, exc)
                     return
                 problems.append(f"{candidate.url} ({candidate.source}): {exc.message}")
                 continue

@@ -35,7 +35,7 @@ from protocol.messages import (
 from worker.admission import Admission, Overloaded
 from worker.cloud import sse
 from worker.cloud.access import CloudAccess
-from worker.cloud.body import BodyInput, build_body
+from worker.cloud.body import AUTO_MODEL, BodyInput, build_body
 from worker.cloud.calls import ToolCallAssembler
 from worker.cloud.client import CloudClient
 from worker.cloud.credential import Credential, CredentialError
@@ -165,6 +165,8 @@ class CloudChatService:
         try:
             return resolver.resolve(request.model)
         except UnknownModel as exc:
+            if request.model.strip().lower() == AUTO_MODEL:  # the cloud's own choice (key "")
+                return AUTO_MODEL
             raise ChatRefused(ErrorCode.UNKNOWN_MODEL, str(exc)) from None
 
     def _account(self, turn: CloudTurn | None, request: ChatRequest, status: str) -> None:
