@@ -1,14 +1,18 @@
 """Runs in the emulator: what one cloud chat answers and how it streams (§14.15 Chat stream).
 
-The latest user message picks the script rule. A normal reply: the first delta carries
-`role: "assistant"`, text (and reasoning, when asked for) spread over several chunks, a native
-tool call whose arguments arrive in three fragments, then `delta: {}` with `finish_reason` and
-`usage`, then `[DONE]`. Once the conversation ends with a tool result the answer is text, so a
-tool loop always ends. Faults that happen mid-stream (cut, truncate, in-band errors) live here.
+Rules match what the runtime side would match: the conversation from the last user message on,
+with tool calls and results written the way the front's text emulation writes them (so one
+script serves both backends). A normal reply: the first delta carries `role: "assistant"`,
+text (and reasoning, when asked for) spread over several chunks, a native tool call whose
+arguments arrive in three fragments, then `delta: {}` with `finish_reason` and `usage`, then
+`[DONE]`. Once the conversation ends with a tool result the answer is text, so a tool loop
+always ends. A rule's `error` streams its reply, then an in-band error envelope with that
+status; `action` hang never finishes, drop cuts the connection. Faults live here too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +22,10 @@ from aiohttp import web
 
 from emulator.cloud_settings import CloudKnobs
 from emulator.cloud_wire import Wire
-from emulator.scripts import Answer, CloudFault, ScriptBook, ToolCallSpec
+from emulator.scripts import Action, Answer, CloudFault, ScriptBook, ToolCallSpec
 from emulator.settings import Knobs
 from emulator.turns import paced_chunks, sleep_ms, split_evenly, usage_for
+from front.tools import render_tool_call, render_tool_result
 
 _encode = msgspec.json.Encoder().encode
 TOOL_ARGUMENT_FRAGMENTS = 3
@@ -47,6 +52,29 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def _as_text(message: dict[str, Any]) -> str:
+    """One message as the runtime side's prompt would show it."""
+    text = content_text(message.get("content"))
+    if message.get("role") == "tool":
+        return render_tool_result(str(message.get("tool_call_id") or ""), "", text)
+    calls = message.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            try:
+                arguments = msgspec.json.decode(str(function.get("arguments") or "{}"))
+            except msgspec.DecodeError:
+                arguments = {}
+            text += "\n\n" + render_tool_call(str(function.get("name")), arguments)
+    return text.strip()
+
+
+def since_last_user(messages: list[dict[str, Any]]) -> str:
+    """The text rules match: the last user message and everything after it."""
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=0)
+    return "\n".join(_as_text(m) for m in messages[last:]).strip()
+
+
 def _model(body: dict[str, Any]) -> str:
     config = body.get("model_config")
     key = config.get("key") if isinstance(config, dict) else ""
@@ -56,20 +84,16 @@ def _model(body: dict[str, Any]) -> str:
 def plan_reply(scripts: ScriptBook, cloud: CloudKnobs, body: dict[str, Any]) -> CloudReply:
     messages = [m for m in body.get("messages", []) if isinstance(m, dict)]
     model = _model(body)
-    latest = next(
-        (content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"),
-        "",
-    )
+    latest = since_last_user(messages)
     config = body.get("model_config")
     reasoning_model = isinstance(config, dict) and config.get("is_reasoning") is True
     answer = scripts.answer(latest, model, reasoning=cloud.reasoning and reasoning_model)
     after_tool = bool(messages) and messages[-1].get("role") == "tool"
     tool_call = None if after_tool else answer.tool_call
-    if after_tool:
+    text = answer.reply if answer.tool_call is not None else answer.text
+    if after_tool and not text:
         result = content_text(messages[-1].get("content"))
-        text = answer.reply or f"[lingma-emulator {model}] tool result received: {result[:200]}"
-    else:
-        text = answer.reply if answer.tool_call is not None else answer.text
+        text = f"[lingma-emulator {model}] tool result received: {result[:200]}"
     prompt = "\n".join(content_text(m.get("content")) for m in messages)
     return CloudReply(answer, model, text, answer.thinking, tool_call, prompt)
 
@@ -131,11 +155,23 @@ async def stream_reply(
     out = _Writer(response, reply, cloud)
     await sleep_ms(knobs.first_token_ms + reply.answer.delay_ms)
     fault = reply.answer.cloud_fault
+    action = reply.answer.action
+    if action is Action.DROP:
+        fault = CloudFault.CUT
     if fault is CloudFault.RATE_LIMIT_INBAND:
         await out.raw(out.wire.error(429, "429", "Too many requests (EMULATOR)"))
         return await _end(response)
     if fault in (CloudFault.CUT, CloudFault.TRUNCATE):
         return await _broken(request, response, out, reply, fault)
+    error = reply.answer.error
+    if error is not None or action is Action.HANG:
+        await _text_only(out, reply, knobs, cloud)
+        if error is None:
+            await asyncio.get_running_loop().create_future()  # hang: until the client leaves
+        assert error is not None
+        message = error.message or f"scripted error {error.status}"
+        await out.raw(out.wire.error(error.status, str(error.status), message))
+        return await _end(response)
     await _answer(out, reply, knobs, cloud)
     if fault is CloudFault.ERROR_AFTER_FINISH:
         await out.raw(out.wire.error(500, "500", "Internal server error (EMULATOR)"))
@@ -144,17 +180,21 @@ async def stream_reply(
     return await _end(response)
 
 
+async def _text_only(out: _Writer, reply: CloudReply, knobs: Knobs, cloud: CloudKnobs) -> None:
+    for piece in _pieces(reply.reasoning, knobs, cloud):
+        await out.delta({"reasoning_content": piece})
+    if cloud.chunk_chars or knobs.tokens_per_s <= 0:
+        for piece in _pieces(reply.text, knobs, cloud):
+            await out.delta({"content": piece})
+    else:
+        async for piece in paced_chunks(reply.text, knobs):
+            await out.delta({"content": piece})
+
+
 async def _answer(out: _Writer, reply: CloudReply, knobs: Knobs, cloud: CloudKnobs) -> None:
     empty = reply.answer.cloud_fault is CloudFault.EMPTY
     if not empty:
-        for piece in _pieces(reply.reasoning, knobs, cloud):
-            await out.delta({"reasoning_content": piece})
-        if cloud.chunk_chars or knobs.tokens_per_s <= 0:
-            for piece in _pieces(reply.text, knobs, cloud):
-                await out.delta({"content": piece})
-        else:
-            async for piece in paced_chunks(reply.text, knobs):
-                await out.delta({"content": piece})
+        await _text_only(out, reply, knobs, cloud)
         if reply.tool_call is not None:
             for fragment in _tool_fragments(reply.tool_call, cloud):
                 await out.delta({"tool_calls": [fragment]})

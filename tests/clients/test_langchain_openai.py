@@ -12,6 +12,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr
 
+from tests.clients.conftest import BACKENDS
 from tests.harness import Gateway
 
 pytestmark = pytest.mark.clients
@@ -50,6 +51,7 @@ def test_invoke_and_stream(chat: ChatOpenAI) -> None:
     assert "You said: stream langchain" in streamed
 
 
+@pytest.mark.parametrize("gw", BACKENDS, indirect=True)
 def test_bind_tools_round_trip(gw: Gateway, chat: ChatOpenAI) -> None:
     gw.set_script(
         [
