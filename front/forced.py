@@ -37,7 +37,7 @@ from front.errors import ApiError, ErrorKind
 from front.pipeline import FrontEvent, Outcome, new_call_id
 from front.plan import ChatPlan
 from front.tools import ParsedCall, ToolNames, calls_from_json, forced_call_instruction
-from protocol.messages import Delta, Message, Reasoning, ToolCall, ToolSpec
+from protocol.messages import ChatTurn, Delta, Message, Reasoning, ToolCall, ToolSpec
 
 Marker = TypeVar("Marker")  # the relay's RESTART: passed through, and the attempt starts over
 
@@ -118,7 +118,10 @@ async def _relayed(items: Items[Marker], attempt: _Attempt) -> Items[Marker]:
 def retry_plan(plan: ChatPlan, prose: str) -> ChatPlan:
     turns = [Message(role="assistant", text=prose)] if prose.strip() else []
     turns.append(Message(role="user", text=forced_call_instruction(plan.tool_choice)))
-    return dataclasses.replace(plan, messages=[*plan.messages, *turns])
+    structured = [ChatTurn(role=t.role, text=t.text) for t in turns]  # cloud workers read these
+    return dataclasses.replace(
+        plan, messages=[*plan.messages, *turns], turns=[*plan.turns, *structured]
+    )
 
 
 def _eligible(plan: ChatPlan) -> list[ToolSpec]:

@@ -85,6 +85,13 @@ def _log_level(value: str) -> str:
     return level
 
 
+def _backend(value: str) -> str:
+    backend = value.strip().lower()
+    if backend not in ("runtime", "cloud"):
+        raise ValueError("expected runtime or cloud")
+    return backend
+
+
 def _positive_int(value: str) -> int:
     number = _int(value)
     if number < 1:
@@ -117,7 +124,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "LOG_LEVEL": ("server", "log_level", _log_level),
     "LINGMA_GW_LISTEN": ("server", "listen", _text),
     "LINGMA_GW_RUNTIME_DIR": ("server", "runtime_dir", _path),
-    "LINGMA_BACKEND": ("lingma", "backend", _lower),
+    "LINGMA_BACKEND": ("lingma", "backend", _backend),
     "LINGMA_CLOUD_BASE_URL": ("lingma", "cloud_base_url", _text),
 }
 

@@ -40,7 +40,8 @@ def test_models_list_has_workers_models_and_aliases(gw: Gateway, oai: openai.Ope
     models = {m.id: m for m in oai.models.list()}
     auto = "org_auto" if is_cloud(gw) else "auto"  # the cloud's list names its automatic key so
     assert auto in models and "house-model" in models
-    assert models[auto].model_extra is not None and models[auto].model_extra["name"] == "Auto"
+    extra = models[auto].model_extra
+    assert extra is not None and extra["name"] == "Auto"
 
 
 def test_chat_non_streaming(oai: openai.OpenAI) -> None:

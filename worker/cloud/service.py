@@ -32,6 +32,7 @@ from protocol.messages import (
     Usage,
     WorkerSpec,
 )
+from protocol.tokens import estimate_tokens
 from worker.admission import Admission, Overloaded
 from worker.cloud import sse
 from worker.cloud.access import CloudAccess
@@ -42,7 +43,6 @@ from worker.cloud.credential import Credential, CredentialError
 from worker.cloud.errors import CloudFailure, Kind, failure_for
 from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
-from worker.prompt import estimate_tokens
 
 log = logging.getLogger(__name__)
 
