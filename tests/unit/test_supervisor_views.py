@@ -189,6 +189,7 @@ def test_banner_shows_the_demo_key_only_for_emulated_accounts(tmp_path: Path) ->
     demo = load_config(Path(__file__).resolve().parents[2] / "examples" / "demo.toml", environ={})
     text = banner(demo, "/x/control.sock")
     assert "EMULATED" in text and "sk-demo" in text and "http://127.0.0.1:8080/v1" in text
+    assert "acct-a (runtime), acct-b (cloud)" in text  # the demo shows both backends
     real = config(tmp_path)
     text = banner(real, "/x/control.sock")
     assert "EMULATED" not in text and "secret" not in text and "sk-..." in text
