@@ -99,23 +99,19 @@ class Worker:
             on_not_logged_in=self.account.recheck_login,
             on_discard=self.reaper.discard,
         )
-        self.cloud = self._cloud_backend() if spec.backend is Backend.CLOUD else None
+        self.cloud = (  # the chat path of a `backend = "cloud"` account (worker/cloud/)
+            CloudBackend(
+                spec, runtime=self.account, admission=self.chat.admission, metrics=self.metrics
+            )
+            if spec.backend is Backend.CLOUD
+            else None
+        )
         self.draining = False
         self.exit_code = 0
         self.grace_s = DEFAULT_GRACE_S
         self._stop = asyncio.Event()
         self._chats: set[asyncio.Task[None]] = set()
         self._connections: set[asyncio.Task[Any]] = set()
-
-    def _cloud_backend(self) -> CloudBackend:
-        return CloudBackend(
-            self.spec,
-            runtime=self.account,
-            admission=self.chat.admission,
-            metrics=self.metrics,
-            runtime_models=self.account.resolver,
-            on_rate_limited=self.account.cool_down,
-        )
 
     # ----------------------------------------------------------------- state
 

@@ -38,11 +38,15 @@ MODELS_MAX_AGE_S = 600.0
 class RuntimeView(Protocol):
     """What the cloud side needs of the runtime side (worker/account.py's Account)."""
 
+    resolver: ModelResolver  # the runtime's model list: the fallback when the cloud's fails
+
     @property
     def client(self) -> LingmaClient | None: ...
 
     @property
     def logged_in(self) -> bool: ...
+
+    def cool_down(self, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from worker.cloud.access import CloudAccess, RuntimeView
 from worker.cloud.client import CloudClient
 from worker.cloud.service import CloudChatService
 from worker.metrics import WorkerMetrics
-from worker.models import ModelResolver
 
 
 class CloudBackend:
@@ -29,8 +28,6 @@ class CloudBackend:
         runtime: RuntimeView,
         admission: Admission,
         metrics: WorkerMetrics,
-        runtime_models: ModelResolver,
-        on_rate_limited: Callable[[float], None],
     ) -> None:
         self.spec = spec
         self.client = CloudClient(timeout_s=spec.rpc_timeout_s)
@@ -41,8 +38,8 @@ class CloudBackend:
             client=self.client,
             admission=admission,
             metrics=metrics,
-            runtime_models=runtime_models,
-            on_rate_limited=on_rate_limited,
+            runtime_models=runtime.resolver,
+            on_rate_limited=runtime.cool_down,
         )
         self._upkeep: asyncio.Task[None] | None = None
 
