@@ -20,6 +20,7 @@ REQUIRE_MACHINE_TOKEN=1  WebSocket upgrades need Cosy-MachineToken = cache/machi
 Tools module (tools.py, §12.8; off by default):
 TOOLS=1                agent-mode turns run a rule's `ide_tool` through tool/invoke (scripts.py)
 TOOL_TIMEOUT_MS        how long a turn waits for the client's tool verdict (default 5000)
+Cloud API stand-in (cloud_settings.py, §14.15; off by default): CLOUD=1 and CLOUD_* knobs
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,3 +336,17 @@ def start_cloud_emulator(
     match = CLOUD_READY.search(out.read_text())
     assert match is not None
     return CloudEmulator(f"http://127.0.0.1:{match.group(1)}", root, work_dir)
+
+
+@contextlib.contextmanager
+def cloud_emulator(
+    prefix: str = "cld-", env: dict[str, str] | None = None
+) -> Iterator[CloudEmulator]:
+    """A standalone cloud stand-in in its own short directory, stopped and removed afterwards."""
+    root = short_dir(prefix)
+    children = ChildProcesses()
+    try:
+        yield start_cloud_emulator(children, root, env=env)
+    finally:
+        children.kill_all()
+        shutil.rmtree(root, ignore_errors=True)

@@ -10,21 +10,16 @@ from collections.abc import Iterator
 import pytest
 
 from emulator.store import WorkDir
-from tests.component.emulator_support import CloudEmulator, short_dir, start_cloud_emulator
-from tests.helpers import PYTHON, REPO, ChildProcesses
+from tests.component.emulator_support import CloudEmulator, cloud_emulator, short_dir
+from tests.helpers import PYTHON, REPO
 
 pytestmark = pytest.mark.component
 
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[CloudEmulator]:
-    root = short_dir("cldp-")
-    children = ChildProcesses()
-    try:
-        yield start_cloud_emulator(children, root)
-    finally:
-        children.kill_all()
-        shutil.rmtree(root, ignore_errors=True)
+    with cloud_emulator("cldp-") as running:
+        yield running
 
 
 def probe(cloud: CloudEmulator, *extra: str) -> tuple[int, str]:

@@ -6,7 +6,6 @@ and, with one stand-in per knob, the parser tolerance of §14.16 item 9 and item
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,13 +15,7 @@ import pytest
 
 from emulator.cloud_wire import encode_body
 from protocol.messages import ChatTurn, ImageInput, ToolSpec
-from tests.component.emulator_support import (
-    CloudEmulator,
-    short_dir,
-    start_cloud_emulator,
-    write_script,
-)
-from tests.helpers import ChildProcesses
+from tests.component.emulator_support import CloudEmulator, cloud_emulator, write_script
 from worker.cloud import sse
 from worker.cloud.body import BodyInput, build_body
 from worker.cloud.calls import ToolCallAssembler
@@ -38,13 +31,8 @@ WEATHER = {"match": "weather", "tool_call": {"name": "get_weather", "arguments":
 
 @pytest.fixture(scope="module")
 def cloud() -> Iterator[CloudEmulator]:
-    root = short_dir("cld-")
-    children = ChildProcesses()
-    try:
-        yield start_cloud_emulator(children, root)
-    finally:
-        children.kill_all()
-        shutil.rmtree(root, ignore_errors=True)
+    with cloud_emulator() as running:
+        yield running
 
 
 @pytest.fixture
@@ -226,10 +214,7 @@ VARIANTS: list[dict[str, str]] = [
 
 @pytest.mark.parametrize("knobs", VARIANTS, ids=lambda k: "+".join(n.split("_")[-1] for n in k))
 async def test_every_wire_variant_decodes(knobs: dict[str, str], client: CloudClient) -> None:
-    root = short_dir("cldv-")
-    children = ChildProcesses()
-    try:
-        cloud = start_cloud_emulator(children, root, env=knobs)
+    with cloud_emulator("cldv-", knobs) as cloud:
         events = await events_of(client, cloud, chat_body("variant check"))
         assert "variant check" in text_of(events) and events[-1] == sse.DoneSeen()
         assert any(isinstance(e, sse.UsageSeen) for e in events)  # the last chunk or TAP's line
@@ -246,22 +231,13 @@ async def test_every_wire_variant_decodes(knobs: dict[str, str], client: CloudCl
         bare = knobs.get("LINGMA_EMULATOR_CLOUD_UPLOAD") == "bare"  # /algo then 404s: no line
         expected = "/api/v2/image/upload" if bare else "/algo/api/v2/image/upload"
         assert [r["path"] for r in cloud.records() if "image" in r["path"]] == [expected]
-    finally:
-        children.kill_all()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_expired_logins_in_band(client: CloudClient) -> None:
     """CLOUD_EXPIRED + CLOUD_AUTH_INBAND: HTTP 200 with one FORBIDDEN envelope (QoderCN form)."""
-    root = short_dir("clda-")
-    children = ChildProcesses()
     knobs = {"LINGMA_EMULATOR_CLOUD_AUTH_INBAND": "1", "LINGMA_EMULATOR_CLOUD_EXPIRED": "1"}
-    try:
-        cloud = start_cloud_emulator(children, root, env=knobs)
+    with cloud_emulator("clda-", knobs) as cloud:
         events = await events_of(client, cloud, chat_body("x"))
         assert events == [sse.InBandError(403, "105", "Login expired")]
         with pytest.raises(CloudFailure, match="105"):  # the model list has no stream: HTTP 403
             await client.list_models(cloud.base_url, credential(cloud))
-    finally:
-        children.kill_all()
-        shutil.rmtree(root, ignore_errors=True)
