@@ -110,6 +110,9 @@ async def model_list(request: web.Request) -> web.StreamResponse:
     if not verdict.ok:
         api.record(request, verdict, verdict.status)
         return _refusal(verdict)
+    if api.cloud.models_fail:
+        api.record(request, verdict, 500)
+        return _error(500, "500", "model list unavailable")
     api.record(request, verdict, 200)
     return web.json_response(api.models)
 

@@ -16,6 +16,7 @@ CLOUD_NO_USAGE=1         no `usage` in the last chunk (the client must estimate)
 CLOUD_REASONING=1        `delta.reasoning_content` for reasoning models (LP: Lingma sends none)
 CLOUD_LATE_TOOL_ID=1     a tool call's id arrives one chunk after its name (QD, Kimi)
 CLOUD_MODELS=FILE        the model-list fixture (default: emulator/cloud_models.json)
+CLOUD_MODELS_FAIL=1      the model list answers HTTP 500 (chat still works)
 CLOUD_UPLOAD=algo|bare|both  which image-upload path exists (§14.3 conflict; default both)
 CLOUD_AUTH_INBAND=1      chat auth errors as HTTP 200 + one FORBIDDEN envelope (QoderCN form)
 CLOUD_DATE_WINDOW_S=N    reject a Cosy-Date more than N seconds off (0 = no window)
@@ -65,6 +66,7 @@ class CloudKnobs:
     reasoning: bool = False
     late_tool_id: bool = False
     models_path: Path | None = None
+    models_fail: bool = False
     upload: UploadPaths = UploadPaths.BOTH
     auth_inband: bool = False
     date_window_s: int = 0
@@ -85,6 +87,7 @@ def cloud_knobs_from_env(env: Mapping[str, str] | None = None) -> CloudKnobs:
         reasoning=_flag(env, "CLOUD_REASONING"),
         late_tool_id=_flag(env, "CLOUD_LATE_TOOL_ID"),
         models_path=_path(env, "CLOUD_MODELS"),
+        models_fail=_flag(env, "CLOUD_MODELS_FAIL"),
         upload=_choice(env, "CLOUD_UPLOAD", UploadPaths, UploadPaths.BOTH),
         auth_inband=_flag(env, "CLOUD_AUTH_INBAND"),
         date_window_s=_int(env, "CLOUD_DATE_WINDOW_S", 0, high=10**6),

@@ -331,7 +331,10 @@ def others() -> Iterator[dict[str, WorkerProcess]]:
                 }
             ),
             "credfile": dict(
-                env={"LINGMA_EMULATOR_CLOUD_NO_USAGE": "1"},
+                env={
+                    "LINGMA_EMULATOR_CLOUD_NO_USAGE": "1",
+                    "LINGMA_EMULATOR_CLOUD_MODELS_FAIL": "1",
+                },
                 cloud_credential_file=str(root / "credfile" / "lp.json"),
             ),
             "wrongdomain": dict(cloud_base_url=f"http://127.0.0.1:{wrong.port}"),
@@ -369,7 +372,9 @@ async def test_log_line_discovery_and_wire_variants(others: dict[str, WorkerProc
         }
 
 
-async def test_lp_credential_file(others: dict[str, WorkerProcess]) -> None:
+async def test_lp_credential_file_and_a_failing_model_list(
+    others: dict[str, WorkerProcess],
+) -> None:
     worker = others["credfile"]
     client = MuxClient(worker.spec.socket_path)
     try:
@@ -387,9 +392,10 @@ async def test_lp_credential_file(others: dict[str, WorkerProcess]) -> None:
         path = Path(worker.spec.cloud_credential_file)
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(msgspec.json.encode({"source": "manual", "auth": auth}))
-        await wait_state(client, WorkerState.READY)
-        result = await cloud_chat(client, say("from a credential file"))
-        assert "from a credential file" in result.text
+        ready = await wait_state(client, WorkerState.READY)
+        assert "model list failed" in ready.note  # serving anyway: chat does not need the list
+        result = await cloud_chat(client, say("from a credential file"), model="kmodel")
+        assert "from a credential file" in result.text and result.finish.model == "kmodel"
         assert result.finish.usage.completion_tokens > 0  # no usage upstream: estimated
     finally:
         await client.close()

@@ -35,6 +35,8 @@ READ_CHUNK = 64 * 1024
 def _transport_failure(exc: BaseException, where: str) -> CloudFailure:
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
         return CloudFailure(Kind.TIMEOUT, f"cloud {where}: no data for too long")
+    if where.endswith("stream"):
+        return CloudFailure(Kind.CUT, f"the cloud {where} broke off ({type(exc).__name__})")
     return CloudFailure(Kind.CUT, f"cloud {where}: connection failed ({type(exc).__name__})")
 
 
