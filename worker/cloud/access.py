@@ -151,8 +151,10 @@ class CloudAccess:
     async def run(self) -> None:
         """Resolve the base URL and models, re-check rejections; until cancelled."""
         while True:
-            with contextlib.suppress(Exception):  # a bug here must not end the upkeep
+            try:
                 await self.refresh()
+            except Exception:  # a bug here must not end the upkeep, nor go unnoticed
+                log.exception("cloud upkeep failed")
             wait = READY_RECHECK_S if self.ready else WAITING_RECHECK_S
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
