@@ -46,6 +46,7 @@ from tests.component.worker_support import (
     WorkerProcess,
     chat,
     log_in,
+    logged_in_worker,
     make_spec,
     pong,
     ready_client,
@@ -77,16 +78,10 @@ def cloud_spec(root: Path, name: str, env: dict[str, str] | None = None, **overr
 
 @pytest.fixture(scope="module")
 def worker() -> Iterator[WorkerProcess]:
-    root = Path(tempfile.mkdtemp(prefix="lgw-", dir="/tmp"))
-    children = ChildProcesses()
-    try:
-        spec = cloud_spec(root, "cloud-a", cooldown_s=1.0, max_concurrency=4)
-        process = start_worker(children, spec, root)
-        asyncio.run(log_in(process))
+    with logged_in_worker(
+        lambda root: cloud_spec(root, "cloud-a", cooldown_s=1.0, max_concurrency=4)
+    ) as process:
         yield process
-    finally:
-        children.kill_all()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

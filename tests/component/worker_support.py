@@ -11,9 +11,11 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,3 +258,18 @@ async def ready_client(process: WorkerProcess) -> AsyncIterator[MuxClient]:
         yield mux
     finally:
         await mux.close()
+
+
+@contextmanager
+def logged_in_worker(make_spec_in: Callable[[Path], WorkerSpec]) -> Iterator[WorkerProcess]:
+    """A worker started on `make_spec_in(root)` in a fresh short root and logged in; stopped
+    and removed afterwards (for module-scoped fixtures)."""
+    root = Path(tempfile.mkdtemp(prefix="lgw-", dir="/tmp"))
+    children = ChildProcesses()
+    try:
+        process = start_worker(children, make_spec_in(root), root)
+        asyncio.run(log_in(process))
+        yield process
+    finally:
+        children.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
