@@ -28,6 +28,8 @@ from protocol.messages import ControlReply, StatusQuery, StatusReply, WorkerStat
 API_KEY = "sk-bench"
 ACCOUNT = "bench"
 READY_TIMEOUT_S = 60.0
+CHECK_TIMEOUT_S = 30.0
+LINGMA_GW = Path(sys.executable).with_name("lingma-gw")
 
 
 def emulator_command() -> list[str]:
@@ -72,6 +74,7 @@ class GatewaySetup:
     emulator_env: dict[str, str] = field(default_factory=dict)
     session_reuse: bool = True
     record: bool = False
+    backend: str = "runtime"  # "cloud": chat through the emulator's cloud side (issue 17)
 
 
 @dataclass
@@ -96,6 +99,20 @@ class Gateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        # The cloud backend's upstream is the emulator's HTTP side: its port is pinned (the
+        # emulator, like the runtime, takes the last --httpPort it is given), so the gateway's
+        # explicit cloud_base_url and the bench's direct client both know where it is.
+        self.cloud_url = f"http://127.0.0.1:{free_port()}" if setup.backend == "cloud" else ""
+
+    def _backend_lines(self) -> str:
+        if not self.cloud_url:
+            return ""  # the default backend: no key, so the config stays valid without issue 17
+        port = self.cloud_url.rsplit(":", 1)[1]
+        return (
+            f'backend = "{self.setup.backend}"\n'
+            f"cloud_base_url = {json.dumps(self.cloud_url)}\n"
+            f'binary_args = ["--httpPort", "{port}"]\n'
+        )
 
     def write_config(self) -> Path:
         env = dict(self.setup.emulator_env)
@@ -122,7 +139,7 @@ queue_timeout_s = 30
 
 [lingma]
 binary = {json.dumps(emulator_command()[0])}
-
+{self._backend_lines()}
 [lingma.env]
 {env_lines}
 
@@ -140,13 +157,34 @@ max_concurrency = 8192
         path.write_text(text)
         return path
 
+    async def check_config(self) -> str | None:
+        """`lingma-gw check-config` on this gateway's config: None when accepted, else why."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        proc = await asyncio.create_subprocess_exec(
+            str(LINGMA_GW),
+            "check-config",
+            "--config",
+            str(self.write_config()),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                out, _ = await proc.communicate()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return f"check-config took longer than {CHECK_TIMEOUT_S:.0f}s"
+        if proc.returncode == 0:
+            return None
+        return out.decode(errors="replace").strip()[-400:] or f"exit {proc.returncode}"
+
     async def start(self, owned: Owned, login_cache: Path) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(login_cache, self.work_dir / "cache", dirs_exist_ok=True)
         config = self.write_config()
-        lingma_gw = Path(sys.executable).with_name("lingma-gw")
         self.proc = owned.start(
-            [str(lingma_gw), "serve", "--config", str(config)], log_path=self.log_path
+            [str(LINGMA_GW), "serve", "--config", str(config)], log_path=self.log_path
         )
         try:
             await self._wait_ready()

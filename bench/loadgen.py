@@ -1,16 +1,16 @@
-"""Runs in the bench (and its load-generator children): closed-loop load and its statistics.
+"""Runs in the bench (and its load-generator children): closed-loop load, the process pool.
 
 A job is `concurrency` client tasks, each sending one request after the other for a fixed
 window; only requests that finish inside the measured window (after a warm-up) count. Jobs
 split over several processes run in an `aiomultiprocess.Pool` of spawned interpreters with
 uvloop, so the generator is not the bottleneck; all children start on one shared monotonic
-instant (CLOCK_MONOTONIC is system-wide on Linux).
+instant (CLOCK_MONOTONIC is system-wide on Linux). Open-loop jobs at a fixed rate
+(bench/openloop.py) run in the same pool.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,10 +21,18 @@ import msgspec
 import uvloop
 from aiomultiprocess import Pool
 
-from bench.direct import LingmaRequester
-from bench.targets import ChunkMeter, HttpTarget, LingmaTarget, Requester, Sample, Target
+from bench.openloop import (
+    RateJob,
+    RateOutcome,
+    RateSummary,
+    run_rate_job,
+    run_rate_share,
+    summarize_rate,
+)
+from bench.requesters import make_requester
+from bench.stats import MAX_ERROR_SAMPLES, percentile
+from bench.targets import ChunkMeter, HttpTarget, Requester, Sample, Target
 
-MAX_ERROR_SAMPLES = 5
 ERROR_PAUSE_S = 0.01  # a failing target must not turn a client loop into a busy spin
 
 
@@ -63,23 +71,13 @@ class Summary(msgspec.Struct, omit_defaults=True):
     error_samples: list[str] = []
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks; 0.0 for no data."""
-    if not sorted_values:
-        return 0.0
-    position = (len(sorted_values) - 1) * q / 100.0
-    low = int(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
 def summarize(job: Job, outcomes: Sequence[Outcome], processes: int) -> Summary:
     latencies = sorted(v for o in outcomes for v in o.latencies_ms)
     ttfts = sorted(v for o in outcomes for v in o.ttft_ms)
     chunks = sum(o.chunks for o in outcomes)
     samples = [s for o in outcomes for s in o.error_samples][:MAX_ERROR_SAMPLES]
-    # The direct Lingma client always counts its non-empty chat/answer pushes.
-    streaming = isinstance(job.target, LingmaTarget) or bool(job.target.marker)
+    # The direct Lingma and cloud clients always count chunks (chat/answer pushes, envelopes).
+    streaming = not isinstance(job.target, HttpTarget) or bool(job.target.marker)
     return Summary(
         concurrency=job.concurrency,
         requests=len(latencies),
@@ -95,57 +93,6 @@ def summarize(job: Job, outcomes: Sequence[Outcome], processes: int) -> Summary:
         processes=processes,
         error_samples=samples,
     )
-
-
-class HttpRequester:
-    """One client task's HTTP requests over a shared keep-alive session."""
-
-    def __init__(
-        self, target: HttpTarget, session: aiohttp.ClientSession, meter: ChunkMeter
-    ) -> None:
-        self.target = target
-        self.session = session
-        self.meter = meter
-        self.first_token = re.compile(target.first_token) if target.first_token else None
-
-    async def once(self) -> Sample:
-        target = self.target
-        method = "POST" if target.body else "GET"
-        started = time.monotonic()
-        async with self.session.request(
-            method, target.url, data=target.body or None, headers=target.headers
-        ) as response:
-            if not target.marker:
-                body = await response.read()
-                if response.status != 200:
-                    return Sample(False, error=f"HTTP {response.status}: {body[:160]!r}")
-                return Sample(True)
-            return await self._read_stream(response, started)
-
-    async def _read_stream(self, response: aiohttp.ClientResponse, started: float) -> Sample:
-        marker = self.target.marker
-        ttft: float | None = None
-        chunks = 0
-        carry = b""
-        keep = len(marker) - 1
-        async for block in response.content.iter_any():
-            # A tail shorter than the marker holds no whole marker, so prefixing it to the next
-            # read counts a marker split between two reads exactly once.
-            data = carry + block
-            found = data.count(marker)
-            chunks += found
-            self.meter.add(found)
-            carry = data[len(data) - keep :] if keep else b""
-            if ttft is None and self.first_token is not None and self.first_token.search(data):
-                ttft = time.monotonic() - started
-        if response.status != 200:
-            return Sample(False, error=f"HTTP {response.status}")
-        if chunks == 0:
-            return Sample(False, error="stream ended without a chunk")
-        return Sample(True, ttft_s=ttft, chunks=chunks)
-
-    async def close(self) -> None:
-        return None
 
 
 async def _client_loop(requester: Requester, begin: float, end: float, out: Outcome) -> None:
@@ -168,12 +115,6 @@ async def _client_loop(requester: Requester, begin: float, end: float, out: Outc
                 out.ttft_ms.append(sample.ttft_s * 1000.0)
 
 
-def _requester(target: Target, session: aiohttp.ClientSession, meter: ChunkMeter) -> Requester:
-    if isinstance(target, HttpTarget):
-        return HttpRequester(target, session, meter)
-    return LingmaRequester(target, session, meter)
-
-
 async def run_job(job: Job) -> Outcome:
     """Run one share of a job in this process; returns the raw samples."""
     out = Outcome(latencies_ms=[], ttft_ms=[])
@@ -181,7 +122,7 @@ async def run_job(job: Job) -> Outcome:
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         meter = ChunkMeter()
-        requesters = [_requester(job.target, session, meter) for _ in range(job.concurrency)]
+        requesters = [make_requester(job.target, session, meter) for _ in range(job.concurrency)]
         await asyncio.sleep(max(0.0, job.start_at - time.monotonic()))
         begin = meter.begin = job.start_at + job.warmup_s
         end = meter.end = begin + job.duration_s
@@ -260,3 +201,37 @@ class LoadGenerator:
         )
         outcomes = [msgspec.msgpack.decode(r, type=Outcome) for r in raw]
         return summarize(job, outcomes, len(shares))
+
+    async def run_at_rate(
+        self,
+        target: Target,
+        rate_per_s: float,
+        duration_s: float,
+        warmup_s: float,
+        *,
+        processes: int = 1,
+        max_outstanding: int = 1024,
+        timeout_s: float = 30.0,
+    ) -> RateSummary:
+        """Open loop: `rate_per_s` requests per second on a fixed grid, split over processes."""
+        shares = max(1, min(processes, self.processes if self._pool is not None else 1))
+        start_at = time.monotonic() + (self.START_MARGIN_S if shares > 1 else 0.0)
+        job = RateJob(
+            target=target,
+            rate_per_s=rate_per_s,
+            shares=shares,
+            share=0,
+            start_at=start_at,
+            warmup_s=warmup_s,
+            duration_s=duration_s,
+            max_outstanding=max(1, max_outstanding // shares),
+            timeout_s=timeout_s,
+        )
+        if shares == 1:
+            return summarize_rate(job, [await run_rate_job(job)])
+        assert self._pool is not None
+        parts = [msgspec.structs.replace(job, share=i) for i in range(shares)]
+        raw: list[Any] = await asyncio.gather(
+            *(self._pool.apply(run_rate_share, (msgspec.msgpack.encode(p),)) for p in parts)
+        )
+        return summarize_rate(job, [msgspec.msgpack.decode(r, type=RateOutcome) for r in raw])

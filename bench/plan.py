@@ -23,7 +23,15 @@ class Plan:
     scale_first_token_ms: int
     scale_reply_tokens: int  # long enough that every stream outlives the ramp
     scale_step_timeout_s: float  # a ramp step whose streams do not all open in time ends it
+    scale_batch: int  # streams launched at once inside a step
     session_turns: int
+    litellm_one_worker_levels: tuple[int, ...]  # the one-worker proxy, beside the all-cores one
+    rate_share_of_peak: float  # open-loop offered rate as a share of lingma-gw's measured peak
+    rate_duration_s: float  # measured window of each open-loop run (after `warmup_s`)
+    rate_max_outstanding: int  # requests in flight the open-loop generator allows at most
+    cloud_levels: tuple[int, ...]  # concurrency levels of the cloud-path comparison
+    cloud_duration_s: float
+    ceiling_duration_s: float  # the generator against a trivial handler: context, not a claim
 
 
 FULL = Plan(
@@ -31,19 +39,27 @@ FULL = Plan(
     levels=(1, 16, 64, 256),
     duration_s=3.0,
     warmup_s=0.5,
-    max_warmup_s=6.0,
-    max_duration_s=6.0,
+    max_warmup_s=4.0,
+    max_duration_s=5.0,
     loadgen_processes=2,
     multi_process_from=64,
     stream_duration_s=3.0,
     stream_concurrency=4,
     long_reply_tokens=4000,
-    scale_steps=(100, 250, 500, 1000, 1500, 2000),
-    scale_tokens_per_s=2.0,
+    scale_steps=(100, 500, 1000, 2000, 3000, 4000, 5000),
+    scale_tokens_per_s=0.5,
     scale_first_token_ms=500,
-    scale_reply_tokens=50,
-    scale_step_timeout_s=10.0,
+    scale_reply_tokens=24,  # 0.5 s + 23 ticks of 2 s: every stream outlives the ramp
+    scale_step_timeout_s=15.0,
+    scale_batch=250,
     session_turns=20,
+    litellm_one_worker_levels=(64, 256),
+    rate_share_of_peak=0.5,
+    rate_duration_s=3.0,
+    rate_max_outstanding=2048,
+    cloud_levels=(1, 64),
+    cloud_duration_s=2.0,
+    ceiling_duration_s=1.5,
 )
 
 QUICK = Plan(
@@ -63,5 +79,13 @@ QUICK = Plan(
     scale_first_token_ms=500,
     scale_reply_tokens=12,
     scale_step_timeout_s=4.0,
+    scale_batch=250,
     session_turns=20,
+    litellm_one_worker_levels=(),
+    rate_share_of_peak=0.5,
+    rate_duration_s=1.0,
+    rate_max_outstanding=2048,
+    cloud_levels=(1, 64),
+    cloud_duration_s=1.0,
+    ceiling_duration_s=1.0,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 MIB = 1024 * 1024
+FD_MARGIN = 256  # descriptors a process needs beside one per open stream (logs, IPC, listeners)
 
 
 class BenchError(RuntimeError):
@@ -160,3 +162,30 @@ def tail(path: Path, lines: int = 15) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return ""
+
+
+def raise_own_fd_limit() -> tuple[int, int]:
+    """Soft RLIMIT_NOFILE up to the hard limit, before any child starts: every process the
+    bench starts (gateways, their fronts, workers and emulators, LiteLLM, the generator's pool)
+    inherits it. Returns (soft, hard) as they are now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def ensure_fd_limit(pid: int, needed: int) -> int:
+    """Raise a running process's soft RLIMIT_NOFILE towards `needed` (within its hard limit,
+    as the same user may); returns the soft limit it has now (0 when unknown)."""
+    with contextlib.suppress(psutil.Error, OSError, ValueError):
+        proc = psutil.Process(pid)
+        soft, hard = proc.rlimit(psutil.RLIMIT_NOFILE)
+        if soft < needed:
+            ceiling = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+            with contextlib.suppress(psutil.Error, OSError, ValueError):
+                proc.rlimit(psutil.RLIMIT_NOFILE, (ceiling, hard))
+            soft = proc.rlimit(psutil.RLIMIT_NOFILE)[0]
+        return int(soft)
+    return 0

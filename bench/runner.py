@@ -8,25 +8,40 @@ piece never hides the numbers of the others.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import traceback
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import litellm_env, scale, scenarios, sessions, streaming
+from bench import cloud, fixed_rate, litellm_env, scale, scenarios, sessions, streaming
 from bench.gateway import Gateway, GatewaySetup, make_login_cache
-from bench.litellm_env import LiteLLMProxy
+from bench.litellm_env import ALL_CORES, ONE_WORKER, LiteLLMProxy
 from bench.loadgen import LoadGenerator
 from bench.plan import Plan
 from bench.procs import PYTHON, BenchError, Owned, free_port, wait_port
 
 T = TypeVar("T")
-SCENARIOS = frozenset({"idle", "ceiling", "non_streaming", "ttft", "sessions", "chunks", "scale"})
+SCENARIOS = frozenset(
+    {
+        "idle",
+        "ceiling",
+        "non_streaming",
+        "fixed_rate",
+        "cloud",
+        "ttft",
+        "sessions",
+        "chunks",
+        "scale",
+    }
+)
 # Which gateways (see gateway_setups) each scenario needs.
 NEEDS = {
     "idle": {"main"},
     "non_streaming": {"main"},
+    "fixed_rate": {"main"},
+    "cloud": {"cloud"},
     "ttft": {"main"},
     "sessions": {"main", "no_cache"},
     "chunks": {"long"},
@@ -37,7 +52,8 @@ INSTANT = {"LINGMA_EMULATOR_FIRST_TOKEN_MS": "0", "LINGMA_EMULATOR_TOKENS_PER_S"
 
 def gateway_setups(plan: Plan) -> dict[str, GatewaySetup]:
     """main: instant short answers; no_cache: the same without the session cache; long: 1000
-    chunks per answer at full speed; slow: a realistic trickle for the open-stream ramp."""
+    chunks per answer at full speed; slow: a realistic trickle for the open-stream ramp;
+    cloud: instant answers through the cloud backend."""
     long_env = {
         **INSTANT,
         "LINGMA_EMULATOR_INSTANT_CHUNKS": "1000",
@@ -53,7 +69,13 @@ def gateway_setups(plan: Plan) -> dict[str, GatewaySetup]:
         "no_cache": GatewaySetup("no_cache", dict(INSTANT), session_reuse=False, record=True),
         "long": GatewaySetup("long", long_env),
         "slow": GatewaySetup("slow", slow_env),
+        "cloud": cloud.gateway_setup(INSTANT),
     }
+
+
+def cores() -> int:
+    """The CPUs this process may run on: what `nproc` tells a user sizing LiteLLM's workers."""
+    return len(os.sched_getaffinity(0))
 
 
 class Run:
@@ -74,7 +96,9 @@ class Run:
         self.errors: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
         self.gateways: dict[str, Gateway] = {}
-        self.litellm: LiteLLMProxy | None = None
+        self.litellm: list[LiteLLMProxy] = []
+        self.cloud_blocked: str | None = None  # why the cloud path cannot run, once probed
+        self.litellm_starting: asyncio.Task[None] | None = None
         self.mock_url: str | None = None
         self.started = time.monotonic()
         self.timings: dict[str, float] = {}
@@ -109,26 +133,64 @@ class Run:
     async def start_litellm(self) -> None:
         if self.mock_url is None:
             raise BenchError("the mock OpenAI server is not running")
-        if not self.wants("non_streaming"):
+        if not (self.wants("non_streaming") or self.wants("cloud")):
             return
         if self.plan.quick:
             # Importing LiteLLM alone costs 7-20 s of CPU on this class of machine.
             self.skipped["litellm"] = "the quick run leaves LiteLLM out; `make bench` runs it"
             return
         spent = await litellm_env.ensure_venv(self.root / "logs" / "litellm-install.log")
-        proxy = LiteLLMProxy(self.root, int(self.mock_url.rsplit(":", 1)[1]))
-        startup = await proxy.start(self.owned)
-        self.litellm = proxy
+        upstream = int(self.mock_url.rsplit(":", 1)[1])
+        proxies = [LiteLLMProxy(self.root, upstream, cores(), ALL_CORES)]
+        if cores() > 1 and self.plan.litellm_one_worker_levels and self.wants("non_streaming"):
+            proxies.append(LiteLLMProxy(self.root, upstream, 1, ONE_WORKER))
+        outcomes = await asyncio.gather(
+            *(p.start(self.owned) for p in proxies), return_exceptions=True
+        )
+        startups: dict[str, float] = {}
+        for proxy, outcome in zip(proxies, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                self.errors[proxy.name] = str(outcome)
+                proxy.stop(self.owned)
+            else:
+                startups[proxy.name] = outcome
+                self.litellm.append(proxy)
+        quiet = await asyncio.gather(*(p.wait_quiet() for p in self.litellm))
         self.results["litellm_setup"] = {
             "version": litellm_env.LITELLM_VERSION,
             "venv_created_s": round(spent, 1),
-            "startup_s": round(startup, 1),
-            "workers": 1,
+            "proxies": {
+                p.name: {
+                    "workers": p.workers,
+                    "startup_s": round(startups[p.name], 1),
+                    "quiet_after_s": round(q, 1),
+                }
+                for p, q in zip(self.litellm, quiet, strict=True)
+            },
         }
+
+    def litellm_proxy(self, name: str) -> LiteLLMProxy | None:
+        return next((p for p in self.litellm if p.name == name), None)
+
+    def stop_litellm(self) -> None:
+        for proxy in self.litellm:
+            proxy.stop(self.owned)
+        self.litellm = []
+
+    async def probe_cloud(self) -> None:
+        """Decide once whether the cloud path can run here (issue 17 may not be merged yet)."""
+        if not self.wants("cloud"):
+            return
+        setup = gateway_setups(self.plan)["cloud"]
+        self.cloud_blocked = await cloud.unavailable(self.owned, self.root, setup)
+        if self.cloud_blocked is not None:
+            self.skipped["cloud"] = self.cloud_blocked
 
     async def start_gateways(self) -> None:
         cache = await make_login_cache(self.owned, self.root)
         needed = set().union(*(NEEDS.get(s, set()) for s in self.only))
+        if self.cloud_blocked is not None:
+            needed.discard("cloud")
         setups = {n: s for n, s in gateway_setups(self.plan).items() if n in needed}
         gateways = {name: Gateway(setup, self.root) for name, setup in setups.items()}
         if not gateways:
@@ -151,29 +213,71 @@ class Run:
             gateway.proc = None
 
     async def start_all(self) -> None:
+        """Start everything; LiteLLM keeps starting in the background (see `scenarios`)."""
         started = time.monotonic()
-        await self.guarded("mock_openai", self.start_mock())
         await asyncio.gather(
-            self.guarded("gateways", self.start_gateways()),
-            self.guarded("litellm", self.start_litellm()),
+            self.guarded("mock_openai", self.start_mock()),
+            self.guarded("cloud_probe", self.probe_cloud()),
         )
+        await self.guarded("gateways", self.start_gateways())
         self.results["startup_s"] = round(time.monotonic() - started, 1)
 
+    def begin_litellm(self) -> None:
+        """Start LiteLLM in the background, once: its CLI and every worker import LiteLLM
+        (20-70 s of CPU here), so it starts when the open streams are only trickling to
+        their end, and everything timed waits until it is up and quiet."""
+        if self.litellm_starting is None:
+            starting = self.guarded("litellm", self.start_litellm())
+            self.litellm_starting = asyncio.create_task(starting)
+
     async def scenarios(self) -> None:
-        plan, load, gw = self.plan, self.load, self.gateways
+        await self.memory_scenarios()
+        self.begin_litellm()  # no-op when the ramp already started it
+        if self.litellm_starting is not None:
+            waited = time.monotonic()
+            await self.litellm_starting
+            self.results["litellm_waited_s"] = round(time.monotonic() - waited, 1)
+        await self.comparison_scenarios()
+        await self.streaming_scenarios()
+
+    async def memory_scenarios(self) -> None:
+        gw = self.gateways
         if self.wants("idle") and "main" in gw:
             await asyncio.sleep(1.0)  # let the just-started processes settle before sampling
             idle = scale.idle_footprint(gw["main"])
             self.results["idle"] = await self.guarded("idle_footprint", idle)
+        if self.wants("scale") and "slow" in gw:
+            ramp = scale.open_streams(self.plan, gw["slow"], after_ramp=self.begin_litellm)
+            self.results["scale"] = await self.guarded("open_streams", ramp)
+            cut = (self.results.get("scale") or {}).get("ramp_cut")
+            if cut:
+                self.skipped["scale_top"] = cut
+        self.stop_gateways("slow")
+
+    async def comparison_scenarios(self) -> None:
+        """Against the baselines: the generator's ceiling, the closed-loop sweep (direct,
+        lingma-gw, LiteLLM), the open loop at a fixed rate, the cloud path."""
+        plan, load, gw = self.plan, self.load, self.gateways
         if self.wants("ceiling") and self.mock_url is not None:
             ceiling = scenarios.loadgen_ceiling(load, plan, self.mock_url)
             self.results["loadgen_ceiling"] = await self.guarded("loadgen_ceiling", ceiling)
         if self.wants("non_streaming"):
-            sweeps = scenarios.build_sweeps(gw.get("main"), self.mock_url, self.litellm)
+            sweeps = scenarios.build_sweeps(plan, gw.get("main"), self.mock_url, self.litellm)
             comparison = scenarios.non_streaming(load, plan, sweeps)
             self.results["non_streaming"] = await self.guarded("non_streaming", comparison)
-        if self.litellm is not None:
-            self.litellm.stop(self.owned)
+        if self.wants("fixed_rate") and "main" in gw:
+            peak = _peak_rps((self.results.get("non_streaming") or {}).get("lingma_gw"))
+            at_rate = fixed_rate.latency_at_rate(load, plan, gw["main"], peak)
+            self.results["fixed_rate"] = await self.guarded("fixed_rate", at_rate)
+        if self.wants("cloud") and "cloud" in gw:
+            litellm = self.litellm_proxy(ALL_CORES)
+            path = cloud.cloud_path(load, plan, gw["cloud"], self.mock_url, litellm)
+            self.results["cloud"] = await self.guarded("cloud", path)
+        self.stop_litellm()
+        self.stop_gateways("cloud")
+
+    async def streaming_scenarios(self) -> None:
+        plan, load, gw = self.plan, self.load, self.gateways
         if self.wants("ttft") and "main" in gw:
             ttft = streaming.time_to_first_token(load, plan, gw["main"])
             self.results["ttft"] = await self.guarded("ttft", ttft)
@@ -184,10 +288,6 @@ class Run:
             chunks = streaming.chunk_rate(load, plan, gw["long"])
             self.results["stream_chunks"] = await self.guarded("stream_chunks", chunks)
         self.stop_gateways("long")
-        if self.wants("scale") and "slow" in gw:
-            ramp = scale.open_streams(plan, gw["slow"])
-            self.results["scale"] = await self.guarded("open_streams", ramp)
-        self.stop_gateways("slow")
 
     async def session_reuse(self) -> None:
         main, no_cache = self.gateways.get("main"), self.gateways.get("no_cache")
@@ -200,7 +300,12 @@ class Run:
             self.results["sessions"] = sessions.compare(on, off)
 
     def stop_all(self) -> None:
+        if self.litellm_starting is not None:
+            self.litellm_starting.cancel()  # its processes are owned: stopped just below
         self.stop_gateways(*self.gateways)
-        if self.litellm is not None:
-            self.litellm.stop(self.owned)
+        self.stop_litellm()
         self.owned.stop_all()
+
+
+def _peak_rps(rows: list[dict[str, Any]] | None) -> float | None:
+    return max((float(r["rps"]) for r in rows), default=None) if rows else None

@@ -1,16 +1,26 @@
 """Runs in the bench: scenario 5 (open streams against a slow upstream) and 6 (idle footprint).
 
-Streams are opened in steps up to the plan's maximum; at each step, once every stream has its
-response headers, the RSS of the front(s) and workers is sampled with psutil. Memory per open
-stream is the growth over the idle RSS divided by the streams open at the top step. Every
-stream must end with its terminator (`data: [DONE]`) and status 200, or it counts as an error.
+Streams are opened in steps up to the plan's maximum, each step in batches (a batch waits for
+the previous one to open, so the listeners' accept queues never overflow into SYN retries); at
+each step, once every stream has its response headers, the RSS of the front(s) and workers is
+sampled with psutil. Memory per open stream is the growth over the idle RSS divided by the
+streams open at the top step. Every stream must end with its terminator (`data: [DONE]`) and
+status 200, or it counts as an error.
+
+Thousands of streams need thousands of descriptors in the bench (client side), the front, the
+worker and the emulator alike: before the ramp each process's soft RLIMIT_NOFILE is raised as
+far as its hard limit allows, and a ramp that still would not fit is cut to what fits, with the
+reason in the result. The bench's own RSS (the client side of every stream) is sampled at each
+step beside the gateway's, so the generator's memory is visible too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +29,7 @@ import aiohttp
 from bench.bodies import GATEWAY_MODEL, openai_body
 from bench.gateway import API_KEY, Gateway, GatewayPids
 from bench.plan import Plan
-from bench.procs import MIB, rss_bytes, uss_bytes
+from bench.procs import FD_MARGIN, MIB, ensure_fd_limit, rss_bytes, uss_bytes
 
 SETTLE_S = 0.5
 DONE = b"data: [DONE]"
@@ -38,12 +48,14 @@ async def idle_footprint(gateway: Gateway) -> dict[str, Any]:
         }
 
     workers = [row(pid) for pid in pids.workers]
+    fronts = [row(pid) for pid in pids.fronts]
     return {
         "supervisor": row(pids.supervisor),
-        "fronts": [row(pid) for pid in pids.fronts],
+        "fronts": fronts,
         "workers": workers,
         "binaries_emulator": [row(pid) for pid in pids.binaries],
         "max_worker_rss_mib": max((w["rss_mib"] for w in workers), default=None),
+        "max_front_rss_mib": max((f["rss_mib"] for f in fronts), default=None),
     }
 
 
@@ -107,6 +119,7 @@ def _rss_sample(pids: GatewayPids) -> dict[str, float]:
         "workers_rss_mib": round(workers / MIB, 1),
         "gateway_rss_mib": round((fronts + workers) / MIB, 1),
         "emulator_rss_mib": round(binaries / MIB, 1),
+        "loadgen_rss_mib": round(rss_bytes(os.getpid()) / MIB, 1),
     }
 
 
@@ -124,13 +137,17 @@ def stream_seconds(plan: Plan) -> float:
     return plan.scale_first_token_ms / 1000 + plan.scale_reply_tokens / plan.scale_tokens_per_s
 
 
-async def open_streams(plan: Plan, gateway: Gateway) -> dict[str, Any]:
+async def open_streams(
+    plan: Plan, gateway: Gateway, after_ramp: Callable[[], object] | None = None
+) -> dict[str, Any]:
     """Ramp to the plan's top step of concurrent slow streams; RSS per step; errors must be 0.
 
     A step whose streams do not all open within `scale_step_timeout_s` ends the ramp: the
     shortfall is recorded as stalled streams (errors), never waited for without bound.
+    `after_ramp` is called once the top is sampled, while the streams trickle to their end.
     """
     pids = await gateway.pids()
+    fd_limits, steps_planned = _make_fd_room(pids, plan.scale_steps)
     idle = _rss_sample(pids)
     book = StreamBook()
     body = openai_body(GATEWAY_MODEL, stream=True, prompt="tell me a long story")
@@ -142,20 +159,25 @@ async def open_streams(plan: Plan, gateway: Gateway) -> dict[str, Any]:
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0), timeout=timeout
     ) as session:
-        for step in plan.scale_steps:
-            tasks += [
-                asyncio.create_task(_one_stream(session, gateway, book, body))
-                for _ in range(step - len(tasks))
-            ]
-            last_launch = time.monotonic()
-            await _wait_open(book, len(tasks), plan.scale_step_timeout_s)
+        for step in steps_planned:
+            step_deadline = time.monotonic() + plan.scale_step_timeout_s
+            while len(tasks) < step and time.monotonic() < step_deadline:
+                batch = min(plan.scale_batch, step - len(tasks))
+                tasks += [
+                    asyncio.create_task(_one_stream(session, gateway, book, body))
+                    for _ in range(batch)
+                ]
+                last_launch = time.monotonic()
+                await _wait_open(book, len(tasks), step_deadline - time.monotonic())
             await asyncio.sleep(SETTLE_S)
             steps.append(
                 {
                     "target": step,
                     "open": book.open_now,
                     "errors": book.errors,
-                    "stalled": len(tasks) - book.opened - book.errors,
+                    "stalled": step - book.opened - book.errors,
+                    # streams already over: the ramp outlasted one answer, so `open` < target
+                    "finished": book.finished,
                     "t_s": round(time.monotonic() - started, 1),
                     **_rss_sample(pids),
                 }
@@ -163,6 +185,8 @@ async def open_streams(plan: Plan, gateway: Gateway) -> dict[str, Any]:
             print(f"  open streams {steps[-1]}", flush=True)
             if steps[-1]["stalled"] or book.errors:
                 break
+        if after_ramp is not None:
+            after_ramp()
         # The last streams were launched at `last_launch`; none should outlive one answer's
         # duration after that by more than the slack of a step.
         remaining = (
@@ -173,7 +197,35 @@ async def open_streams(plan: Plan, gateway: Gateway) -> dict[str, Any]:
             task.cancel()
             book.fail("stream did not finish within the time an answer takes plus the ramp")
         await asyncio.gather(*pending, return_exceptions=True)
-    return _scale_result(idle, steps, book, len(done))
+    result = _scale_result(idle, steps, book, len(done))
+    result["fd_soft_limits"] = fd_limits
+    result["ramp_top"] = steps_planned[-1] if steps_planned else 0
+    if steps_planned != plan.scale_steps:
+        result["ramp_cut"] = (
+            f"descriptor limits {fd_limits} leave room for {steps_planned[-1:]} streams, "
+            f"not {plan.scale_steps[-1]}"
+        )
+    return result
+
+
+def _make_fd_room(
+    pids: GatewayPids, planned: tuple[int, ...]
+) -> tuple[dict[str, int], tuple[int, ...]]:
+    """Raise every involved process's descriptor limit for the top step; the steps that fit."""
+    needed = max(planned, default=0) + FD_MARGIN
+    groups = {
+        "bench": [os.getpid()],
+        "front": pids.fronts,
+        "worker": pids.workers,
+        "emulator": pids.binaries,
+    }
+    limits = {
+        name: min((ensure_fd_limit(pid, needed) for pid in group), default=0)
+        for name, group in groups.items()
+    }
+    known = [limit for limit in limits.values() if limit > 0]  # 0: the process is gone
+    room = min(known, default=0) - FD_MARGIN
+    return limits, tuple(step for step in planned if step <= room)
 
 
 def _scale_result(

@@ -1,8 +1,9 @@
 """Runs in the bench: the non-streaming comparison (scenarios 1-3) and the generator's ceiling.
 
-At every concurrency level the four systems run back to back — direct to the emulator,
-lingma-gw, direct to the mock OpenAI server, LiteLLM — so slow drift of a shared machine hits
-them alike. Added latency is lingma-gw minus direct at the same level.
+At every concurrency level the systems run back to back — direct to the emulator, lingma-gw,
+direct to the mock OpenAI server, LiteLLM on every core, LiteLLM with one worker (at its own
+subset of levels) — so slow drift of a shared machine hits them alike. Added latency is a proxy
+minus its direct floor at the same level.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import msgspec
 
 from bench.bodies import GATEWAY_MODEL, PROMPT, openai_target, trivial_target
 from bench.gateway import API_KEY, Gateway
-from bench.litellm_env import MASTER_KEY, MODEL, LiteLLMProxy
+from bench.litellm_env import ALL_CORES, MASTER_KEY, MODEL, ONE_WORKER, LiteLLMProxy
 from bench.loadgen import LoadGenerator, Summary
 from bench.plan import Plan
 from bench.targets import LingmaTarget, Target
@@ -30,6 +31,10 @@ class Sweep:
     name: str
     target: Target
     levels: list[Summary] = field(default_factory=list)
+    only_at: frozenset[int] | None = None  # None: every level of the plan
+
+    def runs_at(self, concurrency: int) -> bool:
+        return self.only_at is None or concurrency in self.only_at
 
     def window_for(self, plan: Plan, concurrency: int) -> tuple[float, float]:
         """(warm-up, measured window): a slow system (LiteLLM at 256) gets both stretched to a
@@ -64,7 +69,7 @@ async def run_level(load: LoadGenerator, plan: Plan, sweep: Sweep, concurrency: 
 
 
 def build_sweeps(
-    gateway: Gateway | None, mock_url: str | None, litellm: LiteLLMProxy | None
+    plan: Plan, gateway: Gateway | None, mock_url: str | None, proxies: list[LiteLLMProxy]
 ) -> list[Sweep]:
     sweeps: list[Sweep] = []
     if gateway is not None:
@@ -77,27 +82,44 @@ def build_sweeps(
         sweeps.append(
             Sweep("direct_mock_openai", openai_target(mock_url, "sk-mock", MODEL, stream=False))
         )
-    if litellm is not None:
-        sweeps.append(Sweep("litellm", openai_target(litellm.url, MASTER_KEY, MODEL, stream=False)))
+    for proxy in proxies:
+        target = openai_target(proxy.url, MASTER_KEY, MODEL, stream=False)
+        only = frozenset(plan.litellm_one_worker_levels) if proxy.name == ONE_WORKER else None
+        sweeps.append(Sweep(proxy.name, target, only_at=only))
     return sweeps
+
+
+# Each proxy and the direct floor its added latency is measured against.
+FLOORS = {
+    "lingma_gw": ("direct_emulator", "added_latency"),
+    ALL_CORES: ("direct_mock_openai", "litellm_added_latency"),
+    ONE_WORKER: ("direct_mock_openai", "litellm_one_worker_added_latency"),
+}
 
 
 async def non_streaming(load: LoadGenerator, plan: Plan, sweeps: list[Sweep]) -> dict[str, Any]:
     """Scenarios 1-3: every system at every level, interleaved level by level."""
+    result = await compare(load, plan, sweeps, FLOORS)
+    direct = next((s.target for s in sweeps if isinstance(s.target, LingmaTarget)), None)
+    result["direct_flow"] = direct.flow if direct is not None else None
+    return result
+
+
+async def compare(
+    load: LoadGenerator, plan: Plan, sweeps: list[Sweep], floors: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """Every sweep at each of the plan's levels, level by level; then each proxy's added
+    latency over its floor (`floors`: proxy -> (floor, result key))."""
     for concurrency in plan.levels:
         for sweep in sweeps:
+            if not sweep.runs_at(concurrency):
+                continue
             summary = await run_level(load, plan, sweep, concurrency)
             print(f"  {sweep.name:<20} c={concurrency:<4} {_line(summary)}", flush=True)
     result: dict[str, Any] = {s.name: [_plain(x) for x in s.levels] for s in sweeps}
-    direct = next((s.target for s in sweeps if isinstance(s.target, LingmaTarget)), None)
-    result["direct_flow"] = direct.flow if direct is not None else None
     by_name = {s.name: s for s in sweeps}
-    result["added_latency"] = added_latency(
-        plan, by_name.get("lingma_gw"), by_name.get("direct_emulator")
-    )
-    result["litellm_added_latency"] = added_latency(
-        plan, by_name.get("litellm"), by_name.get("direct_mock_openai")
-    )
+    for proxy, (floor, key) in floors.items():
+        result[key] = added_latency(plan, by_name.get(proxy), by_name.get(floor))
     return result
 
 
@@ -129,7 +151,7 @@ async def loadgen_ceiling(load: LoadGenerator, plan: Plan, mock_url: str) -> dic
         summary = await load.run(
             trivial_target(mock_url),
             concurrency,
-            plan.duration_s,
+            plan.ceiling_duration_s,
             plan.warmup_s,
             processes=processes_for(plan, concurrency),
         )

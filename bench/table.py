@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import TARGETS
+from bench.thresholds import TARGETS
 
 
 def _fmt(value: Any) -> str:
@@ -26,7 +26,7 @@ NON_STREAMING_COLUMNS = (
 )
 
 
-def _non_streaming_rows(results: dict[str, Any]) -> list[str]:
+def _system_rows(section: dict[str, Any], systems: tuple[str, ...]) -> list[str]:
     def line(cells: list[str]) -> str:
         first, *rest = cells
         widths = [w for _, _, w in NON_STREAMING_COLUMNS]
@@ -35,12 +35,44 @@ def _non_streaming_rows(results: dict[str, Any]) -> list[str]:
         )
 
     lines = [line([title for title, _, _ in NON_STREAMING_COLUMNS])]
-    non_streaming = results.get("non_streaming") or {}
-    for system in ("direct_emulator", "lingma_gw", "direct_mock_openai", "litellm"):
-        for row in non_streaming.get(system) or []:
+    for system in systems:
+        for row in section.get(system) or []:
             cells = [_fmt(row.get(key)) for _, key, _ in NON_STREAMING_COLUMNS[1:]]
             lines.append(line([system, *cells]))
     return lines
+
+
+def _non_streaming_rows(results: dict[str, Any]) -> list[str]:
+    section = results.get("non_streaming") or {}
+    workers = (results.get("ratios") or {}).get("litellm_workers")
+    title = "non-streaming /v1/chat/completions (closed loop, instant upstream"
+    title += f"; litellm = {workers} workers)" if workers else ")"
+    systems = ("direct_emulator", "lingma_gw", "direct_mock_openai", "litellm")
+    return ["", title, *_system_rows(section, (*systems, "litellm_one_worker"))]
+
+
+def _fixed_rate_rows(results: dict[str, Any]) -> list[str]:
+    at_rate = results.get("fixed_rate") or {}
+    if not at_rate:
+        return []
+    lines = ["", f"open loop at {_fmt(at_rate.get('rate_rps'))} req/s (half lingma-gw's peak)"]
+    for name in ("direct_emulator", "lingma_gw"):
+        row = at_rate.get(name) or {}
+        lines.append(
+            f"  {name:<20} achieved {_fmt(row.get('achieved_rps'))} req/s, "
+            f"p50 {_fmt(row.get('p50_ms'))} / p99 {_fmt(row.get('p99_ms'))} ms, "
+            f"{row.get('errors', 0)} errors, send lag p99 {_fmt(row.get('send_lag_p99_ms'))} ms"
+        )
+    return lines
+
+
+def _cloud_rows(results: dict[str, Any]) -> list[str]:
+    cloud = results.get("cloud") or {}
+    if not cloud:
+        return []
+    systems = ("direct_cloud", "lingma_gw", "direct_mock_openai", "litellm")
+    title = "cloud path, streaming (instant SSE upstreams; lingma_gw = cloud backend)"
+    return ["", title, *_system_rows(cloud, systems)]
 
 
 def _header(results: dict[str, Any]) -> list[str]:
@@ -78,12 +110,13 @@ def _scale_rows(results: dict[str, Any]) -> list[str]:
     steps = scale.get("steps") or []
     if not steps:
         return []
-    lines = ["", "open streams (slow upstream): open / errors / front + workers RSS MiB"]
+    lines = ["", "open streams (slow upstream): open / errors / front + workers RSS / bench RSS"]
     idle = (scale.get("idle") or {}).get("gateway_rss_mib")
     lines.append(f"  idle: {_fmt(idle)} MiB")
     lines += [
         f"  {s['target']:>5} launched: {s['open']:>5} open, {s['errors']} errors, "
-        f"{s['stalled']} stalled, {_fmt(s['gateway_rss_mib'])} MiB"
+        f"{s['stalled']} stalled, {_fmt(s['gateway_rss_mib'])} MiB / "
+        f"{_fmt(s.get('loadgen_rss_mib'))} MiB"
         for s in steps
     ]
     return lines
@@ -117,8 +150,9 @@ def _session_rows(results: dict[str, Any]) -> list[str]:
 
 def render(results: dict[str, Any]) -> str:
     lines = _header(results)
-    lines += ["", "non-streaming /v1/chat/completions (closed loop, instant upstream)"]
     lines += _non_streaming_rows(results)
+    lines += _fixed_rate_rows(results)
+    lines += _cloud_rows(results)
     lines += _streaming_rows(results)
     lines += _scale_rows(results)
     lines += _footprint_rows(results)
@@ -127,11 +161,11 @@ def render(results: dict[str, Any]) -> str:
     for item in results.get("targets") or []:
         met = {True: "MET", False: "missed", None: "not measured"}[item["met"]]
         value = _fmt(item["value"])
-        lines.append(f"  {item['ratio']:<32} {value:>12}   target {item['target']:<30} {met}")
+        lines.append(f"  {item['ratio']:<34} {value:>10}   {item['target']:<36} {met}")
     lines += ["", "context"]
     headline = results.get("ratios") or {}
-    shown = {key for key, _, _ in TARGETS}
-    lines += [f"  {k:<32} {_fmt(v):>12}" for k, v in headline.items() if k not in shown]
+    shown = {target.key for target in TARGETS}
+    lines += [f"  {k:<34} {_fmt(v):>10}" for k, v in headline.items() if k not in shown]
     skipped = results.get("skipped") or {}
     if skipped:
         lines += ["", "left out of this run"]

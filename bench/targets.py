@@ -27,7 +27,23 @@ class LingmaTarget(msgspec.Struct, frozen=True, tag="lingma"):
     flow: str = "acp"  # acp: session/new + set_model + prompt (what a worker does); or legacy
 
 
-Target = HttpTarget | LingmaTarget
+class CloudTarget(msgspec.Struct, frozen=True, tag="cloud"):
+    """A signed chat straight to a Lingma cloud API (or the emulator's cloud side), §14.
+
+    Carries the account's decrypted credential into the generator's processes; it never leaves
+    127.0.0.1 and is never written to the report.
+    """
+
+    base_url: str
+    key: str
+    info: str
+    uid: str
+    machine_id: str
+    model: str
+    prompt: str
+
+
+Target = HttpTarget | LingmaTarget | CloudTarget
 
 
 class Sample(NamedTuple):

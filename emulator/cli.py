@@ -3,6 +3,7 @@
     lingma-emulator start --workDir D --socketPort N --httpPort M [--copyDataDir OLD]
     lingma-emulator version
     lingma-emulator status -o json --workDir D
+    lingma-emulator cloud --port N [--workDir D ...]   (the cloud API stand-in alone, §14.15)
 
 Unknown flags (--transportType, --endpoint, --startupId, ...) are accepted and ignored, like
 the real binary. Port 0 picks a free port; the chosen one is published in `.info.json`.
@@ -16,8 +17,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import setproctitle
 import uvloop
 
+from emulator.cloud_main import serve_cloud
+from emulator.cloud_settings import cloud_knobs_from_env
 from emulator.server import StartOptions, serve
 from emulator.settings import EMULATOR_NAME, SettingsError, knobs_from_env
 from emulator.store import WorkDir
@@ -44,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="login state of a work dir")
     _work_dir_flag(status)
     status.add_argument("-o", "--output", choices=["json", "text"], default="text")
+    cloud = commands.add_parser("cloud", help="run only the cloud API stand-in")
+    cloud.add_argument("--port", type=int, default=0, help="127.0.0.1 port (0 = any free one)")
+    cloud.add_argument(
+        "--workDir",
+        "--workdir",
+        dest="workDirs",
+        type=Path,
+        action="append",
+        default=[],
+        help="accept the login of this work dir (repeatable)",
+    )
     return parser
 
 
@@ -70,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, unknown = build_parser().parse_known_args(argv)
     try:
         knobs = knobs_from_env()
+        cloud = cloud_knobs_from_env()
     except SettingsError as exc:
         print(f"{EMULATOR_NAME}: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -86,10 +102,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             for key, value in payload.items():
                 print(f"{key}: {value}")
         return
+    if args.command == "cloud":
+        setproctitle.setproctitle(f"{EMULATOR_NAME}: cloud stand-in")
+        sys.exit(uvloop.run(serve_cloud(args.port, args.workDirs, knobs, cloud)))
+    # Which runtime this is, in ps/top: the work dir names the account it serves.
+    port = f" (port {args.socketPort})" if args.socketPort else ""
+    setproctitle.setproctitle(f"{EMULATOR_NAME}: {args.workDir}{port}")
     options = StartOptions(
         work_dir=args.workDir,
         socket_port=args.socketPort,
         http_port=args.httpPort,
         copy_data_dir=args.copyDataDir,
     )
-    sys.exit(uvloop.run(serve(options, knobs)))
+    sys.exit(uvloop.run(serve(options, knobs, cloud)))

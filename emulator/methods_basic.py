@@ -6,6 +6,7 @@ import logging
 import secrets
 from typing import Any
 
+from emulator.cloud_settings import EndpointAdvert
 from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
 from emulator.runtime import Method, Runtime
 
@@ -45,7 +46,12 @@ async def ping(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
 
 
 async def get_endpoint(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
-    return {"endpoint": rt.workdir.endpoint()}
+    """The stored endpoint; with the cloud stand-in on and none stored, the stand-in's URL."""
+    stored = rt.workdir.endpoint()
+    if stored or not rt.cloud.enabled or rt.cloud.endpoint is EndpointAdvert.LOG:
+        return {"endpoint": stored}
+    base = f"http://127.0.0.1:{rt.http_port}"
+    return {"endpoint": base + "/algo" if rt.cloud.endpoint is EndpointAdvert.ALGO else base}
 
 
 async def update_endpoint(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 from emulator.auth import LoginBroker
 from emulator.catalog import Catalog
+from emulator.cloud_settings import CloudKnobs
 from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
 from emulator.delivery import AskChain, Audience
 from emulator.rpc_framing import frame
@@ -43,11 +44,13 @@ class Runtime:
     tool_verdicts: ToolVerdicts = field(default_factory=ToolVerdicts)
     ws_port: int = 0
     http_port: int = 0
+    cloud: CloudKnobs = field(default_factory=CloudKnobs)
 
     @classmethod
-    def create(cls, knobs: Knobs, workdir: WorkDir) -> Runtime:
+    def create(cls, knobs: Knobs, workdir: WorkDir, cloud: CloudKnobs | None = None) -> Runtime:
         return cls(
             knobs=knobs,
+            cloud=cloud or CloudKnobs(),
             workdir=workdir,
             catalog=Catalog.load(knobs.models_path),
             scripts=ScriptBook(knobs.script_path, knobs.reply_tokens),

@@ -21,6 +21,12 @@ acts with LINGMA_EMULATOR_TOOLS=1 and an agent-mode turn (tools.py); then, befor
 text, the turn announces the tool, sends a `tool/invoke` request and waits for the client's
 verdict (its reply, or a `tool/invokeResult` call) up to LINGMA_EMULATOR_TOOL_TIMEOUT_MS. Else
 it is ignored, and the rule answers as if the key were absent.
+
+The cloud side (cloud_server.py) reads the same rules against the latest user message: `reply`
+and `thinking` stream as deltas, `tool_call` becomes a native tool call whose arguments arrive
+in several fragments, `delay_ms` delays the first chunk, and two keys are its own:
+`chunk_delay_ms` (a slow stream) and `cloud_fault` (a CloudFault below; `retry_after_s` goes
+with the rate limits).
 """
 
 from __future__ import annotations
@@ -84,6 +90,19 @@ _WORDINGS: dict[ErrorKind, tuple[int, str, str]] = {
 }
 
 
+class CloudFault(StrEnum):
+    """How a cloud chat goes wrong (lingma-protocol.md §14.15 scriptable replies)."""
+
+    RATE_LIMIT_INBAND = "rate_limit_inband"  # HTTP 200, one 429 envelope, no [DONE]
+    RATE_LIMIT_HTTP = "rate_limit_http"  # plain HTTP 429
+    SERVER_ERROR = "server_error"  # HTTP 500
+    CUT = "cut"  # a few chunks, then the connection is dropped
+    TRUNCATE = "truncate"  # a few chunks, then a clean end without finish or [DONE]
+    EXPIRED = "expired"  # 403 code 105 (HTTP, or in-band with CLOUD_AUTH_INBAND)
+    EMPTY = "empty"  # finish_reason stop and [DONE] with no content at all
+    ERROR_AFTER_FINISH = "error_after_finish"  # the whole answer, then an in-band 500
+
+
 class ErrorSpec(msgspec.Struct, forbid_unknown_fields=True):
     status: int = 500
     message: str = ""
@@ -128,6 +147,9 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # carrying this text, or one with `isFiltered: true`.
     overwrite: str | None = None
     filtered: bool = False
+    chunk_delay_ms: int = 0  # cloud: pause between two chunks
+    cloud_fault: CloudFault | None = None  # cloud: how the chat goes wrong
+    retry_after_s: int | None = None  # cloud rate limits: the Retry-After to send
 
 
 class ScriptFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -148,6 +170,11 @@ class Answer:
     overwrite: str | None = None
     filtered: bool = False
     rule: int | None = None  # index of the rule that decided, None for the default reply
+    tool_call: ToolCallSpec | None = None  # the rule's tool call, structured (cloud side)
+    reply: str = ""  # the rule's own reply text, without the rendered tool call
+    chunk_delay_ms: int = 0
+    cloud_fault: CloudFault | None = None
+    retry_after_s: int | None = None
 
 
 @dataclass
@@ -247,6 +274,7 @@ def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: st
         or rule.action is not None
         or rule.native_tool_call is not None
         or rule.reply == ""  # an explicitly empty answer
+        or rule.cloud_fault is not None
     )
     if not parts and not scripted_outcome:
         parts.append(default_reply(model, latest, 0))
@@ -264,4 +292,9 @@ def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: st
         overwrite=rule.overwrite,
         filtered=rule.filtered,
         rule=index,
+        tool_call=rule.tool_call,
+        reply=rule.reply or "",
+        chunk_delay_ms=rule.chunk_delay_ms,
+        cloud_fault=rule.cloud_fault,
+        retry_after_s=rule.retry_after_s,
     )

@@ -22,6 +22,9 @@ from pathlib import Path
 import psutil
 from aiohttp import WSMsgType, web
 
+from emulator.cloud_auth import Login
+from emulator.cloud_server import CloudApi, add_cloud_routes
+from emulator.cloud_settings import CloudKnobs, EndpointAdvert
 from emulator.connection import RpcConnection
 from emulator.dispatch import make_handler
 from emulator.login_page import build_http_app
@@ -193,7 +196,7 @@ def _remove_socket(path: Path) -> None:
         path.unlink()
 
 
-async def serve(options: StartOptions, knobs: Knobs) -> int:
+async def serve(options: StartOptions, knobs: Knobs, cloud: CloudKnobs | None = None) -> int:
     workdir = WorkDir(options.work_dir)
     workdir.root.mkdir(parents=True, exist_ok=True)
     workdir.clear_info()
@@ -209,7 +212,7 @@ async def serve(options: StartOptions, knobs: Knobs) -> int:
     if options.copy_data_dir is not None:
         copied = workdir.copy_data_from(options.copy_data_dir)
         log.info("EMULATOR copied %d entries from --copyDataDir (login is never copied)", copied)
-    log.info("EMULATOR using machine id from file: %s", workdir.id_path)
+    log.info("EMULATOR using machine id from file: %s", workdir.machine_id())
     if knobs.require_machine_token:
         workdir.ensure_machine_token()
         log.info("EMULATOR WebSocket upgrades require %s", MACHINE_TOKEN_HEADER)
@@ -219,7 +222,7 @@ async def serve(options: StartOptions, knobs: Knobs) -> int:
             "EMULATOR WARNING: another runtime instance runs on this work dir "
             "(two live instances on one work dir, lingma-protocol.md §7.5)"
         )
-    rt = Runtime.create(knobs, workdir)
+    rt = Runtime.create(knobs, workdir, cloud)
     if rt.user() is None:
         log.info("EMULATOR No cached user info, please login.")
     await asyncio.sleep(knobs.startup_delay_ms / 1000)
@@ -235,9 +238,12 @@ async def _run(rt: Runtime, options: StartOptions) -> int:
         return LISTEN_FAILED_EXIT_CODE
     rt.ws_port, rt.http_port = ws_sock.getsockname()[1], http_sock.getsockname()[1]
     log.info("EMULATOR Using http server: %d", rt.http_port)
+    http_app = build_http_app(rt)
+    if rt.cloud.enabled:
+        add_cloud_routes(http_app, _cloud_api(rt))
     runners = [
         web.AppRunner(build_ws_app(rt), shutdown_timeout=2.0),
-        web.AppRunner(build_http_app(rt), shutdown_timeout=2.0),
+        web.AppRunner(http_app, shutdown_timeout=2.0),
     ]
     ipc_server: asyncio.Server | None = None
     ipc = ipc_path() if rt.knobs.ipc else None
@@ -251,6 +257,9 @@ async def _run(rt: Runtime, options: StartOptions) -> int:
         rt.workdir.write_info(
             SharedClientInfo(websocketPort=rt.ws_port, pid=os.getpid(), ipcServerPath=ipc_text)
         )
+        if rt.cloud.enabled and rt.cloud.endpoint is EndpointAdvert.LOG:
+            base = f"http://127.0.0.1:{rt.http_port}"
+            log.info("EMULATOR Update endpoint success. endpoint config: %s", base)
         log.info(
             "EMULATOR Communication servers ready - WebSocket: %d, HTTP: %d, IPC: %s",
             rt.ws_port,
@@ -285,6 +294,16 @@ async def make_noise(rt: Runtime) -> None:
         for conn in list(rt.connections):
             await conn.push("snapshot/syncAll", {})
             conn.notify("session/update", other)
+
+
+def _cloud_api(rt: Runtime) -> CloudApi:
+    """The cloud stand-in accepts the login this runtime holds (re-read when it changes)."""
+
+    def logins() -> list[Login]:
+        user = rt.user()
+        return [Login.of(user, rt.workdir.machine_id())] if user is not None else []
+
+    return CloudApi.create(rt.knobs, rt.cloud, logins, rt.scripts, rt.recorder)
 
 
 async def _wait_for_stop_signal() -> None:

@@ -32,6 +32,7 @@ NOISE_MS=N             every N ms, unrelated pushes to every connection: `snapsh
 By default turns also push `snapshot/syncAll` after step_end (§5.3, §5.4: seen during turns),
 and an ACP error finish words its status in `reason` ("429 Too Many Requests: ..."). Script
 rules may name an error `kind` (rate_limit, quota, login) for the wordings of §10 / §14.10.
+Cloud API stand-in (cloud_settings.py, §14.15; off by default): CLOUD=1 and CLOUD_* knobs
 """
 
 from __future__ import annotations

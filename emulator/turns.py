@@ -232,6 +232,10 @@ class Recorder:
             }
         )
 
+    def write_event(self, fields: dict[str, Any]) -> None:
+        """Any other line, marked by its own `event` key (the cloud side's requests)."""
+        self._write(fields)
+
     def _write(self, fields: dict[str, Any]) -> None:
         if self.path is None:
             return

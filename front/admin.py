@@ -35,6 +35,7 @@ from protocol.messages import (
     SessionExport,
     Stats,
     StatsQuery,
+    WorkerStats,
 )
 
 ADMIN_TIMEOUT_S = 30.0
@@ -152,20 +153,24 @@ async def models_raw(request: web.Request) -> web.Response:
 
 
 async def internal_stats(request: web.Request) -> web.Response:
+    """The reference gateway's keys (`stats`, `concurrency`, `pool`, `session_cache`) and ours."""
     ctx = _admin_context(request)
 
-    async def one(link: WorkerLink) -> dict[str, Any]:
+    async def one(link: WorkerLink) -> tuple[dict[str, Any], WorkerStats | None]:
         base = link.describe()
         try:
             stats: Stats = await _ask(link, lambda i: StatsQuery(id=i), Stats, timeout=5.0)
         except ApiError as err:
-            return {**base, "error": err.message}
-        return {**base, "stats": stats.stats}
+            return {**base, "error": err.message}, None
+        return {**base, "stats": stats.stats}, stats.stats
 
-    workers = await asyncio.gather(*(one(link) for link in ctx.pool.links.values()))
+    answers = await asyncio.gather(*(one(link) for link in ctx.pool.links.values()))
+    reported = [stats for _, stats in answers if stats is not None]
     return json_response(
         {
             "ok": True,
+            "stats": totals(reported),
+            "session_cache": session_cache_totals(reported),
             "front": {"name": ctx.name, "state": ctx.state.value, "stats": front_stats(ctx)},
             "concurrency": {
                 "max_in_flight": ctx.admission.max_in_flight,
@@ -173,9 +178,33 @@ async def internal_stats(request: web.Request) -> web.Response:
                 "queued": ctx.admission.queued,
                 "rejected_total": ctx.admission.rejected_total,
             },
-            "pool": list(workers),
+            "pool": [entry for entry, _ in answers],
         }
     )
+
+
+def totals(reported: list[WorkerStats]) -> dict[str, int]:
+    """Counters summed over the accounts that answered (the reference's single-process view)."""
+    return {
+        "accounts_reporting": len(reported),
+        "requests_total": sum(s.requests_total for s in reported),
+        "failures_total": sum(s.failures_total for s in reported),
+        "upstream_429_total": sum(s.upstream_429_total for s in reported),
+        "prompt_tokens_total": sum(s.prompt_tokens_total for s in reported),
+        "completion_tokens_total": sum(s.completion_tokens_total for s in reported),
+        "in_flight": sum(s.in_flight for s in reported),
+    }
+
+
+def session_cache_totals(reported: list[WorkerStats]) -> dict[str, float]:
+    hits = sum(s.session_hits for s in reported)
+    misses = sum(s.session_misses for s in reported)
+    return {
+        "entries": sum(s.sessions for s in reported),
+        "hits": hits,
+        "misses": misses,
+        "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+    }
 
 
 def add_admin_routes(app: web.Application) -> None:

@@ -1,10 +1,10 @@
 """Runs in the front: POST /v1/messages and /v1/messages/count_tokens — the Anthropic Messages API.
 
 System prompt (string or blocks), content blocks (text, tool_use, tool_result; thinking is
-dropped from history; images are refused with a clear 400, and noted as text inside tool
-results) become a ChatPlan. `anthropic-version` / `anthropic-beta` headers and `?beta=true`
-are tolerated: nothing here depends on them. A `system` role inside `messages` (Claude Code's
-mid-conversation system beta) stays a system message in place.
+dropped from history; images become structured images for cloud-backend workers, and are
+noted as text inside tool results) become a ChatPlan. `anthropic-version` / `anthropic-beta`
+headers and `?beta=true` are tolerated: nothing here depends on them. A `system` role inside
+`messages` (Claude Code's mid-conversation system beta) stays a system message in place.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from front.auth import require_api_key
 from front.context import CONTEXT
 from front.errors import ApiFlavor
 from front.httpkit import admit_chat, json_response, read_body
-from front.limits import estimate_tokens
+from front.images import ImageCounter, from_base64, from_url
 from front.plan import (
     ChatPlan,
     bad_request,
@@ -28,7 +28,6 @@ from front.plan import (
     check_tool_choice,
     first_texts,
     normalize_stop,
-    require_messages,
     with_tool_instructions,
 )
 from front.relay import collect, stream_response
@@ -36,11 +35,13 @@ from front.routing import affinity_source
 from front.schemas_anthropic import Block, MessageIn, MessagesBody
 from front.sse import json_encode
 from front.tools import ParsedCall, render_assistant_turn, render_tool_result
-from protocol.messages import Message, ToolSpec
+from front.turns import prior_call, require_content, user_turn
+from protocol.messages import ChatTurn, ImageInput, Message, ToolSpec
 
 log = logging.getLogger(__name__)
 
 IMAGE_NOTE = "[image omitted: this gateway passes text only]"
+IMAGE_BLOCKS = ("image", "document")
 SKIPPED_BLOCKS = frozenset(
     {"thinking", "redacted_thinking", "server_tool_use", "web_search_tool_result"}
 )
@@ -90,11 +91,7 @@ def _turn(message: MessageIn, index: int, call_names: dict[str, str]) -> list[Me
                 call_id, name, _result_text(block.content), is_error=bool(block.is_error)
             )
             results.append(Message(role="tool", text=text, name=name))
-        elif block.type in ("image", "document"):
-            raise bad_request(
-                f"{block.type} content is not supported by this gateway (text only)", where
-            )
-        elif block.type not in SKIPPED_BLOCKS:
+        elif block.type not in SKIPPED_BLOCKS and block.type not in IMAGE_BLOCKS:
             raise bad_request(f"unsupported content block type {block.type!r}", where)
     text = "\n".join(t for t in texts if t)
     if message.role == "assistant":
@@ -111,7 +108,58 @@ def messages_of(body: MessagesBody) -> list[Message]:
     call_names: dict[str, str] = {}
     for index, message in enumerate(body.messages):
         messages += _turn(message, index, call_names)
-    return require_messages(messages)
+    return messages
+
+
+def _image(block: Block, where: str, counter: ImageCounter) -> ImageInput:
+    if block.type == "document":
+        raise bad_request("document blocks are not supported (images only)", where)
+    source = block.source
+    if source is not None and source.type == "base64":
+        image = from_base64(source.media_type or "", source.data or "", where)
+    elif source is not None and source.type == "url" and source.url:
+        image = from_url(source.url, where)
+    else:
+        raise bad_request("an image block needs a base64 or url source", where)
+    return counter.add(image, where)
+
+
+def _structured(message: MessageIn, index: int, counter: ImageCounter) -> list[ChatTurn]:
+    """One Anthropic message as ChatTurns: tool results first (each its own), then the rest."""
+    if message.role == "system":
+        text = system_text(message.content)
+        return [ChatTurn(role="system", text=text)] if text else []
+    if isinstance(message.content, str):
+        return [ChatTurn(role=message.role, text=message.content)] if message.content else []
+    texts, images, calls, results = [], [], [], []
+    for position, block in enumerate(message.content):
+        where = f"messages[{index}].content[{position}]"
+        if block.type == "text":
+            texts.append(block.text or "")
+        elif block.type in IMAGE_BLOCKS:
+            images.append(_image(block, where, counter))
+        elif block.type == "tool_use":
+            calls.append(prior_call(block.id or "", block.name or "", block.input))
+        elif block.type == "tool_result":
+            text = _result_text(block.content)
+            text = f"[error] {text}" if block.is_error else text
+            results.append(ChatTurn(role="tool", text=text, tool_call_id=block.tool_use_id or ""))
+    text = "\n".join(t for t in texts if t)
+    if message.role == "assistant":
+        if images:
+            raise bad_request("images are only allowed in user messages", f"messages[{index}]")
+        return [ChatTurn(role="assistant", text=text, tool_calls=calls)] if text or calls else []
+    turn = user_turn(text, images)
+    return results + ([turn] if turn is not None else [])
+
+
+def turns_of(body: MessagesBody) -> list[ChatTurn]:
+    system = system_text(body.system)
+    turns = [ChatTurn(role="system", text=system)] if system else []
+    counter = ImageCounter()
+    for index, message in enumerate(body.messages):
+        turns += _structured(message, index, counter)
+    return turns
 
 
 def tools_of(body: MessagesBody) -> list[ToolSpec]:
@@ -147,6 +195,8 @@ def plan_messages(
     body: MessagesBody, *, default_model: str, affinity_header: str | None
 ) -> ChatPlan:
     messages = messages_of(body)
+    turns = turns_of(body)
+    require_content(messages, turns)
     tools = tools_of(body)
     choice = tool_choice_of(body, tools)
     system, first = first_texts(messages)
@@ -164,26 +214,32 @@ def plan_messages(
             header=affinity_header, user=user, system_text=system, first_text=first
         ),
         call_id_prefix="toolu_",
+        turns=turns,
+        temperature=body.temperature,
+        reasoning_effort=_effort(body.thinking),
     )
+
+
+def _effort(thinking: dict[str, Any] | None) -> str:
+    """Extended thinking asked for (`{"type": "enabled", ...}`): a reasoning hint upstream."""
+    return "medium" if thinking and thinking.get("type") == "enabled" else ""
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
     ctx, _body, plan, meta = await admit_chat(request, MessagesBody, plan_messages)
     message_id = f"msg_{secrets.token_hex(12)}"
     if plan.stream:
-        renderer = AnthropicStreamRenderer(
-            message_id, plan.model, estimate_tokens(plan.prompt_chars)
-        )
+        renderer = AnthropicStreamRenderer(message_id, plan.model, plan.prompt_tokens)
         return await stream_response(request, ctx, plan, meta, renderer)
     result = await collect(ctx, plan, meta)
     return json_response(messages_body(message_id, plan.model, result))
 
 
 async def count_tokens(request: web.Request) -> web.Response:
-    """Claude Code probes this; an estimate (about 4 characters per token) over the whole prompt."""
+    """Claude Code probes this: the estimate (protocol/tokens.py) the reply's usage will report."""
     ctx = request.app[CONTEXT]
     require_api_key(request.headers, ctx.spec.api_keys)
     body = await read_body(request, MessagesBody)
     plan = plan_messages(body, default_model=ctx.spec.default_model, affinity_header=None)
-    payload: dict[str, Any] = {"input_tokens": estimate_tokens(plan.prompt_chars)}
+    payload: dict[str, Any] = {"input_tokens": plan.prompt_tokens}
     return json_response(payload)

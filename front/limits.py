@@ -2,20 +2,16 @@
 
 Lingma's chat call takes neither, so the front enforces them on the visible text: it cuts at
 the first stop sequence (holding back only a tail that could still grow into one) and at an
-approximate token budget (4 characters per token, the same estimate used for usage).
+estimated token budget: the same estimate (protocol/tokens.py) that usage reports, so a reply
+cut for `max_tokens` never reports more output tokens than the client allowed.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Sequence
 
-CHARS_PER_TOKEN = 4
-
-
-def estimate_tokens(chars: int) -> int:
-    return math.ceil(chars / CHARS_PER_TOKEN) if chars > 0 else 0
+from protocol.tokens import TokenCount
 
 
 class LimitHit(enum.StrEnum):
@@ -26,15 +22,15 @@ class LimitHit(enum.StrEnum):
 class OutputLimiter:
     def __init__(self, stop: Sequence[str], max_tokens: int | None) -> None:
         self._stops = [s for s in stop if s]
-        self._max_chars = None if max_tokens is None else max_tokens * CHARS_PER_TOKEN
+        self._max_tokens = max_tokens
         self._buf = ""
-        self._emitted = 0
+        self._emitted = TokenCount()
         self.hit: LimitHit | None = None
         self.stop_sequence: str | None = None
 
     @property
     def active(self) -> bool:
-        return bool(self._stops) or self._max_chars is not None
+        return bool(self._stops) or self._max_tokens is not None
 
     def feed(self, text: str) -> str:
         if self.hit is not None:
@@ -55,10 +51,12 @@ class OutputLimiter:
         return self._budget(out) if self.hit is None else ""
 
     def _budget(self, out: str) -> str:
-        if self._max_chars is not None and self._emitted + len(out) > self._max_chars:
-            out = out[: max(0, self._max_chars - self._emitted)]
-            self.hit, self.stop_sequence, self._buf = LimitHit.LENGTH, None, ""
-        self._emitted += len(out)
+        if self._max_tokens is not None:
+            fitting = self._emitted.fitting_prefix(out, self._max_tokens)
+            if fitting < len(out):
+                out = out[:fitting]
+                self.hit, self.stop_sequence, self._buf = LimitHit.LENGTH, None, ""
+        self._emitted.add(out)
         return out
 
     def _first_stop(self, buf: str) -> tuple[int, str] | None:

@@ -1,7 +1,8 @@
 """Runs in the front: POST /v1/chat/completions — OpenAI chat in, chat.completion(.chunk) out.
 
 Translation (body → ChatPlan) and rendering (events → chunks / one body) are pure functions
-and classes here; the handler at the bottom only wires them to auth and the relay.
+and classes here; the handler at the bottom only wires them to auth and the relay. Images
+(`image_url` parts) only travel in the structured turns, which cloud-backend workers read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from front.errors import ApiError, ApiFlavor, openai_error_payload
 from front.httpkit import admit_chat, json_response
+from front.images import ImageCounter, from_url
 from front.pipeline import Outcome
 from front.plan import (
     ChatPlan,
@@ -22,7 +24,6 @@ from front.plan import (
     check_tool_choice,
     first_texts,
     normalize_stop,
-    require_messages,
     with_tool_instructions,
 )
 from front.relay import Collected, collect, stream_response
@@ -35,7 +36,8 @@ from front.tools import (
     render_assistant_turn,
     render_tool_result,
 )
-from protocol.messages import Message, ToolCall, ToolSpec
+from front.turns import prior_call, require_content, user_turn
+from protocol.messages import ChatTurn, ImageInput, Message, ToolCall, ToolSpec
 
 TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
@@ -52,11 +54,25 @@ def flatten_content(content: Content, param: str) -> str:
     for part in content:
         if part.type in TEXT_PART_TYPES:
             texts.append(part.text or "")
-        elif part.type in IMAGE_PART_TYPES:
-            raise bad_request("image input is not supported by this gateway (text only)", param)
-        elif part.type not in IGNORED_PART_TYPES:
+        elif part.type not in IMAGE_PART_TYPES and part.type not in IGNORED_PART_TYPES:
             raise bad_request(f"unsupported content part type {part.type!r}", param)
     return "\n".join(t for t in texts if t)
+
+
+def images_of(content: Content, param: str, counter: ImageCounter) -> list[ImageInput]:
+    if content is None or isinstance(content, str):
+        return []
+    images: list[ImageInput] = []
+    for position, part in enumerate(content):
+        if part.type not in IMAGE_PART_TYPES:
+            continue
+        where = f"{param}[{position}]"
+        source = part.image_url
+        url = source if isinstance(source, str) else (source.url if source else "")
+        if not url:
+            raise bad_request("an image part needs image_url.url", where)
+        images.append(counter.add(from_url(url, where), where))
+    return images
 
 
 def _tool_spec(function: FunctionDef) -> ToolSpec:
@@ -122,7 +138,37 @@ def _message(m: ChatMessageIn, index: int, call_names: dict[str, str]) -> Messag
 def messages_of(body: ChatCompletionsBody) -> list[Message]:
     call_names: dict[str, str] = {}
     converted = (_message(m, i, call_names) for i, m in enumerate(body.messages))
-    return require_messages([m for m in converted if m is not None])
+    return [m for m in converted if m is not None]
+
+
+def _turn(m: ChatMessageIn, index: int, counter: ImageCounter) -> ChatTurn | None:
+    param = f"messages[{index}].content"
+    text = flatten_content(m.content, param)
+    images = images_of(m.content, param, counter)
+    if images and m.role != "user":
+        raise bad_request("images are only allowed in user messages", param)
+    if m.role in ("system", "developer"):
+        return ChatTurn(role="system", text=text) if text else None
+    if m.role == "user":
+        return user_turn(text, images, m.name or "")
+    if m.role == "assistant":
+        calls = [
+            prior_call(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or []
+        ]
+        if m.function_call is not None:
+            calls.append(prior_call("", m.function_call.name, m.function_call.arguments))
+        return ChatTurn(role="assistant", text=text, tool_calls=calls) if text or calls else None
+    if m.role in ("tool", "function"):
+        return ChatTurn(
+            role="tool", text=text, name=m.name or "", tool_call_id=m.tool_call_id or ""
+        )
+    return None  # unknown roles were refused by messages_of
+
+
+def turns_of(body: ChatCompletionsBody) -> list[ChatTurn]:
+    counter = ImageCounter()
+    converted = (_turn(m, i, counter) for i, m in enumerate(body.messages))
+    return [t for t in converted if t is not None]
 
 
 def plan_chat(
@@ -131,6 +177,8 @@ def plan_chat(
     if body.n is not None and body.n != 1:
         raise bad_request("n > 1 is not supported: this gateway returns exactly one choice", "n")
     messages = messages_of(body)
+    turns = turns_of(body)
+    require_content(messages, turns)
     tools = tools_of(body)
     choice = tool_choice_of(body, tools)
     system, first = first_texts(messages)
@@ -151,6 +199,9 @@ def plan_chat(
             header=affinity_header, user=body.user, system_text=system, first_text=first
         ),
         call_id_prefix="call_",
+        turns=turns,
+        temperature=body.temperature,
+        reasoning_effort=body.reasoning_effort or "",
     )
 
 

@@ -1,6 +1,7 @@
 """Runs in the front: POST /v1/responses (and /responses) — the OpenAI Responses API.
 
-Input items (messages, function_call, function_call_output) become a ChatPlan; the reply is a
+Input items (messages, function_call, function_call_output; input_image parts only in the
+structured turns cloud-backend workers read) become a ChatPlan; the reply is a
 `response` object, or the Responses event stream (response.created, output items, text and
 function-call argument deltas, response.completed / incomplete / failed).
 """
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from front.errors import ApiFlavor
 from front.httpkit import admit_chat, json_response
+from front.images import ImageCounter, from_url
 from front.pipeline import Outcome
 from front.plan import (
     ChatPlan,
@@ -22,7 +24,6 @@ from front.plan import (
     check_max_tokens,
     check_tool_choice,
     first_texts,
-    require_messages,
     with_tool_instructions,
 )
 from front.relay import Collected, collect, stream_response
@@ -36,7 +37,8 @@ from front.routing import affinity_source
 from front.schemas_openai import InputItem, ResponsesBody, ResponsesContent
 from front.sse import json_encode
 from front.tools import arguments_from_json, render_tool_call, render_tool_result
-from protocol.messages import Message, ToolSpec
+from front.turns import merged_assistant_turns, prior_call, require_content, user_turn
+from protocol.messages import ChatTurn, ImageInput, Message, ToolSpec
 
 TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
 # `additional_tools` is how Codex's newest default models receive their (code-mode) tools; those
@@ -53,9 +55,9 @@ def flatten_input(content: ResponsesContent, param: str) -> str:
     for part in content:
         if part.type in TEXT_PART_TYPES:
             texts.append(part.text or "")
-        elif part.type in ("input_image", "input_file", "input_audio"):
-            raise bad_request(f"{part.type} is not supported by this gateway (text only)", param)
-        elif part.type != "refusal":
+        elif part.type in ("input_file", "input_audio"):
+            raise bad_request(f"{part.type} is not supported by this gateway", param)
+        elif part.type not in ("refusal", "input_image"):
             raise bad_request(f"unsupported content part type {part.type!r}", param)
     return "\n".join(t for t in texts if t)
 
@@ -93,6 +95,51 @@ def _merge_assistant_turns(messages: list[Message]) -> list[Message]:
     return merged
 
 
+def images_of(content: ResponsesContent, param: str, counter: ImageCounter) -> list[ImageInput]:
+    if content is None or isinstance(content, str):
+        return []
+    images: list[ImageInput] = []
+    for position, part in enumerate(content):
+        if part.type != "input_image":
+            continue
+        where = f"{param}[{position}]"
+        if not part.image_url:
+            raise bad_request("input_image needs image_url (file_id is not supported)", where)
+        images.append(counter.add(from_url(part.image_url, where), where))
+    return images
+
+
+def _item_turn(item: InputItem, index: int, counter: ImageCounter) -> ChatTurn | None:
+    param = f"input[{index}]"
+    if item.type == "message":
+        text = flatten_input(item.content, f"{param}.content")
+        images = images_of(item.content, f"{param}.content", counter)
+        role = {"developer": "system", "system": "system", "assistant": "assistant"}.get(
+            item.role, "user"
+        )
+        if role == "user":
+            return user_turn(text, images)
+        if images:
+            raise bad_request("images are only allowed in user messages", f"{param}.content")
+        return ChatTurn(role=role, text=text) if text else None
+    if item.type == "function_call":
+        call = prior_call(item.call_id, item.name, item.arguments)
+        return ChatTurn(role="assistant", tool_calls=[call])
+    if item.type == "function_call_output":
+        output = flatten_input(item.output, f"{param}.output")
+        return ChatTurn(role="tool", text=output, tool_call_id=item.call_id)
+    return None
+
+
+def turns_of(body: ResponsesBody) -> list[ChatTurn]:
+    turns = [ChatTurn(role="system", text=body.instructions)] if body.instructions else []
+    if isinstance(body.input, str):
+        return [*turns, ChatTurn(role="user", text=body.input)]
+    counter = ImageCounter()
+    converted = (_item_turn(item, i, counter) for i, item in enumerate(body.input))
+    return merged_assistant_turns([*turns, *(t for t in converted if t is not None)])
+
+
 def messages_of(body: ResponsesBody) -> list[Message]:
     messages: list[Message] = []
     if body.instructions:
@@ -105,7 +152,7 @@ def messages_of(body: ResponsesBody) -> list[Message]:
             message = _item_message(item, index, call_names)
             if message is not None:
                 messages.append(message)
-    return require_messages(_merge_assistant_turns(messages))
+    return _merge_assistant_turns(messages)
 
 
 def tools_of(body: ResponsesBody) -> list[ToolSpec]:
@@ -142,6 +189,8 @@ def plan_responses(
             "previous_response_id",
         )
     messages = messages_of(body)
+    turns = turns_of(body)
+    require_content(messages, turns)
     tools = tools_of(body)
     choice = tool_choice_of(body, tools)
     system, first = first_texts(messages)
@@ -157,7 +206,15 @@ def plan_responses(
             header=affinity_header, user=body.user, system_text=system, first_text=first
         ),
         call_id_prefix="call_",
+        turns=turns,
+        temperature=body.temperature,
+        reasoning_effort=_effort(body.reasoning),
     )
+
+
+def _effort(reasoning: dict[str, Any] | None) -> str:
+    effort = reasoning.get("effort") if reasoning else None
+    return effort if isinstance(effort, str) else ""
 
 
 def response_body(

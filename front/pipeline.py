@@ -1,8 +1,10 @@
 """Runs in the front: turns one worker's chat events into what the client sees.
 
 Applies, in order: emulated tool-call parsing (declared tools only), the tool_choice policy
-(required/forced hold the text back and fall back to reading a bare JSON reply as the forced
-tool's arguments), stop sequences and the max-token budget, and usage/latency accounting.
+(required/forced hold the text back and drop it when a call was made; front/forced.py decides
+what a reply without one becomes), stop sequences and the max-token budget, and usage/latency
+accounting. A cloud-backend worker calls tools natively (`native=True`): no text parsing, no
+held text, and each call keeps the id the cloud gave it (the follow-up turn sends that id back).
 Pure and synchronous: one call per event, so relaying costs no extra task switches.
 """
 
@@ -14,11 +16,12 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
-from front.limits import LimitHit, OutputLimiter, estimate_tokens
+from front.limits import LimitHit, OutputLimiter
 from front.plan import ChatPlan
 from front.tool_stream import Segment, ToolTextParser
-from front.tools import ParsedCall, ToolNames, forced_fallback
+from front.tools import ParsedCall, ToolNames
 from protocol.messages import Delta, Finish, FinishReason, Reasoning, ToolCall
+from protocol.tokens import TokenCount
 
 FrontEvent = Delta | Reasoning | ToolCall
 _json = msgspec.json.Encoder()
@@ -47,19 +50,23 @@ def new_call_id(prefix: str) -> str:
 
 
 class EventPipeline:
-    def __init__(self, plan: ChatPlan, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, plan: ChatPlan, clock: Callable[[], float] = time.monotonic, *, native: bool = False
+    ) -> None:
         self._plan = plan
         self._clock = clock
         self._started = clock()
+        self._native = native
         self._names = ToolNames(t.name for t in plan.tools)
-        self._parser = ToolTextParser(self._names) if plan.parses_tools else None
-        self._hold_text = plan.parses_tools and plan.tool_choice != "auto"
+        emulated = plan.parses_tools and not native
+        self._parser = ToolTextParser(self._names) if emulated else None
+        self._hold_text = emulated and plan.tool_choice != "auto"
         self._held: list[str] = []
         self._limiter = OutputLimiter(plan.stop, plan.max_tokens)
         # No tools and no limits: text passes through untouched (the relay's hot path).
         self._plain = self._parser is None and not self._limiter.active
         self.calls = 0
-        self.output_chars = 0
+        self.output = TokenCount()
         self.first_output_ms: float | None = None
 
     @property
@@ -73,7 +80,7 @@ class EventPipeline:
         if type(event) is Delta:
             return self._delta(event)
         if isinstance(event, Reasoning):
-            self._count(len(event.text))
+            self._count(event.text)
             return [event]
         if isinstance(event, ToolCall):
             return self._native_call(event)
@@ -81,7 +88,7 @@ class EventPipeline:
 
     def _delta(self, event: Delta) -> list[FrontEvent]:
         if self._plain:
-            self._count(len(event.text))
+            self._count(event.text)
             return [event]
         if self._parser is None:
             return self._texts((event.text,))
@@ -114,12 +121,6 @@ class EventPipeline:
         held, self._held = "".join(self._held), []
         if self.calls:
             return []  # a forced/required call was made: the surrounding prose is dropped
-        forced = self._plan.forced_tool
-        if forced is None and self._plan.tool_choice == "required" and len(self._plan.tools) == 1:
-            forced = self._plan.tools[0].name
-        call = forced_fallback(held, forced, self._names) if forced else None
-        if call is not None:
-            return [self._call(call.name, _json.encode(call.arguments).decode())]
         return self._texts((held,))
 
     def _texts(self, texts: Iterable[str], *, limit: bool = True) -> list[FrontEvent]:
@@ -127,7 +128,7 @@ class EventPipeline:
         for text in texts:
             visible = self._limiter.feed(text) if limit else text
             if visible:
-                self._count(len(visible))
+                self._count(visible)
                 out.append(Delta(id=0, text=visible))
             if self.limited:
                 break
@@ -138,22 +139,24 @@ class EventPipeline:
         name = self._names.match(event.name) if self._plan.parses_tools else None
         if name is None:
             return []
-        return [self._call(name, event.arguments_json)]
+        call_id = event.call_id if self._native else ""
+        return [self._call(name, event.arguments_json, call_id)]
 
-    def _call(self, name: str, arguments_json: str) -> ToolCall:
+    def _call(self, name: str, arguments_json: str, call_id: str = "") -> ToolCall:
         self.calls += 1
-        self._count(len(name) + len(arguments_json))
+        self._count(name)
+        self._count(arguments_json)
         return ToolCall(
             id=0,
-            call_id=new_call_id(self._plan.call_id_prefix),
+            call_id=call_id or new_call_id(self._plan.call_id_prefix),
             name=name,
             arguments_json=arguments_json,
         )
 
-    def _count(self, chars: int) -> None:
+    def _count(self, text: str) -> None:
         if self.first_output_ms is None:
             self.first_output_ms = (self._clock() - self._started) * 1000
-        self.output_chars += chars
+        self.output.add(text)
 
     def _outcome(self, finish: Finish | None, served_by: str) -> Outcome:
         hit = self._limiter.hit
@@ -174,8 +177,8 @@ class EventPipeline:
         return Outcome(
             finish_reason=reason,
             stop_sequence=self._limiter.stop_sequence,
-            prompt_tokens=prompt or estimate_tokens(self._plan.prompt_chars),
-            completion_tokens=completion or estimate_tokens(self.output_chars),
+            prompt_tokens=prompt or self._plan.prompt_tokens,
+            completion_tokens=completion or self.output.tokens,
             served_by=(finish.served_by if finish else "") or served_by,
             model=finish.model if finish else "",
             first_token_ms=(finish.first_token_ms if finish else None) or self.first_output_ms,

@@ -1,8 +1,9 @@
 """Runs in the front: the API-neutral form of one chat request, built by each API's translator.
 
-OpenAI chat, Responses and Anthropic Messages all become a `ChatPlan` (flattened messages,
-tools, limits); the relay and the event pipeline work on plans only, so every API gets the
-same admission, routing, retries, tool parsing and limits.
+OpenAI chat, Responses and Anthropic Messages all become a `ChatPlan` (flattened messages for
+runtime-backend workers, structured turns for cloud-backend ones, tools, limits); the relay and
+the event pipeline work on plans only, so every API gets the same admission, routing, retries,
+tool handling and limits.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from dataclasses import dataclass, field
 
 from front.errors import ApiError, ApiFlavor, ErrorKind
 from front.tools import tool_instructions
-from protocol.messages import Message, ToolSpec
+from front.turns import image_count
+from protocol.messages import ChatTurn, Message, ToolSpec
+from protocol.tokens import estimate_messages_tokens
 
 MAX_STOP_SEQUENCES = 16
 
@@ -30,10 +33,18 @@ class ChatPlan:
     include_usage: bool = False
     affinity_source: str = ""
     call_id_prefix: str = "call_"
+    turns: list[ChatTurn] = field(default_factory=list)  # structured, for cloud workers
+    temperature: float | None = None
+    reasoning_effort: str = ""
 
     @property
-    def prompt_chars(self) -> int:
-        return sum(len(m.text) for m in self.messages)
+    def prompt_tokens(self) -> int:
+        """The prompt's estimate: what count_tokens, message_start and the worker's usage say."""
+        return estimate_messages_tokens(self.messages)
+
+    @property
+    def images(self) -> int:
+        return image_count(self.turns)
 
     @property
     def parses_tools(self) -> bool:

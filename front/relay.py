@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
@@ -20,13 +19,15 @@ import msgspec
 from aiohttp import web
 
 from front.admission import AdmissionRejected
+from front.backends import RequestForms
 from front.context import FrontContext
 from front.errors import ApiError, ErrorKind, from_failure, no_ready_account_message
+from front.forced import needs_call, reply_with_call
 from front.pipeline import EventPipeline, FrontEvent, Outcome
 from front.plan import ChatPlan
 from front.sse import CoalescingWriter, StreamRenderer, open_stream
 from protocol.framing import FrameError
-from protocol.messages import ChatRequest, Delta, ErrorCode, Failure, Finish, Reasoning, ToolCall
+from protocol.messages import Backend, Delta, ErrorCode, Failure, Finish, Reasoning, ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class RequestMeta:
     deadline: float  # event-loop time
     started: float  # event-loop time
     served_by: str = ""
+    backend: Backend = Backend.RUNTIME  # of the worker that answers
 
 
 @dataclass(slots=True)
@@ -87,19 +89,27 @@ def _no_worker_error(failures: list[Failure]) -> ApiError:
         if waits:
             err.retry_after = min(waits)
         return err
+    upstream = [f for f in failures if f.retryable and f.code is not ErrorCode.NOT_LOGGED_IN]
+    if upstream:  # every account tried failed upstream before answering: say what happened
+        return from_failure(upstream[-1])
     detail = "; ".join(f"{f.served_by or '?'}: {f.message}" for f in failures[-3:])
     return ApiError(ErrorKind.UNAVAILABLE, no_ready_account_message(detail), retry_after=5.0)
 
 
 async def worker_events(
-    ctx: FrontContext, chat: ChatRequest, meta: RequestMeta
+    ctx: FrontContext, forms: RequestForms, meta: RequestMeta
 ) -> AsyncGenerator[object, None]:
     """The chat's events from the first worker that starts answering."""
-    links = ctx.pool.attempts(meta.affinity, ctx.spec.per_worker_max_in_flight)
-    if not links and not ctx.pool.ready_links():
+    known = ctx.pool.links.values()
+    links = forms.eligible(
+        ctx.pool.attempts(meta.affinity, ctx.spec.per_worker_max_in_flight), known
+    )
+    if not links and not forms.eligible(ctx.pool.ready_links(), known):
         await ctx.pool.recheck(timeout=RECHECK_TIMEOUT_S)
-        links = ctx.pool.attempts(meta.affinity, ctx.spec.per_worker_max_in_flight)
-    if not links and ctx.pool.ready_links():
+        links = forms.eligible(
+            ctx.pool.attempts(meta.affinity, ctx.spec.per_worker_max_in_flight), known
+        )
+    if not links and forms.eligible(ctx.pool.ready_links(), known):
         raise ApiError(
             ErrorKind.OVERLOADED, "every account is at its concurrency limit", retry_after=1.0
         )
@@ -110,20 +120,22 @@ async def worker_events(
         started = False
         ctx.pool.acquire(link)
         try:
+            chat = forms.for_backend(link.backend, meta.deadline)
             request = msgspec.structs.replace(chat, id=link.client.next_id())
             async with contextlib.aclosing(link.client.stream(request)) as events:
                 async for event in events:
-                    if not started and isinstance(event, Failure) and event.code in RETRYABLE:
+                    if not started and _retry_elsewhere(event):
+                        assert isinstance(event, Failure)
                         failures.append(msgspec.structs.replace(event, served_by=link.name))
                         break
                     started = True
-                    meta.served_by = link.name
+                    meta.served_by, meta.backend = link.name, link.backend
                     yield event
                 else:
                     return
         except (FrameError, OSError) as exc:
             link.mark_unreachable()
-            if started and chat.stream:
+            if started and forms.plan.stream:
                 raise ApiError(
                     ErrorKind.UPSTREAM, f"worker {link.name} went away mid-reply"
                 ) from exc
@@ -139,21 +151,9 @@ async def worker_events(
     raise _no_worker_error(failures)
 
 
-def build_chat_request(plan: ChatPlan, meta: RequestMeta) -> ChatRequest:
-    remaining = meta.deadline - asyncio.get_running_loop().time()
-    return ChatRequest(
-        id=0,
-        request_id=meta.request_id,
-        model=plan.model,
-        messages=plan.messages,
-        tools=plan.tools,
-        tool_choice=plan.tool_choice,
-        max_tokens=plan.max_tokens,
-        stream=plan.stream,
-        affinity=meta.affinity,
-        scope=meta.scope,
-        deadline=time.time() + max(0.0, remaining),
-    )
+def _retry_elsewhere(event: object) -> bool:
+    """A first event that says "nothing was sent, another account may serve this"."""
+    return isinstance(event, Failure) and (event.code in RETRYABLE or event.retryable)
 
 
 async def run_chat(
@@ -170,16 +170,20 @@ async def run_chat(
             retry_after=exc.retry_after,
         ) from None
     try:
-        pipeline = EventPipeline(plan)
-        chat = build_chat_request(plan, meta)
-        async with contextlib.aclosing(worker_events(ctx, chat, meta)) as events:
+        pipeline: EventPipeline | None = None  # built for the backend of the worker that answers
+        forms = RequestForms(
+            plan, request_id=meta.request_id, scope=meta.scope, affinity=meta.affinity
+        )
+        async with contextlib.aclosing(worker_events(ctx, forms, meta)) as events:
             async for event in events:
                 if event is RESTART:
-                    pipeline = EventPipeline(plan)
+                    pipeline = None
                     yield RESTART
                     continue
                 if isinstance(event, Failure):
                     raise from_failure(event)
+                if pipeline is None:
+                    pipeline = EventPipeline(plan, native=meta.backend is Backend.CLOUD)
                 if isinstance(event, Finish):
                     tail, outcome = pipeline.finish(event, meta.served_by)
                     for item in tail:
@@ -190,12 +194,22 @@ async def run_chat(
                     yield item
                 if pipeline.limited:
                     break  # leaving the stream cancels the worker's upstream answer
+        pipeline = pipeline or EventPipeline(plan, native=meta.backend is Backend.CLOUD)
         tail, outcome = pipeline.finish(None, meta.served_by)
         for item in tail:
             yield item
         yield outcome
     finally:
         ctx.admission.release()
+
+
+def chat_items(
+    ctx: FrontContext, plan: ChatPlan, meta: RequestMeta
+) -> AsyncGenerator[FrontEvent | Outcome | Restart, None]:
+    """`run_chat`'s items; a forced tool choice may take a second ask (front/forced.py)."""
+    if needs_call(plan):
+        return reply_with_call(plan, lambda again: run_chat(ctx, again, meta))
+    return run_chat(ctx, plan, meta)
 
 
 def _record(
@@ -283,7 +297,7 @@ async def stream_response(
     try:
         try:
             async with asyncio.timeout_at(meta.deadline):
-                async with contextlib.aclosing(run_chat(ctx, plan, meta)) as items:
+                async with contextlib.aclosing(chat_items(ctx, plan, meta)) as items:
                     async for item in items:
                         if isinstance(item, Restart):
                             continue  # never for a streamed chat: it fails in-band instead
@@ -314,7 +328,7 @@ async def collect(ctx: FrontContext, plan: ChatPlan, meta: RequestMeta) -> Colle
     status = CLIENT_GONE
     try:
         async with asyncio.timeout_at(meta.deadline):
-            async with contextlib.aclosing(run_chat(ctx, plan, meta)) as items:
+            async with contextlib.aclosing(chat_items(ctx, plan, meta)) as items:
                 async for item in items:
                     if type(item) is Delta:
                         result.text.append(item.text)

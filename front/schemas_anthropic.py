@@ -15,6 +15,13 @@ class Body(msgspec.Struct, kw_only=True):
     """Base of every request body struct."""
 
 
+class ImageSource(Body, kw_only=True):
+    type: str = ""  # base64 | url
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
 class Block(Body, kw_only=True):
     """Any content block; `type` says which of the optional fields matter."""
 
@@ -27,6 +34,7 @@ class Block(Body, kw_only=True):
     content: str | list[Block] | None = None
     is_error: bool | None = None
     thinking: str | None = None
+    source: ImageSource | None = None
 
 
 class MessageIn(Body, kw_only=True):

@@ -18,9 +18,15 @@ class Body(msgspec.Struct, kw_only=True):
 # --------------------------------------------------------------------------- chat completions
 
 
+class ImageUrl(Body, kw_only=True):
+    url: str
+    detail: str | None = None
+
+
 class ContentPart(Body, kw_only=True):
     type: str
     text: str | None = None
+    image_url: ImageUrl | str | None = None  # an object in chat; some clients send the string
 
 
 Content = str | list[ContentPart] | None
@@ -81,6 +87,7 @@ class ChatCompletionsBody(Body, kw_only=True):
     function_call: str | NamedFunction | None = None  # legacy
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    reasoning_effort: str | None = None
     n: int | None = None
     stop: str | list[str] | None = None
     user: str | None = None
@@ -100,6 +107,8 @@ class ChatCompletionsBody(Body, kw_only=True):
 class ResponsesContentPart(Body, kw_only=True):
     type: str
     text: str | None = None
+    image_url: str | None = None  # input_image: a data URL or an http(s) URL
+    file_id: str | None = None
 
 
 ResponsesContent = str | list[ResponsesContentPart] | None

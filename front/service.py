@@ -93,7 +93,13 @@ def model_entry(model_id: str, name: str) -> dict[str, Any]:
     }
 
 
+def is_pattern(alias: str) -> bool:
+    """An alias written as a glob (`claude-*`, `gpt-4?`, `o[13]*`): matches names, is not one."""
+    return any(char in alias for char in "*?[")
+
+
 def models_payload(replies: list[Models], configured_aliases: dict[str, str]) -> dict[str, Any]:
+    """Real model keys, then plain aliases: never a glob, which no client could send as a model."""
     names: dict[str, str] = {}
     aliases: dict[str, str] = {}
     for reply in replies:
@@ -103,7 +109,7 @@ def models_payload(replies: list[Models], configured_aliases: dict[str, str]) ->
     aliases.update(configured_aliases)
     data = [model_entry(key, name) for key, name in names.items()]
     for alias, target in aliases.items():
-        if alias not in names:
+        if alias not in names and not is_pattern(alias):
             data.append(model_entry(alias, f"{names.get(target, target)} (alias of {target})"))
     return {
         "object": "list",

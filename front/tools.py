@@ -71,6 +71,21 @@ def tool_instructions(tools: Sequence[ToolSpec], choice: str) -> str:
     return "\n".join(lines)
 
 
+def forced_call_instruction(choice: str) -> str:
+    """The stricter instruction for the one retry after a reply that should have been a call.
+
+    Worded after lingma-proxy's ForceToolingPrompt (its docs/tool-emulation-methodology.md):
+    procedural, names the format, forbids explanations and "tools are unavailable" refusals.
+    """
+    target = "the most appropriate of the available tools" if choice == "required" else choice
+    return (
+        "Your last reply did not call a tool, but this request requires a tool call. "
+        f"Call {target} now: reply with only the fenced {ACTION_FENCE_OPEN} block(s), exactly in "
+        "the format described above, with the arguments the tool's JSON Schema asks for. "
+        "Do not explain and do not say that tools are unavailable: output the block directly."
+    )
+
+
 def render_tool_result(call_id: str, name: str, content: str, *, is_error: bool = False) -> str:
     """A tool's result in a later turn, folded back into text for the model."""
     label = "Tool error" if is_error else "Tool result"
@@ -153,21 +168,3 @@ def calls_from_json(text: str, names: ToolNames) -> list[ParsedCall] | None:
     if any(call is None for call in calls):
         return None
     return [call for call in calls if call is not None]
-
-
-def forced_fallback(text: str, forced: str, names: ToolNames) -> ParsedCall | None:
-    """With a forced tool, a reply that is just a JSON object is taken as that tool's arguments."""
-    body = text.strip()
-    fence = re.fullmatch(r"```[^\n`]*\n(.*)\n?```", body, flags=re.DOTALL)
-    if fence:
-        body = fence.group(1).strip()
-    if not body.startswith("{"):
-        return None
-    try:
-        value = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return None
-    if not isinstance(value, dict):
-        return None
-    canonical = names.match(forced)
-    return ParsedCall(canonical, value) if canonical else None

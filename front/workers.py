@@ -18,7 +18,7 @@ from typing import Any
 from front.routing import Candidate, plan_attempts
 from protocol.channel import MuxClient
 from protocol.framing import FrameError
-from protocol.messages import LoginState, Ping, Pong, WorkerRef, WorkerState
+from protocol.messages import Backend, LoginState, Ping, Pong, WorkerRef, WorkerState
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,11 @@ class WorkerLink:
         return self.pong.state.value
 
     @property
+    def backend(self) -> Backend:
+        """How the worker chats, as its last Pong said (runtime until it answered once)."""
+        return self.pong.backend if self.pong is not None else Backend.RUNTIME
+
+    @property
     def login(self) -> str:
         return self.pong.login.value if self.pong is not None else LoginState.UNKNOWN.value
 
@@ -68,6 +73,7 @@ class WorkerLink:
             "name": self.name,
             "state": self.state,
             "login": self.login,
+            "backend": self.backend.value,
             "ready": self.ready,
             "in_flight": self.in_flight,
             "worker_in_flight": remote,

@@ -84,6 +84,13 @@ class FinishReason(enum.StrEnum):
     CONTENT_FILTER = "content_filter"  # the runtime filtered the answer (chat/answer.isFiltered)
 
 
+class Backend(enum.StrEnum):
+    """How a worker chats (lingma-protocol.md §14): through its runtime, or Lingma's cloud API."""
+
+    RUNTIME = "runtime"  # JSON-RPC chat on the local runtime (flattened prompt, emulated tools)
+    CLOUD = "cloud"  # signed HTTP to the cloud (structured turns, native tools, images)
+
+
 class ChatFlow(enum.StrEnum):
     """Which upstream chat protocol a worker uses (lingma-protocol.md §5.3 vs §5.4)."""
 
@@ -113,6 +120,37 @@ class ToolSpec(Base, frozen=True, kw_only=True):
     name: str
     description: str = ""
     parameters_json: str = "{}"
+
+
+class ImageInput(Base, frozen=True, kw_only=True):
+    """One image a client sent, checked by the front (only a cloud worker can pass it on)."""
+
+    media_type: str = ""  # image/png, image/jpeg, image/gif, image/webp
+    data_b64: str = ""  # inline bytes, standard base64
+    url: str = ""  # an http(s) URL the client gave instead of bytes
+
+
+class PriorToolCall(Base, frozen=True, kw_only=True):
+    """A tool call an earlier assistant turn made, sent back to the cloud as it was."""
+
+    call_id: str
+    name: str
+    arguments_json: str = "{}"
+
+
+class ChatTurn(Base, frozen=True, kw_only=True):
+    """One conversation turn kept structured (cloud backend): roles, tool calls, tool results.
+
+    The runtime backend reads `ChatRequest.messages` (text); the cloud backend reads
+    `ChatRequest.turns`, so tool calls and images travel natively instead of as prompt text.
+    """
+
+    role: str  # system | user | assistant | tool
+    text: str = ""
+    name: str = ""
+    images: list[ImageInput] = []
+    tool_calls: list[PriorToolCall] = []  # assistant turns
+    tool_call_id: str = ""  # tool turns: the call this result answers
 
 
 class Usage(Base, frozen=True, kw_only=True):
@@ -174,6 +212,11 @@ class ChatRequest(Base, tag_field="type", tag="chat", frozen=True, kw_only=True)
     affinity: str = ""
     scope: str = ""  # hashed API key: session-cache entries never cross keys
     deadline: float = 0.0  # wall-clock epoch seconds; 0 = worker default
+    # Cloud backend only: the conversation structured (`messages` may then be empty), and the
+    # sampling hints the cloud body carries (lingma-protocol.md §14.7).
+    turns: list[ChatTurn] = []
+    temperature: float | None = None
+    reasoning_effort: str = ""
 
 
 class Cancel(Base, tag_field="type", tag="cancel", frozen=True, kw_only=True):
@@ -253,7 +296,10 @@ class Reasoning(Base, tag_field="type", tag="reasoning", frozen=True, kw_only=Tr
 
 
 class ToolCall(Base, tag_field="type", tag="tool_call", frozen=True, kw_only=True):
-    """A native tool event from the runtime (ACP tool_call); client tools are parsed by front."""
+    """A native tool call: the runtime's (ACP tool_call) or the cloud's (assembled fragments).
+
+    Text-emulated client tools (runtime backend) are parsed by the front instead.
+    """
 
     id: int
     call_id: str
@@ -279,6 +325,9 @@ class Failure(Base, tag_field="type", tag="failure", frozen=True, kw_only=True):
     message: str
     retry_after: float | None = None
     served_by: str = ""
+    # Nothing reached the caller and another account may well succeed (an upstream 5xx or a
+    # stream cut before any output): the front tries the next worker.
+    retryable: bool = False
 
 
 class Pong(Base, tag_field="type", tag="pong", frozen=True, kw_only=True):
@@ -294,6 +343,8 @@ class Pong(Base, tag_field="type", tag="pong", frozen=True, kw_only=True):
     models: int = 0
     stats: WorkerStats = WorkerStats()
     binary: BinaryState = BinaryState.STOPPED
+    backend: Backend = Backend.RUNTIME
+    note: str = ""  # why the worker is not READY, when it knows (never a secret)
 
 
 class Models(Base, tag_field="type", tag="models", frozen=True, kw_only=True):
@@ -439,6 +490,8 @@ class WorkerStatus(Base, frozen=True, kw_only=True):
     cooldown_s: float = 0.0
     last_exit: str = ""
     binary: BinaryState = BinaryState.STOPPED  # where the account's Lingma binary is
+    backend: str = ""  # runtime | cloud (workers only)
+    note: str = ""  # the worker's own reason for not being READY
 
 
 class StatusReply(Base, tag_field="type", tag="status_reply", frozen=True, kw_only=True):
@@ -511,6 +564,9 @@ class WorkerSpec(Base, frozen=True, kw_only=True):
     dedicated_domain_url: str = ""
     login: LoginSpec = LoginSpec()
     log_level: str = "info"
+    backend: Backend = Backend.RUNTIME
+    cloud_base_url: str = ""  # "": discovered (lingma-protocol.md §14.2)
+    cloud_credential_file: str = ""  # "": decrypt the work dir's cache/user (§14.4)
 
 
 class FrontSpec(Base, frozen=True, kw_only=True):

@@ -117,7 +117,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_BAD_CONFIG
     summary = describe(config)
-    names = ", ".join(a["name"] for a in summary["accounts"])
+    names = ", ".join(f"{a['name']} ({a['backend']})" for a in summary["accounts"])
     print(f"{args.config}: OK")
     print(f"  listen {summary['listen']} with {summary['fronts']} front(s), accounts: {names}")
     print(f"  runtime_dir {summary['runtime_dir']}, state_dir {summary['state_dir']}")
@@ -135,6 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from supervisor.config import config_warnings
     from supervisor.console import Console
     from supervisor.envconfig import SECRET_VARIABLES
+    from supervisor.spawn import SUPERVISOR_TITLE, set_title
     from supervisor.supervisor import AlreadyRunning, CannotStart, Supervisor
     from supervisor.systemd import Notifier
 
@@ -143,6 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_BAD_CONFIG
     os.umask(0o077)  # state dirs, sockets and logs of accounts are private to the service
+    set_title(SUPERVISOR_TITLE)
     configure_logging("supervisor", config.server.log_level)
     for warning in config_warnings(config):
         logging.getLogger("supervisor").warning("%s", warning)

@@ -16,6 +16,7 @@ import msgspec
 
 from protocol.framing import FrameError
 from protocol.messages import (
+    Backend,
     BinaryState,
     ControlError,
     ControlOk,
@@ -155,6 +156,8 @@ class Commands:
             cooldown_s=max(0.0, pong.cooldown_until - time.time()) if pong is not None else 0.0,
             last_exit=handle.last_exit,
             binary=pong.binary if pong is not None else BinaryState.STOPPED,
+            backend=_backend_of(handle),
+            note=pong.note if pong is not None else "",
         )
 
     def stats(self) -> ControlOk:
@@ -196,3 +199,9 @@ def _bundle_reply(reply: Any) -> ControlReply:
             "bundle_b64": reply.bundle_b64,
         },
     )
+
+
+def _backend_of(handle: ProcessHandle) -> str:
+    """A worker's chat backend from its spec, so a stopped worker still shows it."""
+    backend = getattr(handle.template, "backend", None)
+    return str(backend.value) if isinstance(backend, Backend) else ""

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocol.messages import ChatFlow
+from protocol.messages import Backend, ChatFlow
 from supervisor.envconfig import EnvConfigError, apply_env_overrides
 
 ACCOUNT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
@@ -28,12 +28,13 @@ ACCOUNT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 # "<runtime_dir>/worker-<32-char name>.<serial>.sock".
 MAX_RUNTIME_DIR_LEN = 60
 DEFAULT_BINARY = "Lingma"
+CLOUD_BASE_URL_PATTERN = r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?(/algo)?/?"
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 AccountName = Annotated[str, msgspec.Meta(pattern=ACCOUNT_NAME_PATTERN)]
-LogLevel = Literal["debug", "info", "warning", "error"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
 class ConfigError(Exception):
@@ -93,6 +94,11 @@ class LingmaConfig(_Section, frozen=True, kw_only=True):
     silence_timeout_s: PositiveFloat = 60.0
     legacy_idle_end_s: PositiveFloat = 10.0
     acp_connections: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    # How every account chats unless it says otherwise (lingma-protocol.md §14): "runtime" runs
+    # the local runtime's chat; "cloud" signs HTTP requests to Lingma's cloud API with the login
+    # that account's runtime keeps. cloud_base_url "" = discovered from the runtime (§14.2).
+    backend: Backend = Backend.RUNTIME
+    cloud_base_url: str = ""
 
 
 class ModelsConfig(_Section, frozen=True, kw_only=True):
@@ -124,6 +130,9 @@ class AccountConfig(_Section, frozen=True, kw_only=True):
     binary: str = ""  # "": [lingma] binary
     binary_args: list[str] | None = None  # None: [lingma] binary_args
     env: dict[str, str] = {}  # merged over [lingma] env
+    backend: Backend | None = None  # None: [lingma] backend
+    cloud_base_url: str = ""  # "": [lingma] cloud_base_url
+    cloud_credential_file: str = ""  # "": the work dir's cache/user (LP-format JSON otherwise)
 
 
 class Config(_Section, frozen=True, kw_only=True):
@@ -150,6 +159,12 @@ class Config(_Section, frozen=True, kw_only=True):
 
     def account_binary(self, account: AccountConfig) -> str:
         return account.binary or self.lingma.binary
+
+    def account_backend(self, account: AccountConfig) -> Backend:
+        return self.lingma.backend if account.backend is None else account.backend
+
+    def account_cloud_base_url(self, account: AccountConfig) -> str:
+        return account.cloud_base_url or self.lingma.cloud_base_url
 
     def work_dir(self, name: str) -> str:
         return os.path.join(self.server.state_dir, "accounts", name)
@@ -253,7 +268,11 @@ def _resolved(config: Config, base: Path) -> Config:
         executable_path=_resolve_path(config.browser.executable_path, base),
     )
     accounts = [
-        msgspec.structs.replace(account, binary=resolve_binary(account.binary, base))
+        msgspec.structs.replace(
+            account,
+            binary=resolve_binary(account.binary, base),
+            cloud_credential_file=_resolve_path(account.cloud_credential_file, base),
+        )
         for account in config.accounts
     ]
     return msgspec.structs.replace(
@@ -288,7 +307,20 @@ def _validated(config: Config) -> Config:
         )
     if any(not key for key in config.auth.api_keys):
         raise ConfigError("auth.api_keys: empty strings are not valid API keys")
+    _check_cloud_base_url(config.lingma.cloud_base_url, "lingma.cloud_base_url")
+    for index, account in enumerate(config.accounts):
+        _check_cloud_base_url(account.cloud_base_url, f"accounts[{index}].cloud_base_url")
     return config
+
+
+def _check_cloud_base_url(value: str, key: str) -> None:
+    """scheme://host[:port], optionally ending in /algo (the runtime's own spelling, §5.2)."""
+    if not value:
+        return
+    if re.fullmatch(CLOUD_BASE_URL_PATTERN, value) is None:
+        raise ConfigError(
+            f"{key}: expected http(s)://HOST[:PORT] (optionally ending in /algo), got {value!r}"
+        )
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -304,7 +336,32 @@ def config_warnings(config: Config) -> list[str]:
         binary = config.account_binary(account)
         if not (os.path.isabs(binary) and os.access(binary, os.X_OK)):
             warnings.append(f"account {account.name}: binary {binary!r} is not an executable")
+        warnings += _cloud_warnings(config, account)
     return warnings
+
+
+def _cloud_warnings(config: Config, account: AccountConfig) -> list[str]:
+    cloud = config.account_backend(account) is Backend.CLOUD
+    base_url = config.account_cloud_base_url(account)
+    warnings: list[str] = []
+    if not cloud and (account.cloud_base_url or account.cloud_credential_file):
+        warnings.append(f"account {account.name}: cloud_* keys are unused with backend = runtime")
+    if cloud and base_url.startswith("http://") and not _is_loopback_url(base_url):
+        warnings.append(
+            f"account {account.name}: cloud_base_url {base_url!r} is plain http: the signed "
+            "login headers would cross the network unencrypted"
+        )
+    credential_file = account.cloud_credential_file
+    if cloud and credential_file and not os.path.isfile(credential_file):
+        warnings.append(
+            f"account {account.name}: cloud_credential_file {credential_file!r} does not exist"
+        )
+    return warnings
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def describe(config: Config) -> dict[str, Any]:
@@ -318,6 +375,7 @@ def describe(config: Config) -> dict[str, Any]:
             {
                 "name": account.name,
                 "binary": config.account_binary(account),
+                "backend": config.account_backend(account).value,
                 "credentials": bool(account.username and account.password),
                 "session_bundle": bool(account.session_bundle),
             }

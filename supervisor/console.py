@@ -100,7 +100,7 @@ def banner(config: Config, socket: str) -> str:
     emulated = all(is_emulated(config.account_binary(a)) for a in config.accounts)
     keys = config.auth.api_keys
     key = (keys[0] if emulated else keys[0][:3] + "...") if keys else "(none: auth disabled)"
-    names = ", ".join(a.name for a in config.accounts)
+    names = ", ".join(f"{a.name} ({config.account_backend(a).value})" for a in config.accounts)
     kind = "EMULATED (lingma-emulator, not real Lingma)" if emulated else "Lingma"
     model = config.lingma.default_model
     shown_key = key if keys else "unused"

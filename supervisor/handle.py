@@ -26,7 +26,7 @@ from protocol.channel import MuxClient
 from protocol.framing import FrameError
 from protocol.messages import RESERVED_EXIT_CODES, Drain, Ping, Pong, Stats, WorkerState
 from supervisor.procfacts import kill_leftovers, snapshot_descendants
-from supervisor.spawn import ChildProcess, describe_exit
+from supervisor.spawn import ChildProcess, describe_exit, process_title
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,12 @@ class ProcessHandle:
         self._set_state(S.STARTING, f"generation {self.generation}")
         self.alive_since = None
         self.last_pong = None
-        proc = ChildProcess(self.module, msgspec.msgpack.encode(self._make_spec()), name=self.label)
+        proc = ChildProcess(
+            self.module,
+            msgspec.msgpack.encode(self._make_spec()),
+            name=self.label,
+            title=process_title(self.kind, self.name),
+        )
         try:
             proc.start()
         except OSError as exc:  # fork/exec failure (EAGAIN, ENOMEM): back off and retry

@@ -3,7 +3,9 @@
 Fronts and workers start as fresh interpreters under the "spawn" start method, by module name:
 the child imports `module` and calls its synchronous `run(spec_bytes)` with the msgpack-encoded
 spec. The supervisor never imports worker or front code; each child isolates itself (own
-process group, parent-death SIGKILL) inside its `run`.
+process group, parent-death SIGKILL) inside its `run`. Before that, `child_main` gives the
+child its process title (setproctitle), so `ps`, `top` and `systemd-cgls` show
+`lingma-gw: worker acct-a` instead of multiprocessing's `python3 -c from multiprocessing...`.
 
 We use aiomultiprocess's `Process` API (start/pid/exitcode/terminate/kill/awaitable join) with
 two deliberate departures, both about supervising long-lived children rather than running
@@ -30,20 +32,36 @@ from typing import Any
 
 import aiomultiprocess
 import aiomultiprocess.core
+import setproctitle
 
 WORKER_MODULE = "worker.worker"
 FRONT_MODULE = "front.app"
 
 
-def child_main(module: str, spec_bytes: bytes) -> None:
-    """The spawned child's target: import the component by name and hand it its spec."""
+TITLE_PREFIX = "lingma-gw: "
+SUPERVISOR_TITLE = TITLE_PREFIX + "supervisor"
+
+
+def process_title(kind: str, name: str) -> str:
+    """`lingma-gw: worker acct-a`, `lingma-gw: front 0`: the role, then which one."""
+    return f"{TITLE_PREFIX}{kind} {name.removeprefix(kind + '-')}"
+
+
+def set_title(title: str) -> None:
+    setproctitle.setproctitle(title)
+
+
+def child_main(module: str, spec_bytes: bytes, title: str = "") -> None:
+    """The spawned child's target: take its title, import the component, hand it its spec."""
+    if title:
+        set_title(title)
     importlib.import_module(module).run(spec_bytes)
 
 
 class ChildProcess(aiomultiprocess.Process):  # type: ignore[misc]
     """One spawned front or worker interpreter."""
 
-    def __init__(self, module: str, spec_bytes: bytes, *, name: str) -> None:
+    def __init__(self, module: str, spec_bytes: bytes, *, name: str, title: str = "") -> None:
         # Deliberately not calling super().__init__: see the module docstring (no Manager).
         context = aiomultiprocess.core.get_context()
         if context.get_start_method() != "spawn":  # pragma: no cover - a misconfiguration
@@ -52,7 +70,7 @@ class ChildProcess(aiomultiprocess.Process):  # type: ignore[misc]
         # daemon=True: if the supervisor ever exits with a child still alive, multiprocessing's
         # atexit hook terminates it instead of joining it forever.
         self.aio_process = context.Process(
-            target=child_main, args=(module, spec_bytes), name=name, daemon=True
+            target=child_main, args=(module, spec_bytes, title), name=name, daemon=True
         )
         self._pidfd: int | None = None
 

@@ -68,6 +68,9 @@ def worker_spec(config: Config, account: AccountConfig, socket_path: str) -> Wor
             session_bundle_b64=account.session_bundle,
         ),
         log_level=config.server.log_level,
+        backend=config.account_backend(account),
+        cloud_base_url=config.account_cloud_base_url(account),
+        cloud_credential_file=account.cloud_credential_file,
     )
 
 

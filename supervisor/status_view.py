@@ -30,7 +30,7 @@ _BOLD = "\033[1m"
 
 WORKER_COLUMNS = (
     "ACCOUNT", "STATE", "LOGIN", "PID", "BINARY PID", "UPTIME", "RESTARTS",
-    "IN-FLIGHT", "SESSIONS", "RSS", "CPU", "MODELS",
+    "IN-FLIGHT", "SESSIONS", "RSS", "CPU", "MODELS", "BACKEND",
 )  # fmt: skip
 FRONT_COLUMNS = ("FRONT", "STATE", "PID", "UPTIME", "RESTARTS", "IN-FLIGHT", "RSS", "CPU")
 
@@ -75,7 +75,7 @@ def _worker_cells(row: WorkerStatus) -> list[str]:
         row.name, state, row.login.value, _opt(row.pid), _opt(row.binary_pid),
         human_duration(row.uptime_s) if row.pid else "-", str(row.restarts),
         str(row.in_flight), str(row.sessions), human_bytes(row.rss_bytes) if row.pid else "-",
-        f"{row.cpu_percent:.1f}%" if row.pid else "-", str(row.models),
+        f"{row.cpu_percent:.1f}%" if row.pid else "-", str(row.models), row.backend or "-",
     ]  # fmt: skip
 
 
@@ -150,4 +150,6 @@ def _next_step(row: WorkerStatus) -> str:
             f"   {row.name}: not logged in - `lingma-gw login {row.name}` "
             "(starts auto-login, or prints a URL to open)"
         )
+    if row.state != WorkerState.READY and row.note:
+        return f"   {row.name}: {row.note}"
     return ""

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from protocol.messages import ChatEvent, Delta, Reasoning, ToolCall
+from protocol.tokens import TokenCount
 from worker import upstream
 from worker.think import Part, ThinkSplitter
 
@@ -30,7 +31,7 @@ class Answer:
         "_splitter",
         "_stream",
         "first_token_at",
-        "reasoning_chars",
+        "reasoning",
         "text_parts",
         "tool_calls",
         "used_tokens",
@@ -43,7 +44,7 @@ class Answer:
         self._splitter = ThinkSplitter()
         self._held: list[ChatEvent] = []  # non-streamed: everything until the end
         self.text_parts: list[str] = []
-        self.reasoning_chars = 0
+        self.reasoning = TokenCount()  # the shared estimate (protocol/tokens.py)
         self.first_token_at: float | None = None
         self.tool_calls = 0
         self.used_tokens = 0  # the runtime's context_usage.usedTokens, 0 when it sent none
@@ -63,7 +64,8 @@ class Answer:
         self._splitter = ThinkSplitter()
         self._held.clear()
         self.text_parts.clear()
-        self.reasoning_chars = self.tool_calls = self.used_tokens = 0
+        self.reasoning = TokenCount()
+        self.tool_calls = self.used_tokens = 0
         self.first_token_at = None
 
     @property
@@ -121,7 +123,7 @@ class Answer:
                 self.text_parts.append(text)
                 self._out(Delta(id=self._id, text=text))
             else:
-                self.reasoning_chars += len(text)
+                self.reasoning.add(text)
                 self._out(Reasoning(id=self._id, text=text))
 
     def _out(self, event: ChatEvent) -> None:

@@ -30,6 +30,7 @@ from protocol.messages import (
     Usage,
     WorkerSpec,
 )
+from protocol.tokens import estimate_messages_tokens, estimate_tokens
 from worker import upstream
 from worker.acp import AcpFlow
 from worker.admission import Admission, Overloaded
@@ -39,7 +40,7 @@ from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
 from worker.outcome import check_end
 from worker.pool import AcpSupport, LingmaClient
-from worker.prompt import estimate_messages_tokens, estimate_tokens, flatten, has_text
+from worker.prompt import flatten, has_text
 from worker.rpc import RpcClosed, RpcConnection, RpcError
 from worker.sessions import SessionCache, SessionEntry, conversation_key, split_latest_turn
 from worker.turn import ChatError, Flow, Turn, timers_from
@@ -348,7 +349,7 @@ class ChatService:
             reason=turn.finish_reason(),
             usage=Usage(
                 prompt_tokens=self._prompt_tokens(turn),
-                completion_tokens=estimate_tokens(answer.text) + answer.reasoning_chars // 4,
+                completion_tokens=estimate_tokens(answer.text) + answer.reasoning.tokens,
             ),
             upstream_session=session_id,
             served_by=self.spec.name,

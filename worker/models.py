@@ -35,7 +35,10 @@ class UnknownModel(LookupError):
 
 
 def parse_models(raw: Any) -> list[ModelInfo]:
-    """Flatten `{scene: [item, ...]}` into one entry per key, remembering its scenes."""
+    """Flatten `{scene: [item, ...]}` into one entry per key, remembering its scenes.
+
+    Both the runtime's `config/queryModels` and the cloud's `/api/v2/model/list` have this shape.
+    """
     if not isinstance(raw, Mapping):
         return []
     found: dict[str, ModelInfo] = {}
@@ -59,9 +62,12 @@ def parse_models(raw: Any) -> list[ModelInfo]:
                 continue
             found[key] = ModelInfo(
                 key=key,
-                display_name=str(item.get("displayName") or ""),
-                is_reasoning=bool(item.get("isReasoning")),
-                is_vl=bool(item.get("isVl")),
+                # camelCase from the runtime (§5.2), snake_case from the cloud list (§14.9)
+                display_name=str(item.get("displayName") or item.get("display_name") or ""),
+                is_reasoning=bool(item.get("isReasoning") or item.get("is_reasoning")),
+                is_vl=bool(
+                    item.get("isVl") or item.get("is_vl") or item.get("multiModalSupported")
+                ),
                 scenes=[str(scene)],
             )
     return list(found.values())

@@ -7,12 +7,9 @@ session-cache hit only the latest turn goes upstream: the runtime already holds 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from protocol.messages import Message
-
-_CJK = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")
 
 
 def flatten(messages: Sequence[Message]) -> str:
@@ -25,15 +22,3 @@ def flatten(messages: Sequence[Message]) -> str:
 
 def has_text(messages: Sequence[Message]) -> bool:
     return any(m.text.strip() for m in messages)
-
-
-def estimate_tokens(text: str) -> int:
-    """Rough count for usage reporting: one token per CJK character, else ~4 characters."""
-    if not text:
-        return 0
-    cjk = len(_CJK.findall(text))
-    return cjk + max(1, (len(text) - cjk + 3) // 4) if len(text) > cjk else cjk
-
-
-def estimate_messages_tokens(messages: Sequence[Message]) -> int:
-    return sum(estimate_tokens(m.text) for m in messages)

@@ -1,6 +1,6 @@
 """Runs in the worker: what an upstream chat turn yields, and the clocks that time it.
 
-Both chat flows (worker/flows.py, worker/acp.py) turn the runtime's pushes into the same small
+Both chat flows (worker/legacy.py, worker/acp.py) turn the runtime's pushes into the same small
 events: text, thought, native tool call, context usage, end-of-turn. A chat is timed over ITS
 OWN pushes only (lingma-protocol.md §3.6: a connection also carries other chats' and unrelated
 pushes): first a first-token timeout, then a silence timeout once output flows.

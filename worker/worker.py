@@ -28,6 +28,7 @@ from protocol.lifecycle import isolate_child
 from protocol.logs import configure_logging
 from protocol.messages import (
     EXIT_CANNOT_START,
+    Backend,
     ChatEvent,
     ChatRequest,
     ClearCooldown,
@@ -37,6 +38,7 @@ from protocol.messages import (
     LoginStart,
     LoginState,
     LoginStatusQuery,
+    ModelInfo,
     Models,
     ModelsQuery,
     ModelsRaw,
@@ -57,6 +59,7 @@ from worker import bundles
 from worker.account import Account
 from worker.binary import binary_usable
 from worker.chat import ChatService
+from worker.cloud.backend import CloudBackend
 from worker.ipc import IpcConnection
 from worker.login import import_bundle
 from worker.metrics import WorkerMetrics
@@ -93,6 +96,13 @@ class Worker:
             on_not_logged_in=self.account.recheck_login,
             on_discard=self.reaper.discard,
         )
+        self.cloud = (  # the chat path of a `backend = "cloud"` account (worker/cloud/)
+            CloudBackend(
+                spec, runtime=self.account, admission=self.chat.admission, metrics=self.metrics
+            )
+            if spec.backend is Backend.CLOUD
+            else None
+        )
         self.draining = False
         self.exit_code = 0
         self.grace_s = DEFAULT_GRACE_S
@@ -108,7 +118,8 @@ class Worker:
             return WorkerState.STOPPING
         if not self.account.settled:
             return WorkerState.STARTING
-        return WorkerState.READY if self.account.usable else WorkerState.DEGRADED
+        cloud_ready = self.cloud is None or self.cloud.ready
+        return WorkerState.READY if self.account.usable and cloud_ready else WorkerState.DEGRADED
 
     def pong(self, request: Ping) -> Pong:
         account = self.account
@@ -122,10 +133,18 @@ class Worker:
             binary_pid=account.keeper.pid,
             started_at=self.started_at,
             cooldown_until=account.cooldown_until if account.cooling_down else 0.0,
-            models=len(account.resolver.models),
+            models=len(self._models()),
             stats=self._stats(),
             binary=account.keeper.state,
+            backend=self.spec.backend,
+            note=self.cloud.note if self.cloud is not None else "",
         )
+
+    def _models(self) -> list[ModelInfo]:
+        """The cloud's own list for a cloud account once it loaded, else the runtime's."""
+        if self.cloud is not None and self.cloud.models:
+            return self.cloud.models
+        return self.account.resolver.models
 
     def _stats(self) -> WorkerStats:
         admission = self.chat.admission
@@ -162,11 +181,15 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, DEFAULT_GRACE_S)
         account = asyncio.create_task(self.account.run(), name="account")
+        if self.cloud is not None:
+            self.cloud.start()
         self.reaper.start()
         log.info("worker serving", extra={"socket": self.spec.socket_path})
         await self._stop.wait()
         await self._drain()  # chats finish while the binary still runs
         await self.reaper.stop()  # what is still queued stays with the runtime
+        if self.cloud is not None:
+            await self.cloud.stop()
         await self.account.stop()
         account.cancel()
         await asyncio.gather(account, return_exceptions=True)
@@ -211,13 +234,18 @@ class Worker:
 
     def start_chat(self, request: ChatRequest, emit: Any) -> asyncio.Task[None] | None:
         refusal = self._chat_refusal(request)
+        if refusal is None and self.cloud is not None:
+            refusal = self.cloud.refusal(request)
         if refusal is not None:
             emit(refusal)
             return None
         client = self.account.client
         assert client is not None
         generation = self.account.keeper.generation
-        task = asyncio.create_task(self.chat.run(request, client, generation, emit))
+        if self.cloud is not None:
+            task = asyncio.create_task(self.cloud.chat(request, emit))
+        else:
+            task = asyncio.create_task(self.chat.run(request, client, generation, emit))
         self._chats.add(task)
         task.add_done_callback(self._chats.discard)
         return task
@@ -268,13 +296,14 @@ class Worker:
         return Models(
             id=request.id,
             account=self.spec.name,
-            models=self.account.resolver.models,
+            models=self._models(),
             aliases=self.spec.model_aliases,
         )
 
     async def _models_raw_reply(self, request: ModelsRawQuery) -> WorkerReply:
         await self.account.ensure_models()
-        return ModelsRaw(id=request.id, account=self.spec.name, raw=self.account.raw_models)
+        raw = self.cloud.raw_models if self.cloud is not None else {}
+        return ModelsRaw(id=request.id, account=self.spec.name, raw=raw or self.account.raw_models)
 
     async def _login_status(self, request: LoginStatusQuery) -> WorkerReply:
         await self.account.refresh_login()

@@ -106,5 +106,13 @@ def run_cli(
 
 
 def upstream_prompts(gateway: Gateway) -> list[str]:
-    """The prompt text of every chat the emulated accounts received, oldest first per account."""
-    return [str(r.get("text", "")) for w in gateway.workers for r in w.records()]
+    """What every chat sent upstream, oldest first per account: the runtime's prompt text, or
+    the cloud request's `messages` as JSON (cloud backend)."""
+    prompts: list[str] = []
+    for worker in gateway.workers:
+        for record in worker.records():
+            if record.get("event") != "cloud":
+                prompts.append(str(record.get("text", "")))
+            elif isinstance(record.get("body"), dict):
+                prompts.append(json.dumps(record["body"].get("messages"), ensure_ascii=False))
+    return prompts

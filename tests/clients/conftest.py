@@ -1,4 +1,9 @@
-"""Fixtures for the SDK tests: one gateway (two emulated accounts + a front) for the session."""
+"""Fixtures for the SDK tests: gateways (two emulated accounts + a front) for the session.
+
+`gw` is the runtime-backend gateway; a test or module that runs on both backends parametrizes
+it indirectly with BACKENDS (`@pytest.mark.parametrize("gw", BACKENDS, indirect=True)`), and
+then also gets the cloud-backend gateway (its accounts chat through the emulator's cloud API).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,15 @@ import anthropic
 import openai
 import pytest
 
+from protocol.messages import Backend
 from tests.harness import Gateway, start_gateway
 from tests.helpers import ChildProcesses
+
+BACKENDS = [Backend.RUNTIME.value, Backend.CLOUD.value]
+CLOUD_WORKERS = {
+    "backend": Backend.CLOUD,
+    "env": {"LINGMA_EMULATOR_CLOUD": "1", "LINGMA_EMULATOR_CLOUD_REASONING": "1"},
+}
 
 
 @pytest.fixture(scope="session")
@@ -26,12 +38,36 @@ def gateway() -> Iterator[Gateway]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def cloud_gateway() -> Iterator[Gateway]:
+    root = Path(tempfile.mkdtemp(prefix="lgw-cc-", dir="/tmp"))
+    children = ChildProcesses()
+    try:
+        yield start_gateway(
+            children,
+            root,
+            workers=2,
+            worker_overrides=CLOUD_WORKERS,
+            model_aliases={"house-model": "auto"},
+        )
+    finally:
+        children.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture
-def gw(gateway: Gateway) -> Gateway:
-    """The shared gateway with no emulator script in force."""
+def gw(request: pytest.FixtureRequest) -> Gateway:
+    """A shared gateway (runtime backend unless parametrized) with no emulator script."""
+    backend = getattr(request, "param", Backend.RUNTIME.value)
+    name = "cloud_gateway" if backend == Backend.CLOUD.value else "gateway"
+    gateway: Gateway = request.getfixturevalue(name)
     gateway.set_script([])
     gateway.wait_ready()
     return gateway
+
+
+def is_cloud(gateway: Gateway) -> bool:
+    return any(w.spec.backend is Backend.CLOUD for w in gateway.workers)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.clients.cli_support import clean_env, node_cli, run_cli, upstream_prompts
+from tests.clients.conftest import BACKENDS, is_cloud
 from tests.harness import Gateway
 
 pytestmark = pytest.mark.clients
@@ -63,6 +64,7 @@ def test_plain_question(gw: Gateway, tmp_path: Path) -> None:
     assert any("capital of France" in p and "Claude" in p for p in prompts), prompts[-1][:500]
 
 
+@pytest.mark.parametrize("gw", BACKENDS, indirect=True)
 def test_read_tool_turn(gw: Gateway, tmp_path: Path) -> None:
     """The model asks for Read; Claude Code runs it and the answer comes from the file."""
     (tmp_path / "work").mkdir()
@@ -90,4 +92,6 @@ def test_read_tool_turn(gw: Gateway, tmp_path: Path) -> None:
     assert result["is_error"] is False, result
     assert result["result"] == f"The file says the code word is {CODE_WORD}."
     assert result["num_turns"] == 2, json.dumps(result)[:2000]
-    assert any("Tool result for Read" in p and CODE_WORD in p for p in upstream_prompts(gw))
+    # Runtime backend: the result folded into the prompt; cloud: a structured tool message.
+    marker = '"role": "tool"' if is_cloud(gw) else "Tool result for Read"
+    assert any(marker in p and CODE_WORD in p for p in upstream_prompts(gw))

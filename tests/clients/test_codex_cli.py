@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.clients.cli_support import CliRun, clean_env, node_cli, run_cli, upstream_prompts
+from tests.clients.conftest import BACKENDS
 from tests.harness import Gateway
 
 pytestmark = pytest.mark.clients
@@ -68,6 +69,7 @@ def test_plain_question_with_codex_default_model(gw: Gateway, tmp_path: Path) ->
     assert messages(items) == ["Rome, said the gateway."], run.explain()
 
 
+@pytest.mark.parametrize("gw", BACKENDS, indirect=True)
 def test_exec_command_tool_turn(gw: Gateway, tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "notes.txt").write_text(f"The code word is {CODE_WORD}.\n")

@@ -1,15 +1,18 @@
-"""LangChain's ChatOpenAI against the gateway: plain, streamed, and a tool round trip."""
+"""LangChain's ChatOpenAI against the gateway: plain, streamed, a tool round trip, and
+`with_structured_output`, which forces a tool call and so must get one even from prose."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
+from tests.clients.conftest import BACKENDS
 from tests.harness import Gateway
 
 pytestmark = pytest.mark.clients
@@ -19,6 +22,16 @@ pytestmark = pytest.mark.clients
 def get_weather(city: str) -> str:
     """Current weather for a city."""
     return f"windy in {city}"
+
+
+class Weather(BaseModel):
+    """The weather in a city."""
+
+    city: str
+    unit: Literal["c", "f"]
+
+
+RETRY = "did not call a tool"  # in the gateway's stricter retry instruction
 
 
 @pytest.fixture
@@ -38,6 +51,7 @@ def test_invoke_and_stream(chat: ChatOpenAI) -> None:
     assert "You said: stream langchain" in streamed
 
 
+@pytest.mark.parametrize("gw", BACKENDS, indirect=True)
 def test_bind_tools_round_trip(gw: Gateway, chat: ChatOpenAI) -> None:
     gw.set_script(
         [
@@ -56,3 +70,33 @@ def test_bind_tools_round_trip(gw: Gateway, chat: ChatOpenAI) -> None:
     assert call["name"] == "get_weather" and call["args"] == {"city": "Lisbon"}
     messages += [first, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
     assert bound.invoke(messages).content == "Lisbon is windy."
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["invoke", "stream"])
+def test_structured_output_from_a_model_that_first_answers_in_prose(
+    gw: Gateway, chat: ChatOpenAI, streamed: bool
+) -> None:
+    arguments = {"city": "Lisbon", "unit": "c"}
+    gw.set_script(
+        [
+            {"match": RETRY, "tool_call": {"name": "Weather", "arguments": arguments}},
+            {"match": "Lisbon", "reply": "Lisbon is windy, about 18 degrees."},
+        ]
+    )
+    structured = chat.with_structured_output(Weather, method="function_calling")
+    question = "What is the weather in Lisbon?"
+    result = list(structured.stream(question))[-1] if streamed else structured.invoke(question)
+    assert result == Weather(city="Lisbon", unit="c")
+
+
+def test_structured_output_built_from_json_in_two_prose_replies(
+    gw: Gateway, chat: ChatOpenAI
+) -> None:
+    gw.set_script(
+        [
+            {"match": RETRY, "reply": "I cannot call tools."},
+            {"match": "Oslo", "reply": 'It is {"city": "Oslo", "unit": "f"} as JSON.'},
+        ]
+    )
+    structured = chat.with_structured_output(Weather, method="function_calling")
+    assert structured.invoke("Weather in Oslo?") == Weather(city="Oslo", unit="f")

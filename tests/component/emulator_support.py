@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import json
 import re
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,68 @@ def logged_in_work_dir(path: Path, name: str = "tester") -> Path:
     workdir.prepare()
     workdir.write_user(new_user(name))
     return path
+
+
+CLOUD_READY = re.compile(r"EMULATOR cloud API ready - HTTP: (\d+)")
+
+
+@dataclass
+class CloudEmulator:
+    """A standalone `lingma-emulator cloud` process and where its files are."""
+
+    base_url: str
+    root: Path
+    work_dir: Path
+
+    @property
+    def record_path(self) -> Path:
+        return self.root / "cloud-record.jsonl"
+
+    @property
+    def script_path(self) -> Path:
+        return self.root / "cloud-script.json"
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.record_path.exists():
+            return []
+        lines = self.record_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line]
+
+
+def start_cloud_emulator(
+    children: ChildProcesses, root: Path, *, env: dict[str, str] | None = None
+) -> CloudEmulator:
+    """`python -m emulator cloud --port 0` accepting the login of `root/wd` (written here)."""
+    work_dir = logged_in_work_dir(root / "wd")
+    knobs = {
+        "LINGMA_EMULATOR_RECORD": str(root / "cloud-record.jsonl"),
+        "LINGMA_EMULATOR_SCRIPT": str(root / "cloud-script.json"),
+        **(env or {}),
+    }
+    out = root / "cloud.out"
+    args = [sys.executable, "-m", "emulator", "cloud", "--port", "0", "--workDir", str(work_dir)]
+    proc = children.start(["/bin/sh", "-c", 'exec "$@" >"$0" 2>&1', str(out), *args], env=knobs)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"cloud emulator exited with {proc.returncode}")
+        return out.exists() and CLOUD_READY.search(out.read_text()) is not None
+
+    wait_until(ready, START_TIMEOUT, "the cloud emulator's ready line")
+    match = CLOUD_READY.search(out.read_text())
+    assert match is not None
+    return CloudEmulator(f"http://127.0.0.1:{match.group(1)}", root, work_dir)
+
+
+@contextlib.contextmanager
+def cloud_emulator(
+    prefix: str = "cld-", env: dict[str, str] | None = None
+) -> Iterator[CloudEmulator]:
+    """A standalone cloud stand-in in its own short directory, stopped and removed afterwards."""
+    root = short_dir(prefix)
+    children = ChildProcesses()
+    try:
+        yield start_cloud_emulator(children, root, env=env)
+    finally:
+        children.kill_all()
+        shutil.rmtree(root, ignore_errors=True)

@@ -118,6 +118,7 @@ async def test_health_root_and_no_secrets(http: aiohttp.ClientSession, gateway: 
         "name": "acct-0",
         "state": "ready",
         "login": "logged_in",
+        "backend": "runtime",
         "ready": True,
         "in_flight": 0,
         "worker_in_flight": 0,

@@ -220,6 +220,7 @@ async def test_no_ready_account_is_503(gateway: Gateway) -> None:
                     "name": "ghost",
                     "state": "unreachable",
                     "login": "unknown",
+                    "backend": "runtime",
                     "ready": False,
                     "in_flight": 0,
                     "worker_in_flight": 0,

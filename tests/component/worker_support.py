@@ -11,9 +11,11 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import msgspec
 from protocol.channel import MuxClient
 from protocol.messages import (
     ChatRequest,
+    ChatTurn,
     Failure,
     Finish,
     LoginInfo,
@@ -145,8 +148,11 @@ async def wait_state(
         await asyncio.sleep(0.05)
 
 
-async def login_via_callback(client: MuxClient, user: str = "demo") -> Pong:
-    """Manual login as an operator would do it, finished by the emulator's test-only V1 callback."""
+async def login_via_callback(client: MuxClient, user: str = "demo", *, ready: bool = True) -> Pong:
+    """Manual login as an operator would do it, finished by the emulator's test-only V1 callback.
+
+    `ready=False`: return once the runtime is logged in, whatever else keeps the worker from READY.
+    """
     await wait_state(client, WorkerState.DEGRADED, WorkerState.READY)
     info = await client.call(lambda i: LoginStart(id=i), 10.0)
     assert isinstance(info, LoginInfo) and info.url, info
@@ -159,7 +165,7 @@ async def login_via_callback(client: MuxClient, user: str = "demo") -> Pong:
             assert response.status == 200, await response.text()
     status = await client.call(lambda i: LoginStatusQuery(id=i), 10.0)
     assert status.login == "logged_in", status
-    return await wait_state(client, WorkerState.READY)
+    return await wait_state(client, WorkerState.READY) if ready else await pong(client)
 
 
 @dataclass
@@ -206,16 +212,19 @@ async def chat(
     tools: Sequence[ToolSpec] = (),
     scope: str = "test-scope",
     timeout: float = 20.0,
+    turns: Sequence[ChatTurn] = (),
 ) -> ChatResult:
-    turns = [user(messages)] if isinstance(messages, str) else list(messages)
+    """`turns` (structured, what a cloud worker reads) go along when given."""
+    texts = [user(messages)] if isinstance(messages, str) else list(messages)
     request = ChatRequest(
         id=client.next_id(),
         request_id=f"test-{time.monotonic_ns()}",
         model=model,
-        messages=turns,
+        messages=texts,
         tools=list(tools),
         stream=stream,
         scope=scope,
+        turns=list(turns),
     )
     events: list[Any] = []
     async with asyncio.timeout(timeout):
@@ -230,11 +239,11 @@ def request_ids_stopped(emulator_log: str) -> set[str]:
     return set(pattern.findall(emulator_log))
 
 
-async def log_in(process: WorkerProcess) -> None:
+async def log_in(process: WorkerProcess, *, ready: bool = True) -> None:
     """Log a freshly started worker's account in through the emulator's V1 callback."""
     client = MuxClient(process.spec.socket_path)
     try:
-        await login_via_callback(client)
+        await login_via_callback(client, ready=ready)
     finally:
         await client.close()
 
@@ -249,3 +258,18 @@ async def ready_client(process: WorkerProcess) -> AsyncIterator[MuxClient]:
         yield mux
     finally:
         await mux.close()
+
+
+@contextmanager
+def logged_in_worker(make_spec_in: Callable[[Path], WorkerSpec]) -> Iterator[WorkerProcess]:
+    """A worker started on `make_spec_in(root)` in a fresh short root and logged in; stopped
+    and removed afterwards (for module-scoped fixtures)."""
+    root = Path(tempfile.mkdtemp(prefix="lgw-", dir="/tmp"))
+    children = ChildProcesses()
+    try:
+        process = start_worker(children, make_spec_in(root), root)
+        asyncio.run(log_in(process))
+        yield process
+    finally:
+        children.kill_all()
+        shutil.rmtree(root, ignore_errors=True)

@@ -161,7 +161,12 @@ class Gateway:
 
 
 def start_gateway(
-    children: ChildProcesses, root: Path, accounts: dict[str, str], *, extra: str = ""
+    children: ChildProcesses,
+    root: Path,
+    accounts: dict[str, str],
+    env: dict[str, str] | None = None,
+    *,
+    extra: str = "",
 ) -> Gateway:
     (root / "rt").mkdir(mode=0o700, exist_ok=True)
     gateway = Gateway(root=root, port=free_port(), proc=None)  # type: ignore[arg-type]
@@ -170,7 +175,7 @@ def start_gateway(
     redirect = 'exec "$0" "$@" >> "$LGW_LOG" 2>&1'
     gateway.proc = children.start(
         ["/bin/sh", "-c", redirect, *LINGMA_GW, "serve", "--config", str(gateway.config_path)],
-        env={"LGW_LOG": str(root / "gw.log")},
+        env={"LGW_LOG": str(root / "gw.log"), **(env or {})},
     )
     return gateway
 

@@ -72,3 +72,4 @@ async def check_status_hints(gw: Gateway) -> None:
     assert "acct-a: not logged in - `lingma-gw login acct-a`" in out
     assert "broken: FATAL - fix the cause" in out
     assert "`lingma-gw restart-worker broken`" in out
+    assert out.splitlines()[3].split()[-1] == "BACKEND" and " runtime" in out  # from the spec

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from protocol.messages import ChatFlow
+from protocol.messages import Backend, ChatFlow
 from supervisor.config import Config, ConfigError, config_warnings, load_config, parse_listen
+from supervisor.specs import worker_spec
 
 pytestmark = pytest.mark.unit
 
@@ -232,3 +233,29 @@ def test_examples_are_valid(tmp_path: Path) -> None:
     assert [a.name for a in demo.accounts] == ["acct-a", "acct-b"]
     assert demo.auth.api_keys == ["sk-demo"]
     assert demo.server.runtime_dir == str(root.parent / "var" / "run")
+
+
+def test_backend_per_account_env_and_spec(tmp_path: Path) -> None:
+    text = (
+        '[lingma]\nbackend = "cloud"\ncloud_base_url = "https://lingma.alibabacloud.com/algo"\n'
+        '[[accounts]]\nname = "a"\n'
+        '[[accounts]]\nname = "b"\nbackend = "runtime"\n'
+        '[[accounts]]\nname = "c"\ncloud_base_url = "https://t.rdc.aliyuncs.com"\n'
+        'cloud_credential_file = "cred.json"\n'
+    )
+    config = load(tmp_path, text)
+    a, b, c = (worker_spec(config, account, "") for account in config.accounts)
+    assert (a.backend, b.backend, c.backend) == (Backend.CLOUD, Backend.RUNTIME, Backend.CLOUD)
+    assert a.cloud_base_url == "https://lingma.alibabacloud.com/algo"
+    assert c.cloud_base_url == "https://t.rdc.aliyuncs.com"
+    assert c.cloud_credential_file == str(tmp_path / "cred.json")
+    assert any("cloud_credential_file" in w for w in config_warnings(config))  # file missing
+    env = {"LINGMA_BACKEND": " Cloud ", "LINGMA_CLOUD_BASE_URL": "http://10.0.0.5:8000"}
+    from_env = load(tmp_path, MINIMAL, env)
+    assert from_env.lingma.backend is Backend.CLOUD
+    assert any("plain http" in w for w in config_warnings(from_env))
+    assert "expected runtime or cloud" in error(tmp_path, MINIMAL, {"LINGMA_BACKEND": "remote"})
+    bad_url = error(tmp_path, '[lingma]\ncloud_base_url = "lingma.alibabacloud.com"\n' + MINIMAL)
+    assert bad_url.startswith("lingma.cloud_base_url: expected http(s)://HOST")
+    bad_backend = error(tmp_path, '[lingma]\nbackend = "remote"\n' + MINIMAL)
+    assert bad_backend.startswith("lingma.backend:")

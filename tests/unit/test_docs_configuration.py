@@ -8,7 +8,12 @@ import msgspec
 import pytest
 
 from supervisor.config import Config
-from supervisor.envconfig import ENV_OVERRIDES, SECRET_VARIABLES
+from supervisor.envconfig import (
+    ACCOUNT_VARIABLES,
+    ENV_OVERRIDES,
+    REPLACED_VARIABLES,
+    SECRET_VARIABLES,
+)
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.unit
@@ -41,7 +46,7 @@ def test_every_key_of_every_section(field: msgspec.structs.FieldInfo) -> None:
 
 def test_every_environment_variable() -> None:
     variables = section("Environment variables")
-    for name in [*ENV_OVERRIDES, *SECRET_VARIABLES]:
+    for name in [*ENV_OVERRIDES, *SECRET_VARIABLES, *ACCOUNT_VARIABLES, *REPLACED_VARIABLES]:
         assert f"| `{name}` |" in variables or f"`{name}`" in variables, name
     for name, (section_name, key, _) in ENV_OVERRIDES.items():
         assert f"| `{name}` | `{section_name}.{key}`" in variables, name

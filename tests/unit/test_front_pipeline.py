@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from front.errors import ApiFlavor
-from front.limits import LimitHit, OutputLimiter, estimate_tokens
+from front.limits import LimitHit, OutputLimiter
 from front.pipeline import EventPipeline, FrontEvent, Outcome
 from front.plan import ChatPlan
 from front.tools import render_tool_call
@@ -19,6 +19,7 @@ from protocol.messages import (
     ToolSpec,
     Usage,
 )
+from protocol.tokens import estimate_messages_tokens
 
 pytestmark = pytest.mark.unit
 
@@ -63,8 +64,9 @@ def test_plain_text_passes_through_unchanged() -> None:
 
 
 def test_usage_is_estimated_when_the_worker_reports_none() -> None:
-    _, outcome = run(plan(), ["x" * 10], Finish(id=1))
-    assert outcome.prompt_tokens == estimate_tokens(40) == 10
+    p = plan()
+    _, outcome = run(p, ["x" * 10], Finish(id=1))
+    assert outcome.prompt_tokens == estimate_messages_tokens(p.messages) == 10
     assert outcome.completion_tokens == 3
 
 
@@ -87,11 +89,13 @@ def test_tool_choice_none_does_not_parse() -> None:
     assert text_of(events) == call and outcome.finish_reason == "stop"
 
 
-def test_forced_tool_holds_text_and_falls_back_to_bare_arguments() -> None:
+def test_forced_tool_holds_text_until_the_end() -> None:
     p = plan(tools=[WEATHER], tool_choice="get_weather")
-    events, outcome = run(p, ['{"city": ', '"Paris"}'], Finish(id=1))
-    assert [type(e) for e in events] == [ToolCall]
-    assert outcome.finish_reason == "tool_calls"
+    pipeline = EventPipeline(p)
+    assert pipeline.feed(Delta(id=1, text='{"city": ')) == []
+    assert pipeline.feed(Delta(id=1, text='"Paris"}')) == []
+    tail, _ = pipeline.finish(Finish(id=1))
+    assert text_of(tail) == '{"city": "Paris"}'
 
 
 def test_forced_tool_drops_prose_around_a_call() -> None:

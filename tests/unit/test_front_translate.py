@@ -193,7 +193,7 @@ def test_responses_string_input_and_errors() -> None:
     assert roles(responses({"input": "hello"})) == ["user"]
     with pytest.raises(ApiError, match="previous_response_id"):
         responses({"input": "x", "previous_response_id": "resp_1"})
-    with pytest.raises(ApiError, match="input_image"):
+    with pytest.raises(ApiError, match="image URLs must be http"):
         responses(
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}
         )
@@ -256,6 +256,6 @@ def test_anthropic_blocks() -> None:
     assert plan.call_id_prefix == "toolu_"
 
 
-def test_anthropic_image_is_400() -> None:
-    with pytest.raises(ApiError, match="image content is not supported"):
+def test_anthropic_image_without_source_is_400() -> None:
+    with pytest.raises(ApiError, match="needs a base64 or url source"):
         anthropic({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]})

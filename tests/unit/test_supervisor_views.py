@@ -63,6 +63,8 @@ def reply(*states: S) -> StatusReply:
             name=f"acct-{i}", kind="worker", state=state, login=LoginState.LOGGED_IN, pid=100 + i,
             binary_pid=200 + i, uptime_s=3725, restarts=i, rss_bytes=50 * 1024 * 1024,
             cpu_percent=1.25, models=7, last_exit="exit code 3" if state != S.READY else "",
+            backend="cloud" if i % 2 else "runtime",
+            note="cloud credential unusable: cache/user is missing" if i % 2 else "",
         )
         for i, state in enumerate(states)
     ]  # fmt: skip
@@ -89,8 +91,11 @@ def test_status_table_like_systemctl() -> None:
     row = lines[4].split()
     assert row == [
         "acct-0", "ready", "logged_in", "100", "200", "1h2m", "0", "0", "0", "50.0M", "1.2%", "7",
+        "runtime",
     ]  # fmt: skip
+    assert header[-1] == "BACKEND" and lines[5].split()[-1] == "cloud"
     assert "acct-1: last exit: exit code 3" in text
+    assert "acct-1: cloud credential unusable: cache/user is missing" in text  # its own reason
     assert "\033[" not in text
     colored = render(reply(S.READY, S.FATAL), color=True)
     assert "\033[31mfatal" in colored and "\033[32mready" in colored
@@ -209,6 +214,7 @@ def test_banner_shows_the_demo_key_only_for_emulated_accounts(tmp_path: Path) ->
     demo = load_config(Path(__file__).resolve().parents[2] / "examples" / "demo.toml", environ={})
     text = banner(demo, "/x/control.sock")
     assert "EMULATED" in text and "sk-demo" in text and "http://127.0.0.1:8080/v1" in text
+    assert "acct-a (runtime), acct-b (cloud)" in text  # the demo shows both backends
     real = config(tmp_path)
     text = banner(real, "/x/control.sock")
     assert "EMULATED" not in text and "secret" not in text and "sk-..." in text

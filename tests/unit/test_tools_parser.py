@@ -14,7 +14,6 @@ from front.tools import (
     ParsedCall,
     ToolNames,
     calls_from_json,
-    forced_fallback,
     render_tool_call,
     tool_instructions,
 )
@@ -238,12 +237,6 @@ def test_calls_seen_counts() -> None:
 def test_calls_from_json_rejects_mixed_lists() -> None:
     text = '[{"tool": "get_weather", "parameters": {}}, {"x": 1}]'
     assert calls_from_json(text, NAMES) is None
-
-
-def test_forced_fallback_reads_bare_arguments() -> None:
-    assert forced_fallback('{"city": "Paris"}', "get_weather", NAMES) == WEATHER
-    assert forced_fallback('```json\n{"city": "Paris"}\n```', "get_weather", NAMES) == WEATHER
-    assert forced_fallback("It is sunny.", "get_weather", NAMES) is None
 
 
 def test_instructions_teach_the_exact_fence() -> None:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.messages import Message
-from worker.prompt import estimate_tokens, flatten, has_text
+from worker.prompt import flatten, has_text
 from worker.think import Part, ThinkSplitter
 
 pytestmark = pytest.mark.unit
@@ -81,9 +81,3 @@ def test_text_without_fences_passes_through_and_unclosed_fence_is_reasoning() ->
         (Part.TEXT, "plain ```python\ncode\n```" + " text\n")
     ]
     assert split_all(["````think::5\nhalf a thought"]) == [(Part.REASONING, "half a thought")]
-
-
-def test_token_estimates() -> None:
-    assert estimate_tokens("") == 0
-    assert estimate_tokens("abcd" * 10) == 10
-    assert estimate_tokens("你好世界") == 4
