@@ -121,7 +121,9 @@ class ChatService:
             raise ChatError(ErrorCode.UNKNOWN_MODEL, str(exc)) from None
 
     def _prompt_tokens(self, turn: Turn) -> int:
-        """The runtime's own count (context_usage.usedTokens) when it sent one, else ours."""
+        """For the account's own figures (metrics, stats): the runtime's context_usage
+        usedTokens when it sent one, else our estimate. What a client is told stays the shared
+        estimate (protocol/tokens.py), so count_tokens and every reply agree on one prompt."""
         return turn.answer.used_tokens or estimate_messages_tokens(turn.request.messages)
 
     def _account(self, turn: Turn | None, request: ChatRequest, status: str) -> None:
@@ -348,7 +350,7 @@ class ChatService:
             id=request.id,
             reason=turn.finish_reason(),
             usage=Usage(
-                prompt_tokens=self._prompt_tokens(turn),
+                prompt_tokens=estimate_messages_tokens(request.messages),
                 completion_tokens=estimate_tokens(answer.text) + answer.reasoning.tokens,
             ),
             upstream_session=session_id,

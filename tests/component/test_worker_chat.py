@@ -41,6 +41,7 @@ from protocol.messages import (
     WorkerReply,
     WorkerState,
 )
+from protocol.tokens import estimate_tokens
 from tests.component.worker_support import (
     WorkerProcess,
     chat,
@@ -91,6 +92,8 @@ async def client(worker: WorkerProcess) -> AsyncIterator[MuxClient]:
 
 
 async def test_streaming_chat_over_acp(worker: WorkerProcess, client: MuxClient) -> None:
+    before = await client.call(lambda i: StatsQuery(id=i), 5.0)
+    assert isinstance(before, Stats)
     result = await chat(client, "hello there")
     assert "You said: hello there" in result.text
     finish = result.finish
@@ -100,8 +103,13 @@ async def test_streaming_chat_over_acp(worker: WorkerProcess, client: MuxClient)
     record = worker.records()[-1]
     # `ai-coding/mode` is "agent" or absent, as public clients send it (§5.4), never "chat".
     assert (record["flow"], record["model"], record["mode"]) == ("acp", "auto", "")
-    # Prompt tokens are the runtime's own context_usage.usedTokens when it sends them.
-    assert finish.usage.prompt_tokens == usage_for("hello there", result.text).total_tokens
+    # The client is told the shared estimate (count_tokens agrees with it); the account's own
+    # figures take the runtime's context_usage.usedTokens when it sends them.
+    assert finish.usage.prompt_tokens == estimate_tokens("hello there")
+    after = await client.call(lambda i: StatsQuery(id=i), 5.0)
+    assert isinstance(after, Stats)
+    used = usage_for("hello there", result.text).total_tokens
+    assert after.stats.prompt_tokens_total - before.stats.prompt_tokens_total == used
     assert (record["text"], record["session_id"]) == ("hello there", finish.upstream_session)
 
 
