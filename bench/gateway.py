@@ -22,8 +22,9 @@ import aiohttp
 
 from bench.direct import LingmaConnection
 from bench.procs import PYTHON, BenchError, Owned, free_port, tail, wait_port
+from protocol.control_socket import ControlReply, StatusQuery, StatusReply
 from protocol.framing import open_framed
-from protocol.messages import ControlReply, StatusQuery, StatusReply, WorkerState
+from protocol.vocabulary import WorkerState
 
 API_KEY = "sk-bench"
 ACCOUNT = "bench"

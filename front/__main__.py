@@ -9,7 +9,8 @@ from pathlib import Path
 import msgspec
 
 from front.app import _main
-from protocol.messages import EXIT_CANNOT_START, FrontSpec
+from protocol.specs import FrontSpec
+from protocol.vocabulary import EXIT_CANNOT_START
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,13 +19,13 @@ from front.control import front_stats
 from front.errors import ApiError, ErrorKind, from_failure
 from front.httpkit import json_response
 from front.workers import WorkerLink
+from protocol.chat import Failure
+from protocol.child_socket import Stats, StatsQuery, WorkerStats
 from protocol.framing import FrameError
-from protocol.messages import (
-    ErrorCode,
-    Failure,
+from protocol.vocabulary import ErrorCode, LoginState
+from protocol.worker_socket import (
     LoginInfo,
     LoginStart,
-    LoginState,
     LoginStatusQuery,
     Models,
     ModelsQuery,
@@ -33,9 +33,6 @@ from protocol.messages import (
     ModelsRawQuery,
     SessionBundle,
     SessionExport,
-    Stats,
-    StatsQuery,
-    WorkerStats,
 )
 
 ADMIN_TIMEOUT_S = 30.0

@@ -36,7 +36,7 @@ from front.schemas_anthropic import Block, MessageIn, MessagesBody
 from front.sse import json_encode
 from front.tools import ParsedCall, render_assistant_turn, render_tool_result
 from front.turns import prior_call, require_content, user_turn
-from protocol.messages import ChatTurn, ImageInput, Message, ToolSpec
+from protocol.chat import ChatTurn, ImageInput, Message, ToolSpec
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from front.errors import ApiError, anthropic_error_payload
 from front.pipeline import Outcome
 from front.relay import Collected
 from front.sse import StreamRenderer, json_encode, named_event
-from protocol.messages import ToolCall
+from protocol.chat import ToolCall
 
 STOP_REASONS = {
     "stop": "end_turn",

@@ -34,7 +34,8 @@ from front.hardening import (
 from front.httpkit import AFFINITY, AFFINITY_HEADER, REQUEST_ID, STARTED, request_id_from
 from protocol.lifecycle import isolate_child
 from protocol.logs import configure_logging, request_id_var
-from protocol.messages import EXIT_CANNOT_START, FrontSpec
+from protocol.specs import FrontSpec
+from protocol.vocabulary import EXIT_CANNOT_START
 
 log = logging.getLogger("front")
 

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from front.errors import ApiError, ErrorKind
 from front.plan import ChatPlan
 from front.workers import WorkerLink
-from protocol.messages import Backend, ChatRequest
+from protocol.chat import ChatRequest
+from protocol.vocabulary import Backend
 
 IMAGES_NEED_CLOUD = (
     'image input needs an account with backend = "cloud" (lingma-protocol.md §14); this '

@@ -16,7 +16,7 @@ from aiohttp import web
 from front.admission import Admission
 from front.metrics import FrontMetrics
 from front.workers import WorkerPool
-from protocol.messages import FrontSpec
+from protocol.specs import FrontSpec
 
 
 class ServeState(enum.StrEnum):

@@ -14,6 +14,9 @@ import logging
 import os
 
 from front.context import FrontContext, ServeState
+from protocol.chat import Failure
+from protocol.child_socket import Drain, Ok, Ping, Pong, Stats, StatsQuery, WorkerStats
+from protocol.control_socket import ControlReply, MetricsReply, MetricsRequest
 from protocol.framing import (
     FrameDecodeError,
     FramedStream,
@@ -21,25 +24,8 @@ from protocol.framing import (
     open_framed,
     start_unix_server,
 )
-from protocol.messages import (
-    ControlReply,
-    Drain,
-    ErrorCode,
-    Failure,
-    FrontReply,
-    FrontRequest,
-    LoginState,
-    MetricsReply,
-    MetricsRequest,
-    Ok,
-    Ping,
-    Pong,
-    Stats,
-    StatsQuery,
-    WorkerState,
-    WorkerStats,
-    WorkersUpdate,
-)
+from protocol.front_socket import FrontReply, FrontRequest, WorkersUpdate
+from protocol.vocabulary import ErrorCode, LoginState, WorkerState
 
 log = logging.getLogger(__name__)
 

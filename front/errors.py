@@ -12,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from protocol.messages import ErrorCode, Failure
+from protocol.chat import Failure
+from protocol.vocabulary import ErrorCode
 
 _json = msgspec.json.Encoder()
 

@@ -37,7 +37,7 @@ from front.errors import ApiError, ErrorKind
 from front.pipeline import FrontEvent, Outcome, new_call_id
 from front.plan import ChatPlan
 from front.tools import ParsedCall, ToolNames, calls_from_json, forced_call_instruction
-from protocol.messages import ChatTurn, Delta, Message, Reasoning, ToolCall, ToolSpec
+from protocol.chat import ChatTurn, Delta, Message, Reasoning, ToolCall, ToolSpec
 
 Marker = TypeVar("Marker")  # the relay's RESTART: passed through, and the attempt starts over
 

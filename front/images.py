@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from front.errors import ApiError, ErrorKind
-from protocol.messages import ImageInput
+from protocol.chat import ImageInput
 
 MAX_IMAGES = 8
 MAX_IMAGE_BYTES = 5 * 1024 * 1024

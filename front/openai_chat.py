@@ -37,7 +37,7 @@ from front.tools import (
     render_tool_result,
 )
 from front.turns import prior_call, require_content, user_turn
-from protocol.messages import ChatTurn, ImageInput, Message, ToolCall, ToolSpec
+from protocol.chat import ChatTurn, ImageInput, Message, ToolCall, ToolSpec
 
 TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})

@@ -38,7 +38,7 @@ from front.schemas_openai import InputItem, ResponsesBody, ResponsesContent
 from front.sse import json_encode
 from front.tools import arguments_from_json, render_tool_call, render_tool_result
 from front.turns import merged_assistant_turns, prior_call, require_content, user_turn
-from protocol.messages import ChatTurn, ImageInput, Message, ToolSpec
+from protocol.chat import ChatTurn, ImageInput, Message, ToolSpec
 
 TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
 # `additional_tools` is how Codex's newest default models receive their (code-mode) tools; those

@@ -20,7 +20,7 @@ from front.limits import LimitHit, OutputLimiter
 from front.plan import ChatPlan
 from front.tool_stream import Segment, ToolTextParser
 from front.tools import ParsedCall, ToolNames
-from protocol.messages import Delta, Finish, FinishReason, Reasoning, ToolCall
+from protocol.chat import Delta, Finish, FinishReason, Reasoning, ToolCall
 from protocol.tokens import TokenCount
 
 FrontEvent = Delta | Reasoning | ToolCall

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from front.errors import ApiError, ApiFlavor, ErrorKind
 from front.tools import tool_instructions
 from front.turns import image_count
-from protocol.messages import ChatTurn, Message, ToolSpec
+from protocol.chat import ChatTurn, Message, ToolSpec
 from protocol.tokens import estimate_messages_tokens
 
 MAX_STOP_SEQUENCES = 16

@@ -26,8 +26,9 @@ from front.forced import needs_call, reply_with_call
 from front.pipeline import EventPipeline, FrontEvent, Outcome
 from front.plan import ChatPlan
 from front.sse import CoalescingWriter, StreamRenderer, open_stream
+from protocol.chat import Delta, Failure, Finish, Reasoning, ToolCall
 from protocol.framing import FrameError
-from protocol.messages import Backend, Delta, ErrorCode, Failure, Finish, Reasoning, ToolCall
+from protocol.vocabulary import Backend, ErrorCode
 
 log = logging.getLogger(__name__)
 

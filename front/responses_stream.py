@@ -12,7 +12,7 @@ from typing import Any
 from front.errors import ApiError
 from front.pipeline import Outcome
 from front.sse import StreamRenderer, json_encode, named_event
-from protocol.messages import ToolCall
+from protocol.chat import ToolCall
 
 
 def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:

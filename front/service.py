@@ -24,7 +24,7 @@ from front.metrics import CONTENT_TYPE
 from front.relay import RECHECK_TIMEOUT_S
 from front.workers import WorkerLink
 from protocol.framing import FrameError
-from protocol.messages import Models, ModelsQuery
+from protocol.worker_socket import Models, ModelsQuery
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from front.errors import ApiError
 from front.pipeline import FrontEvent, Outcome
-from protocol.messages import Delta, Reasoning, ToolCall
+from protocol.chat import Delta, Reasoning, ToolCall
 
 json_encode = msgspec.json.Encoder().encode
 

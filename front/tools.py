@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from protocol.messages import ToolSpec
+from protocol.chat import ToolSpec
 
 ACTION_FENCE_OPEN = "```json action"
 FENCE_CLOSE = "```"

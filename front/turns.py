@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from front.errors import ApiError, ErrorKind
-from protocol.messages import ChatTurn, ImageInput, Message, PriorToolCall
+from protocol.chat import ChatTurn, ImageInput, Message, PriorToolCall
 
 _encode = msgspec.json.Encoder().encode
 

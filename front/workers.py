@@ -17,8 +17,10 @@ from typing import Any
 
 from front.routing import Candidate, plan_attempts
 from protocol.channel import MuxClient
+from protocol.child_socket import Ping, Pong
 from protocol.framing import FrameError
-from protocol.messages import Backend, LoginState, Ping, Pong, WorkerRef, WorkerState
+from protocol.front_socket import WorkerRef
+from protocol.vocabulary import Backend, LoginState, WorkerState
 
 log = logging.getLogger(__name__)
 

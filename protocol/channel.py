@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
+from protocol.chat import Cancel, ChatRequest, Failure, Finish
 from protocol.framing import (
     MAX_FRAME,
     ConnectionClosed,
@@ -23,7 +24,7 @@ from protocol.framing import (
     open_framed,
 )
 from protocol.inbox import Inbox
-from protocol.messages import Cancel, ChatRequest, Failure, Finish, WorkerReply
+from protocol.worker_socket import WorkerReply
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from protocol.messages import MetricFamily, MetricSample
+from protocol.child_socket import MetricFamily, MetricSample
 
 
 def snapshot(families: Iterable[Any]) -> list[MetricFamily]:

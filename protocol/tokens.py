@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from protocol.messages import Message
+from protocol.chat import Message
 
 CHARS_PER_TOKEN = 4
 _CJK = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")

@@ -240,7 +240,7 @@ def _refused(reply: Any) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import msgspec
 
-    from protocol.messages import ControlError, StatusQuery, StatusReply
+    from protocol.control_socket import ControlError, StatusQuery, StatusReply
     from supervisor import status_view
 
     try:
@@ -262,7 +262,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _simple(args: argparse.Namespace, message: Any) -> int:
-    from protocol.messages import ControlOk
+    from protocol.control_socket import ControlOk
 
     reply = _ask(args, message)
     if not isinstance(reply, ControlOk):
@@ -272,19 +272,19 @@ def _simple(args: argparse.Namespace, message: Any) -> int:
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    from protocol.messages import ReloadRequest
+    from protocol.control_socket import ReloadRequest
 
     return _simple(args, ReloadRequest())
 
 
 def cmd_restart_worker(args: argparse.Namespace) -> int:
-    from protocol.messages import RestartWorker
+    from protocol.control_socket import RestartWorker
 
     return _simple(args, RestartWorker(name=args.name))
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from protocol.messages import ControlOk, LoginRequest
+    from protocol.control_socket import ControlOk, LoginRequest
 
     reply = _ask(args, LoginRequest(name=args.name))
     if not isinstance(reply, ControlOk):
@@ -297,7 +297,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_export_session(args: argparse.Namespace) -> int:
-    from protocol.messages import ControlOk, ExportSessionRequest
+    from protocol.control_socket import ControlOk, ExportSessionRequest
 
     reply = _ask(args, ExportSessionRequest(name=args.name))
     if not isinstance(reply, ControlOk):

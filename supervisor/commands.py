@@ -14,32 +14,26 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from protocol.framing import FrameError
-from protocol.messages import (
-    Backend,
-    BinaryState,
+from protocol.chat import Failure
+from protocol.child_socket import WorkerStats
+from protocol.control_socket import (
     ControlError,
     ControlOk,
     ControlReply,
-    ErrorCode,
     ExportSessionRequest,
-    Failure,
-    LoginInfo,
     LoginRequest,
-    LoginStart,
-    LoginState,
     MetricsReply,
     MetricsRequest,
     ReloadRequest,
     RestartWorker,
-    SessionBundle,
-    SessionExport,
     StatsRequest,
     StatusQuery,
     StatusReply,
-    WorkerStats,
     WorkerStatus,
 )
+from protocol.framing import FrameError
+from protocol.vocabulary import Backend, BinaryState, ErrorCode, LoginState
+from protocol.worker_socket import LoginInfo, LoginStart, SessionBundle, SessionExport
 from supervisor.handle import NotConnected, ProcessHandle
 from supervisor.procfacts import FactsSampler
 

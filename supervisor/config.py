@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from protocol.messages import Backend, ChatFlow
+from protocol.specs import ChatFlow
+from protocol.vocabulary import Backend
 from supervisor.envconfig import EnvConfigError, apply_env_overrides
 
 ACCOUNT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"

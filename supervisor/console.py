@@ -12,7 +12,8 @@ import shutil
 import sys
 from typing import TextIO
 
-from protocol.messages import LoginState, Pong, WorkerState
+from protocol.child_socket import Pong
+from protocol.vocabulary import LoginState, WorkerState
 from supervisor.config import Config
 from supervisor.handle import ProcessHandle
 

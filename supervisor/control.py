@@ -17,6 +17,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from protocol.control_socket import API_VERSION, ControlError, ControlReply, ControlRequest
 from protocol.framing import (
     FrameDecodeError,
     FramedStream,
@@ -24,13 +25,7 @@ from protocol.framing import (
     open_framed,
     start_unix_server,
 )
-from protocol.messages import (
-    API_VERSION,
-    ControlError,
-    ControlReply,
-    ControlRequest,
-    ErrorCode,
-)
+from protocol.vocabulary import ErrorCode
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ import psutil
 
 from protocol.backoff import Backoff
 from protocol.channel import MuxClient
+from protocol.child_socket import Drain, Ping, Pong, Stats
 from protocol.framing import FrameError
-from protocol.messages import RESERVED_EXIT_CODES, Drain, Ping, Pong, Stats, WorkerState
+from protocol.vocabulary import RESERVED_EXIT_CODES, WorkerState
 from supervisor.procfacts import kill_leftovers, snapshot_descendants
 from supervisor.spawn import ChildProcess, describe_exit, process_title
 

@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from protocol.child_socket import MetricFamily, Stats, StatsQuery
 from protocol.framing import FrameError
-from protocol.messages import LoginState, MetricFamily, Stats, StatsQuery, WorkerState
+from protocol.vocabulary import LoginState, WorkerState
 from supervisor.handle import NotConnected, ProcessHandle
 from supervisor.procfacts import FactsSampler
 

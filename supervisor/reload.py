@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from protocol.messages import BinaryState, ControlError, ControlOk, ErrorCode, WorkerState
+from protocol.control_socket import ControlError, ControlOk
+from protocol.vocabulary import BinaryState, ErrorCode, WorkerState
 from supervisor.config import Config, ConfigError, load_config
 from supervisor.handle import ProcessHandle
 from supervisor.specs import front_spec, spec_changed, worker_specs

@@ -11,7 +11,8 @@ import os
 
 import msgspec
 
-from protocol.messages import FrontSpec, LoginSpec, WorkerRef, WorkerSpec
+from protocol.front_socket import WorkerRef
+from protocol.specs import FrontSpec, LoginSpec, WorkerSpec
 from supervisor.config import AccountConfig, Config
 
 

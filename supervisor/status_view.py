@@ -9,7 +9,8 @@ Exit codes follow LSB `status` conventions where they exist:
 
 from __future__ import annotations
 
-from protocol.messages import BinaryState, LoginState, StatusReply, WorkerState, WorkerStatus
+from protocol.control_socket import StatusReply, WorkerStatus
+from protocol.vocabulary import BinaryState, LoginState, WorkerState
 
 EXIT_OK = 0
 EXIT_DEGRADED = 1

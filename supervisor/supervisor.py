@@ -18,17 +18,12 @@ import time
 
 import msgspec
 
+from protocol.control_socket import StatusQuery, StatusReply
 from protocol.framing import FrameError, prepare_socket_dir
-from protocol.messages import (
-    FrontReply,
-    FrontSpec,
-    StatusQuery,
-    StatusReply,
-    WorkerRef,
-    WorkerReply,
-    WorkerState,
-    WorkersUpdate,
-)
+from protocol.front_socket import FrontReply, WorkerRef, WorkersUpdate
+from protocol.specs import FrontSpec
+from protocol.vocabulary import WorkerState
+from protocol.worker_socket import WorkerReply
 from supervisor.commands import Commands
 from supervisor.config import AccountConfig, Config
 from supervisor.console import Console

@@ -20,7 +20,8 @@ from typing import Any
 
 import msgspec
 
-from protocol.messages import FrontSpec, WorkerRef
+from protocol.front_socket import WorkerRef
+from protocol.specs import FrontSpec
 from tests.component.worker_support import (
     WorkerProcess,
     log_in,

@@ -9,7 +9,8 @@ import sys
 import msgspec
 
 from protocol.logs import configure_logging
-from protocol.messages import EXIT_CANNOT_START, WorkerSpec
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import EXIT_CANNOT_START
 from worker.worker import start
 
 

@@ -14,7 +14,8 @@ import logging
 import time
 from typing import Any
 
-from protocol.messages import LoginState, WorkerSpec
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import LoginState
 from worker.binary import BinaryKeeper
 from worker.login import LoginManager
 from worker.metrics import WorkerMetrics

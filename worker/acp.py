@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from protocol.messages import ErrorCode
+from protocol.vocabulary import ErrorCode
 from worker.outcome import end_from, error_detail, rpc_failure
 from worker.routes import REQUEST_ID_KEY, Subscription, push_request_id
 from worker.rpc import RpcClosed, RpcConnection, RpcError

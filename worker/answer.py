@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from protocol.messages import ChatEvent, Delta, Reasoning, ToolCall
+from protocol.chat import ChatEvent, Delta, Reasoning, ToolCall
 from protocol.tokens import TokenCount
 from worker import upstream
 from worker.think import Part, ThinkSplitter

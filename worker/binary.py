@@ -24,7 +24,8 @@ from pathlib import Path
 
 from protocol.backoff import Backoff
 from protocol.lifecycle import isolate_child
-from protocol.messages import BinaryState, WorkerSpec
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import BinaryState
 from worker.discovery import read_discovery, remove_discovery
 from worker.pool import LingmaClient
 from worker.rpc import RpcClosed, RpcError

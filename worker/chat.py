@@ -18,19 +18,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from protocol.chat import ChatEvent, ChatRequest, Failure, Finish, Message, Usage
 from protocol.logs import request_id_var
-from protocol.messages import (
-    ChatEvent,
-    ChatFlow,
-    ChatRequest,
-    ErrorCode,
-    Failure,
-    Finish,
-    Message,
-    Usage,
-    WorkerSpec,
-)
+from protocol.specs import ChatFlow, WorkerSpec
 from protocol.tokens import estimate_messages_tokens, estimate_tokens
+from protocol.vocabulary import ErrorCode
 from worker import upstream
 from worker.acp import AcpFlow
 from worker.admission import Admission, Overloaded

@@ -23,7 +23,8 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from protocol.messages import EXIT_CANNOT_START, WorkerSpec
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import EXIT_CANNOT_START
 from worker.binary import LingmaBinary, StartupFailed, work_dir_wait_s
 from worker.discovery import machine_token_headers, read_discovery
 from worker.doctor_probes import Probes

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from protocol.messages import WorkerSpec
+from protocol.specs import WorkerSpec
 from worker.acp import prompt_meta
 from worker.discovery import machine_token_headers
 from worker.doctor_wire import Finding, Message, Seen, Wire, is_acp_finish, params_of

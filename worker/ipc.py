@@ -17,6 +17,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from protocol.chat import Cancel, ChatEvent, ChatRequest, Failure
+from protocol.child_socket import Ping, Pong
 from protocol.framing import (
     ConnectionClosed,
     FrameDecodeError,
@@ -24,17 +26,8 @@ from protocol.framing import (
     FrameError,
     FrameTooLarge,
 )
-from protocol.messages import (
-    Cancel,
-    ChatEvent,
-    ChatRequest,
-    ErrorCode,
-    Failure,
-    Ping,
-    Pong,
-    WorkerReply,
-    WorkerRequest,
-)
+from protocol.vocabulary import ErrorCode
+from protocol.worker_socket import WorkerReply, WorkerRequest
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from protocol.backoff import Backoff
-from protocol.messages import LoginInfo, LoginState, WorkerSpec
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import LoginState
+from protocol.worker_socket import LoginInfo
 from worker import bundles
 from worker.autologin import Outcome, browser_login
 from worker.pool import LingmaClient

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from protocol.messages import MetricFamily, WorkerStats
+from protocol.child_socket import MetricFamily, WorkerStats
 from protocol.snapshots import snapshot
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)

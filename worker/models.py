@@ -13,7 +13,7 @@ import fnmatch
 from collections.abc import Mapping
 from typing import Any
 
-from protocol.messages import ModelInfo
+from protocol.worker_socket import ModelInfo
 
 # Families that clients hard-code; they mean "whatever this gateway serves" to the user.
 CLIENT_FAMILIES = (

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from protocol.messages import ErrorCode
+from protocol.vocabulary import ErrorCode
 from worker.rpc import RpcError
 from worker.upstream import End, UpstreamFailure, int_or
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from protocol.messages import Message
+from protocol.chat import Message
 
 
 def flatten(messages: Sequence[Message]) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from protocol.messages import Message
+from protocol.chat import Message
 
 _encoder = msgspec.msgpack.Encoder()
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from protocol.messages import ChatRequest, ErrorCode, FinishReason, WorkerSpec
+from protocol.chat import ChatRequest, FinishReason
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import ErrorCode
 from worker.acp import AcpFlow
 from worker.answer import Answer
 from worker.legacy import LegacyFlow

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.inbox import Inbox
-from protocol.messages import ErrorCode
+from protocol.vocabulary import ErrorCode
 from worker.routes import CLOSED_PUSH
 
 PROMPT_DONE = "$/prompt-done"

@@ -23,37 +23,25 @@ from typing import Any
 import msgspec
 import uvloop
 
+from protocol.chat import ChatEvent, ChatRequest, Failure
+from protocol.child_socket import Drain, Ok, Ping, Pong, Stats, StatsQuery, WorkerStats
 from protocol.framing import start_unix_server
 from protocol.lifecycle import isolate_child
 from protocol.logs import configure_logging
-from protocol.messages import (
-    EXIT_CANNOT_START,
-    Backend,
-    ChatEvent,
-    ChatRequest,
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import EXIT_CANNOT_START, Backend, ErrorCode, LoginState, WorkerState
+from protocol.worker_socket import (
     ClearCooldown,
-    Drain,
-    ErrorCode,
-    Failure,
     LoginStart,
-    LoginState,
     LoginStatusQuery,
     ModelInfo,
     Models,
     ModelsQuery,
     ModelsRaw,
     ModelsRawQuery,
-    Ok,
-    Ping,
-    Pong,
     SessionBundle,
     SessionExport,
-    Stats,
-    StatsQuery,
     WorkerReply,
-    WorkerSpec,
-    WorkerState,
-    WorkerStats,
 )
 from worker import bundles
 from worker.account import Account

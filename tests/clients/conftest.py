@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 
-from protocol.messages import Backend
+from protocol.vocabulary import Backend
 from tests.harness import Gateway, start_gateway
 from tests.helpers import ChildProcesses
 

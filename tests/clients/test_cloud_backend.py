@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from protocol.channel import MuxClient
-from protocol.messages import ClearCooldown
+from protocol.worker_socket import ClearCooldown
 from tests.harness import Gateway
 
 pytestmark = pytest.mark.clients

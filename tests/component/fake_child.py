@@ -18,29 +18,28 @@ from typing import Any
 import msgspec
 import uvloop
 
-from protocol.framing import FramedStream, FrameError, start_unix_server
-from protocol.lifecycle import isolate_child
-from protocol.messages import (
+from protocol.child_socket import (
     Drain,
-    FrontRequest,
-    FrontSpec,
-    LoginInfo,
-    LoginStart,
-    LoginState,
     MetricFamily,
     MetricSample,
     Ok,
     Ping,
     Pong,
-    SessionBundle,
-    SessionExport,
     Stats,
     StatsQuery,
-    WorkerRequest,
-    WorkerSpec,
-    WorkerState,
     WorkerStats,
-    WorkersUpdate,
+)
+from protocol.framing import FramedStream, FrameError, start_unix_server
+from protocol.front_socket import FrontRequest, WorkersUpdate
+from protocol.lifecycle import isolate_child
+from protocol.specs import FrontSpec, WorkerSpec
+from protocol.vocabulary import LoginState, WorkerState
+from protocol.worker_socket import (
+    LoginInfo,
+    LoginStart,
+    SessionBundle,
+    SessionExport,
+    WorkerRequest,
 )
 
 

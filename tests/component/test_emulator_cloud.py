@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from emulator.cloud_wire import encode_body
-from protocol.messages import ChatTurn, ImageInput, ToolSpec
+from protocol.chat import ChatTurn, ImageInput, ToolSpec
 from tests.component.emulator_support import CloudEmulator, cloud_emulator, write_script
 from worker.cloud import sse
 from worker.cloud.body import BodyInput, build_body

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from protocol.messages import ToolSpec
+from protocol.chat import ToolSpec
 from tests.component.emulator_support import (
     Emulator,
     RpcClient,

@@ -17,23 +17,12 @@ import msgspec
 import pytest
 
 from protocol.channel import MuxClient
+from protocol.child_socket import Drain, Ok, Ping, Pong, Stats, StatsQuery
+from protocol.control_socket import ControlRequest, MetricsReply, MetricsRequest
 from protocol.framing import FramedStream, start_unix_server
-from protocol.messages import (
-    ControlRequest,
-    Drain,
-    FrontReply,
-    FrontSpec,
-    MetricsReply,
-    MetricsRequest,
-    Ok,
-    Ping,
-    Pong,
-    Stats,
-    StatsQuery,
-    WorkerRef,
-    WorkerState,
-    WorkersUpdate,
-)
+from protocol.front_socket import FrontReply, WorkerRef, WorkersUpdate
+from protocol.specs import FrontSpec
+from protocol.vocabulary import WorkerState
 from tests.harness import (
     API_KEY,
     Gateway,

@@ -18,7 +18,8 @@ import pytest
 from front.auth import key_scope
 from front.routing import affinity_hash, rendezvous_order
 from protocol.channel import MuxClient
-from protocol.messages import WorkerRef, WorkerState
+from protocol.front_socket import WorkerRef
+from protocol.vocabulary import WorkerState
 from tests.component.worker_support import request_ids_stopped, wait_state
 from tests.harness import API_KEY, Gateway, front_spec, start_front, start_gateway
 from tests.helpers import ChildProcesses, wait_until, wait_until_async

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from protocol import messages as m
 from protocol.channel import MuxClient
+from protocol.chat import Cancel, ChatRequest, Delta, Failure, Finish, Usage
+from protocol.child_socket import Ping, Pong
 from protocol.framing import (
     ConnectionClosed,
     FrameDecodeError,
@@ -21,6 +22,8 @@ from protocol.framing import (
     open_framed,
     start_unix_server,
 )
+from protocol.vocabulary import ErrorCode, LoginState, WorkerState
+from protocol.worker_socket import WorkerReply, WorkerRequest
 
 pytestmark = pytest.mark.component
 
@@ -35,7 +38,7 @@ class StreamingServer:
         self.bad_frames = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stream: FramedStream[object, object] = FramedStream(reader, writer, m.WorkerRequest)
+        stream: FramedStream[object, object] = FramedStream(reader, writer, WorkerRequest)
         tasks: dict[int, asyncio.Task[None]] = {}
         try:
             while True:
@@ -43,22 +46,22 @@ class StreamingServer:
                     request = await stream.recv()
                 except FrameDecodeError:
                     self.bad_frames += 1
-                    await stream.send(m.Failure(id=0, code=m.ErrorCode.BAD_FRAME, message="bad"))
+                    await stream.send(Failure(id=0, code=ErrorCode.BAD_FRAME, message="bad"))
                     continue
                 match request:
-                    case m.ChatRequest(id=rid):
+                    case ChatRequest(id=rid):
                         tasks[rid] = asyncio.create_task(self._chat(stream, rid))
-                    case m.Cancel(id=rid):
+                    case Cancel(id=rid):
                         self.cancelled.add(rid)
                         if rid in tasks:
                             tasks.pop(rid).cancel()
-                    case m.Ping(id=rid):
+                    case Ping(id=rid):
                         await stream.send(
-                            m.Pong(
+                            Pong(
                                 id=rid,
                                 account="t",
-                                state=m.WorkerState.READY,
-                                login=m.LoginState.LOGGED_IN,
+                                state=WorkerState.READY,
+                                login=LoginState.LOGGED_IN,
                                 pid=os.getpid(),
                             )
                         )
@@ -71,9 +74,9 @@ class StreamingServer:
 
     async def _chat(self, stream: FramedStream[object, object], rid: int) -> None:
         for i in range(CHUNKS):
-            await stream.send(m.Delta(id=rid, text=f"{rid}:{i};"))
+            await stream.send(Delta(id=rid, text=f"{rid}:{i};"))
             await asyncio.sleep(0)  # let other chats interleave
-        await stream.send(m.Finish(id=rid, usage=m.Usage(completion_tokens=CHUNKS)))
+        await stream.send(Finish(id=rid, usage=Usage(completion_tokens=CHUNKS)))
 
 
 @pytest.fixture
@@ -86,8 +89,8 @@ async def server(sock_dir: Path) -> object:
     await srv.wait_closed()
 
 
-def chat(rid: int) -> m.ChatRequest:
-    return m.ChatRequest(id=rid, request_id=f"r{rid}", model="auto", messages=[])
+def chat(rid: int) -> ChatRequest:
+    return ChatRequest(id=rid, request_id=f"r{rid}", model="auto", messages=[])
 
 
 async def collect(client: MuxClient, rid: int) -> list[object]:
@@ -107,9 +110,9 @@ async def test_concurrent_streams_each_get_their_own_ordered_events(
     ids = [client.next_id() for _ in range(50)]
     results = await asyncio.gather(*(collect(client, rid) for rid in ids))
     for rid, events in zip(ids, results, strict=True):
-        texts = [e.text for e in events if isinstance(e, m.Delta)]
+        texts = [e.text for e in events if isinstance(e, Delta)]
         assert texts == [f"{rid}:{i};" for i in range(CHUNKS)]
-        assert isinstance(events[-1], m.Finish)
+        assert isinstance(events[-1], Finish)
         assert events[-1].id == rid
     assert client.pending == 0
     await client.close()
@@ -122,16 +125,16 @@ async def test_leaving_a_stream_early_sends_cancel(server: tuple[StreamingServer
     other = asyncio.create_task(collect(client, client.next_id()))
     iterator = client.stream(chat(rid))
     first = await anext(iterator)
-    assert isinstance(first, m.Delta)
+    assert isinstance(first, Delta)
     await iterator.aclose()
     async with asyncio.timeout(5):
         while rid not in peer.cancelled:
             await asyncio.sleep(0.005)
     # the neighbour on the same connection is unaffected
     events = await other
-    assert isinstance(events[-1], m.Finish)
-    ping = await client.call(lambda i: m.Ping(id=i), timeout=5)
-    assert isinstance(ping, m.Pong)
+    assert isinstance(events[-1], Finish)
+    ping = await client.call(lambda i: Ping(id=i), timeout=5)
+    assert isinstance(ping, Pong)
     await client.close()
 
 
@@ -139,13 +142,13 @@ async def test_garbage_frame_gets_typed_error_and_connection_survives(
     server: tuple[StreamingServer, str],
 ) -> None:
     peer, path = server
-    stream = await open_framed(path, m.WorkerReply)
+    stream = await open_framed(path, WorkerReply)
     stream.writer.write(struct.pack(">I", 3) + b"\xc1\xc1\xc1")  # 0xc1 is never valid msgpack
     reply = await stream.recv()
-    assert isinstance(reply, m.Failure)
-    assert reply.code is m.ErrorCode.BAD_FRAME
-    await stream.send(m.Ping(id=9))
-    assert isinstance(await stream.recv(), m.Pong)
+    assert isinstance(reply, Failure)
+    assert reply.code is ErrorCode.BAD_FRAME
+    await stream.send(Ping(id=9))
+    assert isinstance(await stream.recv(), Pong)
     assert peer.bad_frames == 1
     await stream.close()
 
@@ -180,7 +183,7 @@ async def test_receiver_rejects_oversized_frame_without_reading_it(sock_dir: Pat
 
     async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream: FramedStream[object, object] = FramedStream(
-            reader, writer, m.WorkerRequest, max_frame=1024
+            reader, writer, WorkerRequest, max_frame=1024
         )
         try:
             await stream.recv()

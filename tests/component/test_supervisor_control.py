@@ -12,18 +12,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from protocol.framing import HEADER, encode_frame
-from protocol.messages import (
+from protocol.control_socket import (
     ControlError,
     ControlOk,
-    ErrorCode,
-    LoginState,
     RestartWorker,
     StatusQuery,
     StatusReply,
-    WorkerState,
     WorkerStatus,
 )
+from protocol.framing import HEADER, encode_frame
+from protocol.vocabulary import ErrorCode, LoginState, WorkerState
 from supervisor import control
 from supervisor.control import ControlServer, ControlUnavailable, Unreachable, request
 

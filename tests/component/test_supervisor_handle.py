@@ -10,7 +10,9 @@ import psutil
 import pytest
 
 from protocol.backoff import Backoff
-from protocol.messages import WorkerReply, WorkerSpec, WorkerState
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import WorkerState
+from protocol.worker_socket import WorkerReply
 from supervisor.handle import ProcessHandle, Timings
 from tests.helpers import alive, wait_until_async
 

@@ -16,10 +16,9 @@ from typing import Any
 import psutil
 import pytest
 
-from protocol.messages import (
+from protocol.control_socket import (
     ControlError,
     ControlOk,
-    ErrorCode,
     ExportSessionRequest,
     LoginRequest,
     MetricsReply,
@@ -28,8 +27,8 @@ from protocol.messages import (
     RestartWorker,
     StatusQuery,
     StatusReply,
-    WorkerState,
 )
+from protocol.vocabulary import ErrorCode, WorkerState
 from supervisor.config import load_config
 from supervisor.console import Console
 from supervisor.control import request

@@ -17,31 +17,28 @@ import pytest
 
 from emulator.turns import usage_for
 from protocol.channel import MuxClient
-from protocol.framing import MAX_FRAME, ConnectionClosed, open_framed
-from protocol.messages import (
+from protocol.chat import (
     ChatRequest,
-    ClearCooldown,
-    ErrorCode,
     Failure,
     Finish,
     FinishReason,
     Message,
+    Reasoning,
+    ToolCall,
+    ToolSpec,
+)
+from protocol.child_socket import Ok, Ping, Pong, Stats, StatsQuery
+from protocol.framing import MAX_FRAME, ConnectionClosed, open_framed
+from protocol.tokens import estimate_tokens
+from protocol.vocabulary import ErrorCode, WorkerState
+from protocol.worker_socket import (
+    ClearCooldown,
     Models,
     ModelsQuery,
     ModelsRaw,
     ModelsRawQuery,
-    Ok,
-    Ping,
-    Pong,
-    Reasoning,
-    Stats,
-    StatsQuery,
-    ToolCall,
-    ToolSpec,
     WorkerReply,
-    WorkerState,
 )
-from protocol.tokens import estimate_tokens
 from tests.component.worker_support import (
     WorkerProcess,
     chat,

@@ -26,21 +26,17 @@ import pytest
 from emulator.store import WorkDir
 from emulator.user_cache import new_user
 from protocol.channel import MuxClient
-from protocol.messages import (
-    Backend,
+from protocol.chat import (
     ChatRequest,
     ChatTurn,
-    ClearCooldown,
-    ErrorCode,
     FinishReason,
     ImageInput,
-    Models,
-    ModelsQuery,
     PriorToolCall,
     ToolCall,
     ToolSpec,
-    WorkerState,
 )
+from protocol.vocabulary import Backend, ErrorCode, WorkerState
+from protocol.worker_socket import ClearCooldown, Models, ModelsQuery
 from tests.component.worker_support import (
     ChatResult,
     WorkerProcess,

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from protocol.messages import WorkerSpec
+from protocol.specs import WorkerSpec
 from tests.component.emulator_support import logged_in_work_dir, start_emulator
 from tests.component.worker_support import make_spec
 from tests.helpers import PYTHON, ChildProcesses

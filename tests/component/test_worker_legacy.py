@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from protocol.channel import MuxClient
-from protocol.messages import ChatRequest, ErrorCode, FinishReason, Message, Reasoning
+from protocol.chat import ChatRequest, FinishReason, Message, Reasoning
+from protocol.vocabulary import ErrorCode
 from tests.component.worker_support import (
     WorkerProcess,
     chat,

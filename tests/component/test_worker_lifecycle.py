@@ -15,22 +15,11 @@ import psutil
 import pytest
 
 from protocol.channel import MuxClient
-from protocol.messages import (
-    EXIT_CANNOT_START,
-    BinaryState,
-    ChatRequest,
-    Drain,
-    ErrorCode,
-    Failure,
-    LoginInfo,
-    LoginSpec,
-    LoginStatusQuery,
-    Message,
-    Ok,
-    SessionBundle,
-    SessionExport,
-    WorkerState,
-)
+from protocol.chat import ChatRequest, Failure, Message
+from protocol.child_socket import Drain, Ok
+from protocol.specs import LoginSpec
+from protocol.vocabulary import EXIT_CANNOT_START, BinaryState, ErrorCode, WorkerState
+from protocol.worker_socket import LoginInfo, LoginStatusQuery, SessionBundle, SessionExport
 from tests.component.worker_support import (
     chat,
     login_via_callback,

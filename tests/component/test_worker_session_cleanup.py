@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from protocol.messages import Message
+from protocol.chat import Message
 from tests.component.emulator_support import connect
 from tests.component.worker_support import (
     WorkerProcess,

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from protocol.channel import MuxClient
-from protocol.messages import ChatRequest, ErrorCode, Finish, Message, ToolSpec
+from protocol.chat import ChatRequest, Finish, Message, ToolSpec
+from protocol.vocabulary import ErrorCode
 from tests.component.worker_support import (
     WorkerProcess,
     chat,

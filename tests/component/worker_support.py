@@ -25,22 +25,11 @@ import aiohttp
 import msgspec
 
 from protocol.channel import MuxClient
-from protocol.messages import (
-    ChatRequest,
-    ChatTurn,
-    Failure,
-    Finish,
-    LoginInfo,
-    LoginSpec,
-    LoginStart,
-    LoginStatusQuery,
-    Message,
-    Ping,
-    Pong,
-    ToolSpec,
-    WorkerSpec,
-    WorkerState,
-)
+from protocol.chat import ChatRequest, ChatTurn, Failure, Finish, Message, ToolSpec
+from protocol.child_socket import Ping, Pong
+from protocol.specs import LoginSpec, WorkerSpec
+from protocol.vocabulary import WorkerState
+from protocol.worker_socket import LoginInfo, LoginStart, LoginStatusQuery
 from tests.helpers import PYTHON, REPO, ChildProcesses, wait_until
 
 START_TIMEOUT = 20.0

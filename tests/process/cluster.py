@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from protocol.messages import WorkerState
+from protocol.vocabulary import WorkerState
 from tests.helpers import ChildProcesses, free_port, wait_until_async
 from tests.process.gateway import API_KEY, EMULATOR, LINGMA_GW, Gateway, render_config
 

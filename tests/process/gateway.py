@@ -19,14 +19,8 @@ import aiohttp
 import msgspec
 import psutil
 
-from protocol.messages import (
-    ControlOk,
-    LoginRequest,
-    StatusQuery,
-    StatusReply,
-    WorkerState,
-    WorkerStatus,
-)
+from protocol.control_socket import ControlOk, LoginRequest, StatusQuery, StatusReply, WorkerStatus
+from protocol.vocabulary import WorkerState
 from supervisor.control import request
 from tests.helpers import PYTHON, ChildProcesses, free_port, wait_until_async
 

@@ -22,7 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from protocol.messages import WorkerState, WorkerStatus
+from protocol.control_socket import WorkerStatus
+from protocol.vocabulary import WorkerState
 from tests.helpers import ChildProcesses, assert_all_gone, free_port, wait_until_async
 from tests.process.gateway import API_KEY, Gateway, wait_exit
 from tests.process.load_support import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from protocol.messages import WorkerState
+from protocol.vocabulary import WorkerState
 from tests.helpers import REPO, ChildProcesses
 from tests.process.gateway import EMULATOR, Gateway, start_gateway
 

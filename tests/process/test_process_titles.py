@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from protocol.messages import WorkerState
+from protocol.vocabulary import WorkerState
 from tests.helpers import ChildProcesses
 from tests.process.gateway import EMULATOR, start_gateway
 

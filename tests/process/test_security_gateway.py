@@ -25,8 +25,10 @@ import aiohttp
 import msgspec
 import pytest
 
+from protocol.child_socket import Ping
+from protocol.control_socket import StatusQuery
 from protocol.framing import HEADER, MAX_FRAME, encode_frame
-from protocol.messages import Ping, StatusQuery, WorkerState
+from protocol.vocabulary import WorkerState
 from tests.helpers import PYTHON, REPO, ChildProcesses, assert_all_gone, free_port
 from tests.process.gateway import API_KEY, Gateway, wait_exit
 from tests.process.load_support import (

@@ -13,7 +13,7 @@ import aiohttp
 import psutil
 import pytest
 
-from protocol.messages import LoginState, WorkerState
+from protocol.vocabulary import LoginState, WorkerState
 from tests.helpers import ChildProcesses, alive, assert_all_gone, wait_until_async
 from tests.process.gateway import EMULATOR, Gateway, decode_status, start_gateway, wait_exit
 

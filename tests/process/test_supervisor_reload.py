@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from protocol.messages import WorkerState
+from protocol.vocabulary import WorkerState
 from tests.helpers import ChildProcesses, assert_all_gone
 from tests.process.gateway import EMULATOR, LINGMA_GW, start_gateway, wait_exit
 

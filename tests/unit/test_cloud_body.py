@@ -7,7 +7,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from protocol.messages import ChatTurn, ModelInfo, PriorToolCall, ToolSpec
+from protocol.chat import ChatTurn, PriorToolCall, ToolSpec
+from protocol.worker_socket import ModelInfo
 from worker.cloud.body import BodyInput, build_body
 
 pytestmark = pytest.mark.unit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.messages import ErrorCode
+from protocol.vocabulary import ErrorCode
 from worker.cloud.errors import Kind, classify, failure_for, parse_retry_after
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from protocol.messages import Backend, ChatFlow
+from protocol.specs import ChatFlow
+from protocol.vocabulary import Backend
 from supervisor.config import Config, ConfigError, config_warnings, load_config, parse_listen
 from supervisor.specs import worker_spec
 

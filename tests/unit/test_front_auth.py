@@ -15,7 +15,8 @@ from front.auth import (
     require_metrics,
 )
 from front.errors import ApiError, ApiFlavor, ErrorKind, error_body, flavor_for_path, from_failure
-from protocol.messages import ErrorCode, Failure
+from protocol.chat import Failure
+from protocol.vocabulary import ErrorCode
 
 pytestmark = pytest.mark.unit
 

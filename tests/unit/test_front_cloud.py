@@ -22,19 +22,10 @@ from front.schemas_anthropic import MessagesBody
 from front.schemas_openai import ChatCompletionsBody, ResponsesBody
 from front.tools import ACTION_FENCE_OPEN
 from front.workers import WorkerLink
-from protocol.messages import (
-    Backend,
-    ChatTurn,
-    Delta,
-    ImageInput,
-    LoginState,
-    Message,
-    Pong,
-    ToolCall,
-    ToolSpec,
-    WorkerRef,
-    WorkerState,
-)
+from protocol.chat import ChatTurn, Delta, ImageInput, Message, ToolCall, ToolSpec
+from protocol.child_socket import Pong
+from protocol.front_socket import WorkerRef
+from protocol.vocabulary import Backend, LoginState, WorkerState
 
 pytestmark = pytest.mark.unit
 

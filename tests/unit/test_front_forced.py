@@ -12,7 +12,7 @@ from front.forced import call_from_replies, fits, needs_call, reply_with_call, r
 from front.pipeline import FrontEvent, Outcome
 from front.plan import ChatPlan
 from front.tools import ParsedCall, render_tool_call
-from protocol.messages import Delta, Message, Reasoning, ToolCall, ToolSpec
+from protocol.chat import Delta, Message, Reasoning, ToolCall, ToolSpec
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from front.service import is_pattern, models_payload
-from protocol.messages import ModelInfo, Models
+from protocol.worker_socket import ModelInfo, Models
 
 pytestmark = pytest.mark.unit
 

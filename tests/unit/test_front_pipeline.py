@@ -9,16 +9,7 @@ from front.limits import LimitHit, OutputLimiter
 from front.pipeline import EventPipeline, FrontEvent, Outcome
 from front.plan import ChatPlan
 from front.tools import render_tool_call
-from protocol.messages import (
-    Delta,
-    Finish,
-    FinishReason,
-    Message,
-    Reasoning,
-    ToolCall,
-    ToolSpec,
-    Usage,
-)
+from protocol.chat import Delta, Finish, FinishReason, Message, Reasoning, ToolCall, ToolSpec, Usage
 from protocol.tokens import estimate_messages_tokens
 
 pytestmark = pytest.mark.unit

@@ -18,7 +18,7 @@ from front.pipeline import Outcome
 from front.plan import ChatPlan
 from front.relay import Collected
 from front.responses_stream import ResponsesStreamRenderer
-from protocol.messages import Message, ToolCall
+from protocol.chat import Message, ToolCall
 
 pytestmark = pytest.mark.unit
 

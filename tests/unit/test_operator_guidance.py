@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from front.errors import no_ready_account_message
-from protocol.messages import LoginState, StatusReply, WorkerState, WorkerStatus
+from protocol.control_socket import StatusReply, WorkerStatus
+from protocol.vocabulary import LoginState, WorkerState
 from supervisor.console import cli_command
 from supervisor.status_view import render
 

@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import messages as m
+from protocol.chat import Cancel, Delta
 from protocol.framing import FrameParser, FrameTooLarge, encode_frame, encode_frames
+from protocol.worker_socket import WorkerReply, WorkerRequest
 
 pytestmark = pytest.mark.unit
 
 texts = st.text(max_size=200)
-deltas = st.builds(m.Delta, id=st.integers(0, 2**31), text=texts)
+deltas = st.builds(Delta, id=st.integers(0, 2**31), text=texts)
 
 
 @given(
@@ -25,23 +26,23 @@ deltas = st.builds(m.Delta, id=st.integers(0, 2**31), text=texts)
     cuts=st.lists(st.integers(0, 10_000), max_size=30),
 )
 @settings(max_examples=200, deadline=None)
-def test_any_split_points_yield_the_same_messages(messages: list[m.Delta], cuts: list[int]) -> None:
+def test_any_split_points_yield_the_same_messages(messages: list[Delta], cuts: list[int]) -> None:
     data = encode_frames(messages)
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     parser = FrameParser()
     bodies: list[bytes] = []
     for start, end in itertools.pairwise(points):
         bodies.extend(parser.feed(data[start:end]))
-    decoder = msgspec.msgpack.Decoder(m.WorkerReply)
+    decoder = msgspec.msgpack.Decoder(WorkerReply)
     assert [decoder.decode(b) for b in bodies] == messages
     assert parser.pending == 0
 
 
 def test_length_prefix_is_big_endian_body_length() -> None:
-    frame = encode_frame(m.Cancel(id=7))
+    frame = encode_frame(Cancel(id=7))
     (size,) = struct.unpack(">I", frame[:4])
     assert size == len(frame) - 4
-    assert msgspec.msgpack.decode(frame[4:], type=m.Cancel) == m.Cancel(id=7)
+    assert msgspec.msgpack.decode(frame[4:], type=Cancel) == Cancel(id=7)
 
 
 def test_oversized_header_is_rejected_before_the_body_arrives() -> None:
@@ -52,7 +53,7 @@ def test_oversized_header_is_rejected_before_the_body_arrives() -> None:
 
 
 def test_incomplete_frame_waits_for_more_bytes() -> None:
-    frame = encode_frame(m.Delta(id=1, text="x" * 50))
+    frame = encode_frame(Delta(id=1, text="x" * 50))
     parser = FrameParser()
     assert parser.feed(frame[:-1]) == []
     assert parser.pending == len(frame) - 1
@@ -62,6 +63,6 @@ def test_incomplete_frame_waits_for_more_bytes() -> None:
 @given(garbage=st.binary(max_size=300))
 @settings(max_examples=200, deadline=None)
 def test_garbage_bodies_raise_decode_errors_only(garbage: bytes) -> None:
-    decoder = msgspec.msgpack.Decoder(m.WorkerRequest)
+    decoder = msgspec.msgpack.Decoder(WorkerRequest)
     with contextlib.suppress(msgspec.DecodeError):
         decoder.decode(garbage)

@@ -7,17 +7,74 @@ from typing import Any
 import msgspec
 import pytest
 
-from protocol import messages as m
+from protocol.chat import (
+    Cancel,
+    ChatRequest,
+    Delta,
+    Failure,
+    Finish,
+    FinishReason,
+    Message,
+    Reasoning,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from protocol.child_socket import (
+    Drain,
+    MetricFamily,
+    MetricSample,
+    Ok,
+    Ping,
+    Pong,
+    Stats,
+    StatsQuery,
+    WorkerStats,
+)
+from protocol.control_socket import (
+    ControlError,
+    ControlOk,
+    ControlReply,
+    ControlRequest,
+    ExportSessionRequest,
+    LoginRequest,
+    MetricsReply,
+    MetricsRequest,
+    ReloadRequest,
+    RestartWorker,
+    StatsRequest,
+    StatusQuery,
+    StatusReply,
+    WorkerStatus,
+)
+from protocol.front_socket import FrontRequest, WorkerRef, WorkersUpdate
+from protocol.specs import FrontSpec, WorkerSpec
+from protocol.vocabulary import ErrorCode, LoginState, WorkerState
+from protocol.worker_socket import (
+    ClearCooldown,
+    LoginInfo,
+    LoginStart,
+    LoginStatusQuery,
+    ModelInfo,
+    Models,
+    ModelsQuery,
+    ModelsRaw,
+    ModelsRawQuery,
+    SessionBundle,
+    SessionExport,
+    WorkerReply,
+    WorkerRequest,
+)
 
 pytestmark = pytest.mark.unit
 
 WORKER_REQUESTS: list[Any] = [
-    m.ChatRequest(
+    ChatRequest(
         id=1,
         request_id="req-1",
         model="claude-3-5-sonnet",
-        messages=[m.Message(role="system", text="be brief"), m.Message(role="user", text="你好")],
-        tools=[m.ToolSpec(name="get_weather", parameters_json='{"type":"object"}')],
+        messages=[Message(role="system", text="be brief"), Message(role="user", text="你好")],
+        tools=[ToolSpec(name="get_weather", parameters_json='{"type":"object"}')],
         tool_choice="required",
         max_tokens=128,
         stream=False,
@@ -25,26 +82,26 @@ WORKER_REQUESTS: list[Any] = [
         scope="k" * 16,
         deadline=1.5e9,
     ),
-    m.Cancel(id=2),
-    m.Ping(id=3, sent_at=12.5),
-    m.ModelsQuery(id=4),
-    m.ModelsRawQuery(id=5),
-    m.StatsQuery(id=6),
-    m.LoginStart(id=7),
-    m.LoginStatusQuery(id=8),
-    m.SessionExport(id=9),
-    m.ClearCooldown(id=10),
-    m.Drain(id=11, grace_s=3.0),
+    Cancel(id=2),
+    Ping(id=3, sent_at=12.5),
+    ModelsQuery(id=4),
+    ModelsRawQuery(id=5),
+    StatsQuery(id=6),
+    LoginStart(id=7),
+    LoginStatusQuery(id=8),
+    SessionExport(id=9),
+    ClearCooldown(id=10),
+    Drain(id=11, grace_s=3.0),
 ]
 
 WORKER_REPLIES: list[Any] = [
-    m.Delta(id=1, text="he"),
-    m.Reasoning(id=1, text="thinking"),
-    m.ToolCall(id=1, call_id="c1", name="read_file", arguments_json='{"path":"a"}'),
-    m.Finish(
+    Delta(id=1, text="he"),
+    Reasoning(id=1, text="thinking"),
+    ToolCall(id=1, call_id="c1", name="read_file", arguments_json='{"path":"a"}'),
+    Finish(
         id=1,
-        reason=m.FinishReason.TOOL_CALLS,
-        usage=m.Usage(prompt_tokens=3, completion_tokens=4),
+        reason=FinishReason.TOOL_CALLS,
+        usage=Usage(prompt_tokens=3, completion_tokens=4),
         upstream_session="s-1",
         served_by="acct-a",
         model="auto",
@@ -52,73 +109,73 @@ WORKER_REPLIES: list[Any] = [
         total_ms=9.0,
         session_reused=True,
     ),
-    m.Failure(id=1, code=m.ErrorCode.UPSTREAM_RATE_LIMITED, message="429", retry_after=30.0),
-    m.Pong(
+    Failure(id=1, code=ErrorCode.UPSTREAM_RATE_LIMITED, message="429", retry_after=30.0),
+    Pong(
         id=2,
         account="acct-a",
-        state=m.WorkerState.DEGRADED,
-        login=m.LoginState.LOGGED_OUT,
+        state=WorkerState.DEGRADED,
+        login=LoginState.LOGGED_OUT,
         pid=10,
         binary_pid=11,
-        stats=m.WorkerStats(in_flight=2, sessions=5),
+        stats=WorkerStats(in_flight=2, sessions=5),
     ),
-    m.Models(id=3, account="a", models=[m.ModelInfo(key="auto", scenes=["chat"])], aliases={}),
-    m.ModelsRaw(id=4, account="a", raw={"chat": [{"key": "auto"}]}),
-    m.Stats(
+    Models(id=3, account="a", models=[ModelInfo(key="auto", scenes=["chat"])], aliases={}),
+    ModelsRaw(id=4, account="a", raw={"chat": [{"key": "auto"}]}),
+    Stats(
         id=5,
         account="a",
-        stats=m.WorkerStats(),
+        stats=WorkerStats(),
         metrics=[
-            m.MetricFamily(
+            MetricFamily(
                 name="x",
                 kind="counter",
                 help="h",
-                samples=[m.MetricSample(name="x_total", labels={"a": "b"}, value=1.0)],
+                samples=[MetricSample(name="x_total", labels={"a": "b"}, value=1.0)],
             )
         ],
     ),
-    m.LoginInfo(id=6, account="a", login=m.LoginState.LOGGING_IN, url="http://127.0.0.1/x"),
-    m.SessionBundle(id=7, account="a", raw_bytes=10, bundle_b64="AAAA"),
-    m.Ok(id=8, message="done"),
+    LoginInfo(id=6, account="a", login=LoginState.LOGGING_IN, url="http://127.0.0.1/x"),
+    SessionBundle(id=7, account="a", raw_bytes=10, bundle_b64="AAAA"),
+    Ok(id=8, message="done"),
 ]
 
 CONTROL_REQUESTS: list[Any] = [
-    m.StatusQuery(),
-    m.ReloadRequest(),
-    m.RestartWorker(name="acct-a"),
-    m.LoginRequest(name="acct-a"),
-    m.ExportSessionRequest(name="acct-a"),
-    m.StatsRequest(),
-    m.MetricsRequest(),
+    StatusQuery(),
+    ReloadRequest(),
+    RestartWorker(name="acct-a"),
+    LoginRequest(name="acct-a"),
+    ExportSessionRequest(name="acct-a"),
+    StatsRequest(),
+    MetricsRequest(),
 ]
 
 CONTROL_REPLIES: list[Any] = [
-    m.StatusReply(
+    StatusReply(
         version="0.1.0",
         pid=1,
         uptime_s=2.0,
         listen="127.0.0.1:8080",
-        workers=[m.WorkerStatus(name="acct-a", kind="worker", state=m.WorkerState.READY)],
+        workers=[WorkerStatus(name="acct-a", kind="worker", state=WorkerState.READY)],
         fronts=[],
     ),
-    m.ControlOk(message="ok", data={"url": "x"}),
-    m.ControlError(code=m.ErrorCode.NOT_FOUND, message="no such worker"),
-    m.MetricsReply(text="# HELP x\n"),
+    ControlOk(message="ok", data={"url": "x"}),
+    ControlError(code=ErrorCode.NOT_FOUND, message="no such worker"),
+    MetricsReply(text="# HELP x\n"),
 ]
 
 FRONT_REQUESTS: list[Any] = [
-    m.Ping(id=1),
-    m.StatsQuery(id=2),
-    m.WorkersUpdate(id=3, workers=[m.WorkerRef(name="a", socket_path="/run/x.sock")]),
-    m.Drain(id=4),
+    Ping(id=1),
+    StatsQuery(id=2),
+    WorkersUpdate(id=3, workers=[WorkerRef(name="a", socket_path="/run/x.sock")]),
+    Drain(id=4),
 ]
 
 CASES = (
-    [(msg, m.WorkerRequest) for msg in WORKER_REQUESTS]
-    + [(msg, m.WorkerReply) for msg in WORKER_REPLIES]
-    + [(msg, m.ControlRequest) for msg in CONTROL_REQUESTS]
-    + [(msg, m.ControlReply) for msg in CONTROL_REPLIES]
-    + [(msg, m.FrontRequest) for msg in FRONT_REQUESTS]
+    [(msg, WorkerRequest) for msg in WORKER_REQUESTS]
+    + [(msg, WorkerReply) for msg in WORKER_REPLIES]
+    + [(msg, ControlRequest) for msg in CONTROL_REQUESTS]
+    + [(msg, ControlReply) for msg in CONTROL_REPLIES]
+    + [(msg, FrontRequest) for msg in FRONT_REQUESTS]
 )
 
 
@@ -131,37 +188,37 @@ def test_round_trip_through_its_union(message: Any, union: Any) -> None:
 
 def test_every_union_member_is_covered() -> None:
     covered = {type(msg) for msg, _ in CASES}
-    for union in (m.WorkerRequest, m.WorkerReply, m.ControlRequest, m.ControlReply):
+    for union in (WorkerRequest, WorkerReply, ControlRequest, ControlReply):
         assert set(union.__args__) <= covered, union
 
 
 def test_tags_are_unique_within_each_union() -> None:
-    for union in (m.WorkerRequest, m.WorkerReply, m.ControlRequest, m.ControlReply):
+    for union in (WorkerRequest, WorkerReply, ControlRequest, ControlReply):
         tags = [cls.__struct_config__.tag for cls in union.__args__]
         assert len(tags) == len(set(tags)), union
 
 
 def test_messages_are_frozen() -> None:
     with pytest.raises(AttributeError):
-        m.Cancel(id=1).id = 2  # type: ignore[misc]
+        Cancel(id=1).id = 2  # type: ignore[misc]
 
 
 def test_wrong_direction_is_rejected() -> None:
-    reply_bytes = msgspec.msgpack.encode(m.Delta(id=1, text="x"))
+    reply_bytes = msgspec.msgpack.encode(Delta(id=1, text="x"))
     with pytest.raises(msgspec.ValidationError):
-        msgspec.msgpack.Decoder(m.WorkerRequest).decode(reply_bytes)
+        msgspec.msgpack.Decoder(WorkerRequest).decode(reply_bytes)
 
 
 def test_specs_round_trip_as_json_and_msgpack() -> None:
-    spec = m.WorkerSpec(name="a", socket_path="/r/a.sock", binary="/bin/x", work_dir="/s/a")
-    assert msgspec.json.decode(msgspec.json.encode(spec), type=m.WorkerSpec) == spec
-    front = m.FrontSpec(
+    spec = WorkerSpec(name="a", socket_path="/r/a.sock", binary="/bin/x", work_dir="/s/a")
+    assert msgspec.json.decode(msgspec.json.encode(spec), type=WorkerSpec) == spec
+    front = FrontSpec(
         index=0,
         host="127.0.0.1",
         port=8080,
         reuse_port=False,
         socket_path="/r/f.sock",
         control_socket="/r/c.sock",
-        workers=[m.WorkerRef(name="a", socket_path="/r/a.sock")],
+        workers=[WorkerRef(name="a", socket_path="/r/a.sock")],
     )
-    assert msgspec.msgpack.decode(msgspec.msgpack.encode(front), type=m.FrontSpec) == front
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(front), type=FrontSpec) == front

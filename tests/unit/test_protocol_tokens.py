@@ -10,7 +10,7 @@ from front.errors import ApiFlavor
 from front.limits import LimitHit, OutputLimiter
 from front.pipeline import EventPipeline
 from front.plan import ChatPlan
-from protocol.messages import Delta, Message
+from protocol.chat import Delta, Message
 from protocol.tokens import TokenCount, estimate_messages_tokens, estimate_tokens
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,10 @@ import msgspec
 import pytest
 
 from protocol.backoff import Backoff
-from protocol.messages import LoginState, Pong, WorkerReply, WorkerSpec, WorkerState
+from protocol.child_socket import Pong
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import LoginState, WorkerState
+from protocol.worker_socket import WorkerReply
 from supervisor.handle import ALLOWED_FROM, IllegalTransition, ProcessHandle, Timings
 
 pytestmark = pytest.mark.unit

@@ -8,15 +8,9 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from protocol.messages import (
-    BinaryState,
-    LoginState,
-    MetricFamily,
-    MetricSample,
-    StatusReply,
-    WorkerState,
-    WorkerStatus,
-)
+from protocol.child_socket import MetricFamily, MetricSample
+from protocol.control_socket import StatusReply, WorkerStatus
+from protocol.vocabulary import BinaryState, LoginState, WorkerState
 from supervisor.config import Config, load_config
 from supervisor.console import banner
 from supervisor.metrics import merge_families

@@ -17,7 +17,7 @@ from front.tools import (
     render_tool_call,
     tool_instructions,
 )
-from protocol.messages import ToolSpec
+from protocol.chat import ToolSpec
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.messages import ErrorCode
+from protocol.vocabulary import ErrorCode
 from worker.acp import acp_event, prompt_meta
 from worker.legacy import LegacyFlow
 from worker.login import is_logged_in, login_url_from

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.messages import Message
+from protocol.chat import Message
 from worker.prompt import flatten, has_text
 from worker.think import Part, ThinkSplitter
 

@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import pytest
 
-from protocol.messages import ErrorCode, WorkerSpec
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import ErrorCode
 from worker.acp import AcpFlow, acp_event
 from worker.legacy import IDLE_END_REASON, LegacyFlow
 from worker.login import LoginManager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.messages import Message
+from protocol.chat import Message
 from worker.sessions import SessionCache, conversation_key, split_latest_turn
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from protocol.messages import ModelInfo, WorkerSpec
+from protocol.specs import WorkerSpec
+from protocol.worker_socket import ModelInfo
 from worker.cloud import discovery
 from worker.cloud.client import CloudClient
 from worker.cloud.credential import Credential, CredentialError, CredentialStore

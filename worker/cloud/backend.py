@@ -12,7 +12,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from protocol.messages import ChatEvent, ChatRequest, ErrorCode, Failure, ModelInfo, WorkerSpec
+from protocol.chat import ChatEvent, ChatRequest, Failure
+from protocol.specs import WorkerSpec
+from protocol.vocabulary import ErrorCode
+from protocol.worker_socket import ModelInfo
 from worker.admission import Admission
 from worker.cloud.access import CloudAccess, RuntimeView
 from worker.cloud.client import CloudClient

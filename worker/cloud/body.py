@@ -18,7 +18,8 @@ from typing import Any
 
 import msgspec
 
-from protocol.messages import ChatTurn, ModelInfo, ToolSpec
+from protocol.chat import ChatTurn, ToolSpec
+from protocol.worker_socket import ModelInfo
 from worker.cloud.signing import COSY_VERSION
 
 AUTO_MODEL = "auto"

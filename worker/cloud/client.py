@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from protocol.messages import ImageInput
+from protocol.chat import ImageInput
 from worker.cloud.credential import Credential
 from worker.cloud.errors import CloudFailure, Kind, classify, parse_retry_after
 from worker.cloud.signing import signed_headers

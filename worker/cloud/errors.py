@@ -13,7 +13,7 @@ import email.utils
 import enum
 import time
 
-from protocol.messages import ErrorCode
+from protocol.vocabulary import ErrorCode
 from worker.cloud.sse import error_details
 
 AUTH_CODES = frozenset({"101", "105", "403", "401"})

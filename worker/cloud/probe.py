@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from protocol.messages import ChatTurn
+from protocol.chat import ChatTurn
 from worker.cloud import discovery
 from worker.cloud.body import BodyInput, build_body
 from worker.cloud.client import CHAT_PATH, CHAT_QUERY, MODELS_PATH

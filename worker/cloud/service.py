@@ -17,22 +17,22 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from protocol.logs import request_id_var
-from protocol.messages import (
+from protocol.chat import (
     ChatEvent,
     ChatRequest,
     ChatTurn,
     Delta,
-    ErrorCode,
     Failure,
     Finish,
     FinishReason,
     Reasoning,
     ToolCall,
     Usage,
-    WorkerSpec,
 )
+from protocol.logs import request_id_var
+from protocol.specs import WorkerSpec
 from protocol.tokens import estimate_tokens
+from protocol.vocabulary import ErrorCode
 from worker.admission import Admission, Overloaded
 from worker.cloud import sse
 from worker.cloud.access import CloudAccess

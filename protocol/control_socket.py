@@ -1,0 +1,110 @@
+"""Shared by supervisor, front and the `lingma-gw` CLI: the supervisor's control socket.
+
+One request per connection, each carrying `api_version` (a CLI of another version gets a clear
+refusal): `lingma-gw status | reload | restart-worker | login | export-session`, and the
+fronts' `/metrics`. The reply is a `StatusReply`, `MetricsReply`, `ControlOk` or
+`ControlError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.vocabulary import Base, BinaryState, ErrorCode, LoginState, WorkerState
+
+API_VERSION = 1
+
+
+class StatusQuery(Base, tag_field="type", tag="status", frozen=True, kw_only=True):
+    api_version: int = API_VERSION
+
+
+class ReloadRequest(Base, tag_field="type", tag="reload", frozen=True, kw_only=True):
+    api_version: int = API_VERSION
+
+
+class RestartWorker(Base, tag_field="type", tag="restart_worker", frozen=True, kw_only=True):
+    name: str
+    api_version: int = API_VERSION
+
+
+class LoginRequest(Base, tag_field="type", tag="login", frozen=True, kw_only=True):
+    name: str
+    api_version: int = API_VERSION
+
+
+class ExportSessionRequest(Base, tag_field="type", tag="export_session", frozen=True, kw_only=True):
+    name: str
+    api_version: int = API_VERSION
+
+
+class StatsRequest(Base, tag_field="type", tag="stats", frozen=True, kw_only=True):
+    api_version: int = API_VERSION
+
+
+class MetricsRequest(Base, tag_field="type", tag="metrics", frozen=True, kw_only=True):
+    """Asked by fronts to serve `/metrics` from the supervisor's aggregate."""
+
+    api_version: int = API_VERSION
+
+
+ControlRequest = (
+    StatusQuery
+    | ReloadRequest
+    | RestartWorker
+    | LoginRequest
+    | ExportSessionRequest
+    | StatsRequest
+    | MetricsRequest
+)
+
+# --------------------------------------------------------------------------- replies
+
+
+class WorkerStatus(Base, frozen=True, kw_only=True):
+    name: str
+    kind: str  # worker | front
+    state: WorkerState
+    login: LoginState = LoginState.UNKNOWN
+    pid: int | None = None
+    binary_pid: int | None = None
+    uptime_s: float = 0.0
+    restarts: int = 0
+    generation: int = 0
+    in_flight: int = 0
+    queued: int = 0
+    sessions: int = 0
+    rss_bytes: int = 0
+    cpu_percent: float = 0.0
+    models: int = 0
+    cooldown_s: float = 0.0
+    last_exit: str = ""
+    binary: BinaryState = BinaryState.STOPPED  # where the account's Lingma binary is
+    backend: str = ""  # runtime | cloud (workers only)
+    note: str = ""  # the worker's own reason for not being READY
+
+
+class StatusReply(Base, tag_field="type", tag="status_reply", frozen=True, kw_only=True):
+    version: str
+    pid: int
+    uptime_s: float
+    listen: str
+    workers: list[WorkerStatus]
+    fronts: list[WorkerStatus]
+
+
+class ControlOk(Base, tag_field="type", tag="control_ok", frozen=True, kw_only=True):
+    message: str = ""
+    data: dict[str, Any] = {}
+
+
+class ControlError(Base, tag_field="type", tag="control_error", frozen=True, kw_only=True):
+    code: ErrorCode
+    message: str
+
+
+class MetricsReply(Base, tag_field="type", tag="metrics_reply", frozen=True, kw_only=True):
+    text: str
+
+
+ControlReply = StatusReply | ControlOk | ControlError | MetricsReply
