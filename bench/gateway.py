@@ -22,9 +22,9 @@ import aiohttp
 
 from bench.direct import LingmaConnection
 from bench.procs import PYTHON, BenchError, Owned, free_port, tail, wait_port
-from protocol.control_socket import ControlReply, StatusQuery, StatusReply
+from protocol.control_socket import ControlReply, StatusReply, StatusRequest
 from protocol.framing import open_framed
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 
 API_KEY = "sk-bench"
 ACCOUNT = "bench"
@@ -210,7 +210,7 @@ max_concurrency = 8192
             status = await self.status()
         except (OSError, TimeoutError, BenchError):
             return False
-        workers_ready = all(w.state is WorkerState.READY for w in status.workers)
+        workers_ready = all(w.state is ChildState.READY for w in status.workers)
         fronts_up = all(f.pid for f in status.fronts)
         return bool(status.workers) and workers_ready and bool(status.fronts) and fronts_up
 
@@ -225,7 +225,7 @@ max_concurrency = 8192
     async def status(self) -> StatusReply:
         stream = await open_framed(str(self.runtime_dir / "control.sock"), ControlReply)
         try:
-            await stream.send(StatusQuery())
+            await stream.send(StatusRequest())
             async with asyncio.timeout(5.0):
                 reply = await stream.recv()
         finally:

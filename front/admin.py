@@ -20,7 +20,7 @@ from front.errors import ApiError, ErrorKind, from_failure
 from front.httpkit import json_response
 from front.workers import WorkerLink
 from protocol.chat import Failure
-from protocol.child_socket import Stats, StatsQuery, WorkerStats
+from protocol.child_socket import ChildStats, Stats, StatsQuery
 from protocol.framing import FrameError
 from protocol.vocabulary import ErrorCode, LoginState
 from protocol.worker_socket import (
@@ -153,7 +153,7 @@ async def internal_stats(request: web.Request) -> web.Response:
     """The reference gateway's keys (`stats`, `concurrency`, `pool`, `session_cache`) and ours."""
     ctx = _admin_context(request)
 
-    async def one(link: WorkerLink) -> tuple[dict[str, Any], WorkerStats | None]:
+    async def one(link: WorkerLink) -> tuple[dict[str, Any], ChildStats | None]:
         base = link.describe()
         try:
             stats: Stats = await _ask(link, lambda i: StatsQuery(id=i), Stats, timeout=5.0)
@@ -180,7 +180,7 @@ async def internal_stats(request: web.Request) -> web.Response:
     )
 
 
-def totals(reported: list[WorkerStats]) -> dict[str, int]:
+def totals(reported: list[ChildStats]) -> dict[str, int]:
     """Counters summed over the accounts that answered (the reference's single-process view)."""
     return {
         "accounts_reporting": len(reported),
@@ -193,7 +193,7 @@ def totals(reported: list[WorkerStats]) -> dict[str, int]:
     }
 
 
-def session_cache_totals(reported: list[WorkerStats]) -> dict[str, float]:
+def session_cache_totals(reported: list[ChildStats]) -> dict[str, float]:
     hits = sum(s.session_hits for s in reported)
     misses = sum(s.session_misses for s in reported)
     return {

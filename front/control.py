@@ -15,7 +15,7 @@ import os
 
 from front.context import FrontContext, ServeState
 from protocol.chat import Failure
-from protocol.child_socket import Drain, Ok, Ping, Pong, Stats, StatsQuery, WorkerStats
+from protocol.child_socket import ChildStats, Drain, Ok, Ping, Pong, Stats, StatsQuery
 from protocol.control_socket import ControlReply, MetricsReply, MetricsRequest
 from protocol.framing import (
     FrameDecodeError,
@@ -25,21 +25,21 @@ from protocol.framing import (
     start_unix_server,
 )
 from protocol.front_socket import FrontReply, FrontRequest, WorkersUpdate
-from protocol.vocabulary import ErrorCode, LoginState, WorkerState
+from protocol.vocabulary import ChildState, ErrorCode
 
 log = logging.getLogger(__name__)
 
 UPDATE_PING_WAIT_S = 1.5  # below the supervisor's 2 s timeout for WorkersUpdate
 
 _PONG_STATES = {
-    ServeState.STARTING: WorkerState.STARTING,
-    ServeState.SERVING: WorkerState.READY,
-    ServeState.DRAINING: WorkerState.STOPPING,
+    ServeState.STARTING: ChildState.STARTING,
+    ServeState.SERVING: ChildState.READY,
+    ServeState.DRAINING: ChildState.STOPPING,
 }
 
 
-def front_stats(ctx: FrontContext) -> WorkerStats:
-    return WorkerStats(
+def front_stats(ctx: FrontContext) -> ChildStats:
+    return ChildStats(
         in_flight=ctx.admission.in_flight,
         queued=ctx.admission.queued,
         requests_total=ctx.requests_total,
@@ -53,16 +53,15 @@ def reply_to(ctx: FrontContext, message: object) -> FrontReply:
             return Pong(
                 id=rid,
                 sent_at=sent_at,
-                account=ctx.name,
+                name=ctx.name,
                 state=_PONG_STATES[ctx.state],
-                login=LoginState.UNKNOWN,
                 pid=os.getpid(),
                 started_at=ctx.started_at,
                 stats=front_stats(ctx),
             )
         case StatsQuery(id=rid):
             return Stats(
-                id=rid, account=ctx.name, stats=front_stats(ctx), metrics=ctx.metrics.families()
+                id=rid, name=ctx.name, stats=front_stats(ctx), metrics=ctx.metrics.families()
             )
         case WorkersUpdate(id=rid, workers=workers):
             ctx.pool.update(workers)

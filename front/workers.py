@@ -20,7 +20,7 @@ from protocol.channel import MuxClient
 from protocol.child_socket import Ping, Pong
 from protocol.framing import FrameError
 from protocol.front_socket import WorkerRef
-from protocol.vocabulary import Backend, LoginState, WorkerState
+from protocol.vocabulary import Backend, ChildState, LoginState
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class WorkerLink:
             self.reachable
             and not self.retired
             and self.pong is not None
-            and self.pong.state is WorkerState.READY
+            and self.pong.state is ChildState.READY
         )
 
     @property

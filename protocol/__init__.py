@@ -7,7 +7,8 @@ each other. Import each name from the module that owns it (there are no re-expor
   `chat` (one chat, front <-> worker), `child_socket` (what every child answers: Ping,
   StatsQuery, Drain), `worker_socket` (a worker's account requests and the `WorkerRequest` /
   `WorkerReply` unions), `front_socket` (the worker set pushed to a front), `control_socket`
-  (the supervisor's control socket, every request carrying `api_version`);
+  (the supervisor's control socket: each `...Request` gets one `...Reply`, and carries
+  `api_version`);
 * `specs`: the settings each child is started with (built only by supervisor/specs.py);
 * `vocabulary`: the states, error codes and exit codes every conversation uses;
 * the machinery under them: `framing` (length-prefixed msgpack over Unix sockets), `channel`

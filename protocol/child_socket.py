@@ -8,11 +8,11 @@ serve gets a `Failure` (protocol/chat.py).
 
 from __future__ import annotations
 
-from protocol.vocabulary import Backend, Base, BinaryState, LoginState, WorkerState
+from protocol.vocabulary import Backend, Base, BinaryState, ChildState, LoginState
 
 
-class WorkerStats(Base, frozen=True, kw_only=True):
-    """A worker's numbers: Pong carries the cheap ones, Stats all of them."""
+class ChildStats(Base, frozen=True, kw_only=True):
+    """A child's numbers (a front fills the first four): Pong carries the cheap ones, Stats all."""
 
     in_flight: int = 0
     queued: int = 0
@@ -68,26 +68,29 @@ class Drain(Base, tag_field="type", tag="drain", frozen=True, kw_only=True):
 
 
 class Pong(Base, tag_field="type", tag="pong", frozen=True, kw_only=True):
+    """A child's answer to Ping: who it is and how it is; the rest describes a worker only."""
+
     id: int
     sent_at: float = 0.0
-    account: str
-    state: WorkerState
-    login: LoginState
+    name: str  # the account of a worker, `front-<index>` of a front
+    state: ChildState
     pid: int
-    binary_pid: int | None = None
     started_at: float = 0.0
+    stats: ChildStats = ChildStats()
+    # workers only: the account's login, Lingma binary, models and cooldown
+    login: LoginState = LoginState.UNKNOWN
+    binary_pid: int | None = None
+    binary: BinaryState = BinaryState.STOPPED
     cooldown_until: float = 0.0
     models: int = 0
-    stats: WorkerStats = WorkerStats()
-    binary: BinaryState = BinaryState.STOPPED
     backend: Backend = Backend.RUNTIME
     note: str = ""  # why the worker is not READY, when it knows (never a secret)
 
 
 class Stats(Base, tag_field="type", tag="stats", frozen=True, kw_only=True):
     id: int
-    account: str
-    stats: WorkerStats
+    name: str  # as in Pong
+    stats: ChildStats
     metrics: list[MetricFamily] = []
 
 

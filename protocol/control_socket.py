@@ -2,20 +2,20 @@
 
 One request per connection, each carrying `api_version` (a CLI of another version gets a clear
 refusal): `lingma-gw status | reload | restart-worker | login | export-session`, and the
-fronts' `/metrics`. The reply is a `StatusReply`, `MetricsReply`, `ControlOk` or
-`ControlError`.
+fronts' `/metrics`. Every `...Request` gets one `...Reply`: `StatusReply`, `MetricsReply`, or
+the generic `OkReply` (a message and data) and `ErrorReply` (an `ErrorCode` and why).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from protocol.vocabulary import Base, BinaryState, ErrorCode, LoginState, WorkerState
+from protocol.vocabulary import Base, BinaryState, ChildKind, ChildState, ErrorCode, LoginState
 
 API_VERSION = 1
 
 
-class StatusQuery(Base, tag_field="type", tag="status", frozen=True, kw_only=True):
+class StatusRequest(Base, tag_field="type", tag="status", frozen=True, kw_only=True):
     api_version: int = API_VERSION
 
 
@@ -23,7 +23,7 @@ class ReloadRequest(Base, tag_field="type", tag="reload", frozen=True, kw_only=T
     api_version: int = API_VERSION
 
 
-class RestartWorker(Base, tag_field="type", tag="restart_worker", frozen=True, kw_only=True):
+class RestartWorkerRequest(Base, tag_field="type", tag="restart_worker", frozen=True, kw_only=True):
     name: str
     api_version: int = API_VERSION
 
@@ -49,9 +49,9 @@ class MetricsRequest(Base, tag_field="type", tag="metrics", frozen=True, kw_only
 
 
 ControlRequest = (
-    StatusQuery
+    StatusRequest
     | ReloadRequest
-    | RestartWorker
+    | RestartWorkerRequest
     | LoginRequest
     | ExportSessionRequest
     | StatsRequest
@@ -61,10 +61,10 @@ ControlRequest = (
 # --------------------------------------------------------------------------- replies
 
 
-class WorkerStatus(Base, frozen=True, kw_only=True):
+class ChildStatus(Base, frozen=True, kw_only=True):
     name: str
-    kind: str  # worker | front
-    state: WorkerState
+    kind: ChildKind
+    state: ChildState
     login: LoginState = LoginState.UNKNOWN
     pid: int | None = None
     binary_pid: int | None = None
@@ -89,16 +89,16 @@ class StatusReply(Base, tag_field="type", tag="status_reply", frozen=True, kw_on
     pid: int
     uptime_s: float
     listen: str
-    workers: list[WorkerStatus]
-    fronts: list[WorkerStatus]
+    workers: list[ChildStatus]
+    fronts: list[ChildStatus]
 
 
-class ControlOk(Base, tag_field="type", tag="control_ok", frozen=True, kw_only=True):
+class OkReply(Base, tag_field="type", tag="control_ok", frozen=True, kw_only=True):
     message: str = ""
     data: dict[str, Any] = {}
 
 
-class ControlError(Base, tag_field="type", tag="control_error", frozen=True, kw_only=True):
+class ErrorReply(Base, tag_field="type", tag="control_error", frozen=True, kw_only=True):
     code: ErrorCode
     message: str
 
@@ -107,4 +107,4 @@ class MetricsReply(Base, tag_field="type", tag="metrics_reply", frozen=True, kw_
     text: str
 
 
-ControlReply = StatusReply | ControlOk | ControlError | MetricsReply
+ControlReply = StatusReply | OkReply | ErrorReply | MetricsReply

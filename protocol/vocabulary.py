@@ -21,7 +21,16 @@ class Base(msgspec.Struct, frozen=True, kw_only=True):
     """Common parent so helpers can be typed over 'any message'."""
 
 
-class WorkerState(enum.StrEnum):
+class ChildKind(enum.StrEnum):
+    """The two kinds of child process the supervisor runs."""
+
+    WORKER = "worker"  # one per account
+    FRONT = "front"  # the HTTP listeners
+
+
+class ChildState(enum.StrEnum):
+    """Where a supervised child is (supervisor/handle.py); a child's Pong reports its own view."""
+
     STARTING = "starting"
     READY = "ready"
     DEGRADED = "degraded"

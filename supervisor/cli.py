@@ -240,16 +240,16 @@ def _refused(reply: Any) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import msgspec
 
-    from protocol.control_socket import ControlError, StatusQuery, StatusReply
+    from protocol.control_socket import ErrorReply, StatusReply, StatusRequest
     from supervisor import status_view
 
     try:
-        reply = _ask(args, StatusQuery())
+        reply = _ask(args, StatusRequest())
     except SystemExit as exit_:
         if args.json:
             print('{"running": false}')
         raise exit_ from None
-    if isinstance(reply, ControlError):
+    if isinstance(reply, ErrorReply):
         return _refused(reply)
     if not isinstance(reply, StatusReply):
         print(f"lingma-gw: unexpected reply {type(reply).__name__}", file=sys.stderr)
@@ -262,10 +262,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _simple(args: argparse.Namespace, message: Any) -> int:
-    from protocol.control_socket import ControlOk
+    from protocol.control_socket import OkReply
 
     reply = _ask(args, message)
-    if not isinstance(reply, ControlOk):
+    if not isinstance(reply, OkReply):
         return _refused(reply)
     print(reply.message)
     return EXIT_OK
@@ -278,16 +278,16 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def cmd_restart_worker(args: argparse.Namespace) -> int:
-    from protocol.control_socket import RestartWorker
+    from protocol.control_socket import RestartWorkerRequest
 
-    return _simple(args, RestartWorker(name=args.name))
+    return _simple(args, RestartWorkerRequest(name=args.name))
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from protocol.control_socket import ControlOk, LoginRequest
+    from protocol.control_socket import LoginRequest, OkReply
 
     reply = _ask(args, LoginRequest(name=args.name))
-    if not isinstance(reply, ControlOk):
+    if not isinstance(reply, OkReply):
         return _refused(reply)
     data = reply.data
     print(f"{args.name}: login {data.get('login')}, auto-login {data.get('auto_login')}")
@@ -297,10 +297,10 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_export_session(args: argparse.Namespace) -> int:
-    from protocol.control_socket import ControlOk, ExportSessionRequest
+    from protocol.control_socket import ExportSessionRequest, OkReply
 
     reply = _ask(args, ExportSessionRequest(name=args.name))
-    if not isinstance(reply, ControlOk):
+    if not isinstance(reply, OkReply):
         return _refused(reply)
     # The bundle alone on stdout so `> bundle.b64` captures exactly it; the note to stderr.
     print(reply.data.get("bundle_b64", ""))

@@ -1,7 +1,7 @@
 """Runs in the supervisor: what each control-socket request does (status, reload, restart, ...).
 
 Account-level requests (login, export-session) are forwarded to that account's worker over
-its socket and its reply translated into a `ControlOk` / `ControlError`; secrets in those
+its socket and its reply translated into a `OkReply` / `ErrorReply`; secrets in those
 replies (the session bundle) go back to the caller only, never into a log line.
 """
 
@@ -15,26 +15,26 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from protocol.chat import Failure
-from protocol.child_socket import WorkerStats
+from protocol.child_socket import ChildStats
 from protocol.control_socket import (
-    ControlError,
-    ControlOk,
+    ChildStatus,
     ControlReply,
+    ErrorReply,
     ExportSessionRequest,
     LoginRequest,
     MetricsReply,
     MetricsRequest,
+    OkReply,
     ReloadRequest,
-    RestartWorker,
+    RestartWorkerRequest,
     StatsRequest,
-    StatusQuery,
     StatusReply,
-    WorkerStatus,
+    StatusRequest,
 )
 from protocol.framing import FrameError
 from protocol.vocabulary import Backend, BinaryState, ErrorCode, LoginState
 from protocol.worker_socket import LoginInfo, LoginStart, SessionBundle, SessionExport
-from supervisor.handle import NotConnected, ProcessHandle
+from supervisor.handle import ChildHandle, NotConnected
 from supervisor.procfacts import FactsSampler
 
 if TYPE_CHECKING:
@@ -58,11 +58,11 @@ class Commands:
 
     async def handle(self, request: Any) -> ControlReply:  # noqa: PLR0911 - one per request
         match request:
-            case StatusQuery():
+            case StatusRequest():
                 return self.status()
             case ReloadRequest():
                 return await self._sup.reloader.reload()
-            case RestartWorker(name=name):
+            case RestartWorkerRequest(name=name):
                 return self.restart(name)
             case LoginRequest(name=name):
                 return await self._forward(name, LoginStart, _login_reply)
@@ -74,41 +74,41 @@ class Commands:
             case MetricsRequest():
                 await self._sup.metrics.refresh(METRICS_MAX_AGE_S)
                 return MetricsReply(text=self._sup.metrics.render())
-        return ControlError(code=ErrorCode.UNSUPPORTED, message="unknown control request")
+        return ErrorReply(code=ErrorCode.UNSUPPORTED, message="unknown control request")
 
-    def _worker(self, name: str) -> ProcessHandle | ControlError:
+    def _worker(self, name: str) -> ChildHandle | ErrorReply:
         handle = self._sup.workers.get(name)
         if handle is None:
             known = ", ".join(sorted(self._sup.workers)) or "none"
-            return ControlError(
+            return ErrorReply(
                 code=ErrorCode.NOT_FOUND, message=f"no account named {name!r} (accounts: {known})"
             )
         return handle
 
     def restart(self, name: str) -> ControlReply:
         handle = self._worker(name)
-        if isinstance(handle, ControlError):
+        if isinstance(handle, ErrorReply):
             return handle
         was = handle.state.value
         if not handle.request_restart(self._sup.config.server.grace_period_s):
-            return ControlError(code=ErrorCode.UNAVAILABLE, message="shutting down")
+            return ErrorReply(code=ErrorCode.UNAVAILABLE, message="shutting down")
         # A fresh worker process starts with no upstream cooldown: restarting clears it.
-        return ControlOk(message=f"restarting worker {name} (was {was})")
+        return OkReply(message=f"restarting worker {name} (was {was})")
 
     async def _forward(self, name: str, request: Any, translate: Any) -> ControlReply:
         handle = self._worker(name)
-        if isinstance(handle, ControlError):
+        if isinstance(handle, ErrorReply):
             return handle
         try:
             reply = await handle.call(lambda i: request(id=i), timeout=FORWARD_TIMEOUT_S)
         except NotConnected as exc:
-            return ControlError(code=ErrorCode.UNAVAILABLE, message=str(exc))
+            return ErrorReply(code=ErrorCode.UNAVAILABLE, message=str(exc))
         except (FrameError, OSError, TimeoutError) as exc:
-            return ControlError(
+            return ErrorReply(
                 code=ErrorCode.UNAVAILABLE, message=f"worker {name} did not answer: {exc!r}"
             )
         if isinstance(reply, Failure):
-            return ControlError(code=reply.code, message=reply.message)
+            return ErrorReply(code=reply.code, message=reply.message)
         result: ControlReply = translate(reply)
         return result
 
@@ -125,13 +125,13 @@ class Commands:
             fronts=[self._row(h) for h in sup.fronts],
         )
 
-    def _row(self, handle: ProcessHandle) -> WorkerStatus:
+    def _row(self, handle: ChildHandle) -> ChildStatus:
         pid = handle.pid
         pong = handle.last_pong if pid else None
-        stats = pong.stats if pong is not None else WorkerStats()
+        stats = pong.stats if pong is not None else ChildStats()
         own = self._sampler.sample(pid)
         binary = self._sampler.sample(pong.binary_pid if pong is not None else None)
-        return WorkerStatus(
+        return ChildStatus(
             name=handle.name,
             kind=handle.kind,
             state=handle.state,
@@ -154,7 +154,7 @@ class Commands:
             note=pong.note if pong is not None else "",
         )
 
-    def stats(self) -> ControlOk:
+    def stats(self) -> OkReply:
         sup = self._sup
         data = {
             kind: {
@@ -164,13 +164,13 @@ class Commands:
             }
             for kind, handles in (("workers", sup.workers.values()), ("fronts", sup.fronts))
         }
-        return ControlOk(message="stats", data=data)
+        return OkReply(message="stats", data=data)
 
 
 def _login_reply(reply: Any) -> ControlReply:
     if not isinstance(reply, LoginInfo):
-        return ControlError(code=ErrorCode.INTERNAL, message=f"unexpected {type(reply).__name__}")
-    return ControlOk(
+        return ErrorReply(code=ErrorCode.INTERNAL, message=f"unexpected {type(reply).__name__}")
+    return OkReply(
         message=reply.message or f"{reply.account}: {reply.login.value}",
         data={
             "account": reply.account,
@@ -184,8 +184,8 @@ def _login_reply(reply: Any) -> ControlReply:
 
 def _bundle_reply(reply: Any) -> ControlReply:
     if not isinstance(reply, SessionBundle):
-        return ControlError(code=ErrorCode.INTERNAL, message=f"unexpected {type(reply).__name__}")
-    return ControlOk(
+        return ErrorReply(code=ErrorCode.INTERNAL, message=f"unexpected {type(reply).__name__}")
+    return OkReply(
         message=f"exported {reply.raw_bytes} bytes from {reply.account}",
         data={
             "account": reply.account,
@@ -195,7 +195,7 @@ def _bundle_reply(reply: Any) -> ControlReply:
     )
 
 
-def _backend_of(handle: ProcessHandle) -> str:
+def _backend_of(handle: ChildHandle) -> str:
     """A worker's chat backend from its spec, so a stopped worker still shows it."""
     backend = getattr(handle.template, "backend", None)
     return str(backend.value) if isinstance(backend, Backend) else ""

@@ -13,11 +13,11 @@ import sys
 from typing import TextIO
 
 from protocol.child_socket import Pong
-from protocol.vocabulary import LoginState, WorkerState
+from protocol.vocabulary import ChildKind, ChildState, LoginState
 from supervisor.config import Config
-from supervisor.handle import ProcessHandle
+from supervisor.handle import ChildHandle
 
-S = WorkerState
+S = ChildState
 
 
 def is_emulated(binary: str) -> bool:
@@ -43,14 +43,14 @@ class Console:
             self.enabled = False
 
     def on_transition(
-        self, handle: ProcessHandle, old: WorkerState, new: WorkerState, why: str
+        self, handle: ChildHandle, old: ChildState, new: ChildState, why: str
     ) -> None:
-        who = f"account {handle.name}" if handle.kind == "worker" else handle.name
+        who = f"account {handle.name}" if handle.kind is ChildKind.WORKER else handle.name
         pong = handle.last_pong
         if new == S.STARTING:
             verb = "starting" if handle.generation <= 1 else f"restarting ({handle.restarts})"
-            self.line(f"{who}: {verb} {'worker' if handle.kind == 'worker' else 'front'}")
-        elif new == S.READY and handle.kind == "worker":
+            self.line(f"{who}: {verb} {handle.kind.value}")
+        elif new == S.READY and handle.kind is ChildKind.WORKER:
             models = f", {pong.models} models" if pong is not None else ""
             self.line(f"{who}: READY (logged in{models})")
         elif new == S.READY:
@@ -64,8 +64,8 @@ class Console:
                 f"{who}: FATAL - {why}; fix it, then `lingma-gw restart-worker {handle.name}`"
             )
 
-    def on_pong(self, handle: ProcessHandle, pong: Pong) -> None:
-        if handle.kind != "worker":
+    def on_pong(self, handle: ChildHandle, pong: Pong) -> None:
+        if handle.kind is not ChildKind.WORKER:
             return
         previous = self._logins.get(handle.name)
         self._logins[handle.name] = pong.login
@@ -78,7 +78,7 @@ class Console:
         elif pong.login == LoginState.FAILED:
             self.line(f"account {handle.name}: login failed (`lingma-gw login {handle.name}`)")
 
-    def maybe_banner(self, config: Config, workers: list[ProcessHandle], socket: str) -> None:
+    def maybe_banner(self, config: Config, workers: list[ChildHandle], socket: str) -> None:
         settled = all(h.state in (S.READY, S.FATAL) for h in workers)
         if self.banner_shown or not settled or not any(h.state == S.READY for h in workers):
             return

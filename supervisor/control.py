@@ -2,7 +2,7 @@
 
 One request per connection: the client connects to `<runtime_dir>/control.sock` (0600), sends
 one framed `ControlRequest`, reads one framed `ControlReply`, and both sides close. A frame that
-does not decode, or a newer `api_version`, gets a `ControlError` instead of a dropped line.
+does not decode, or a newer `api_version`, gets a `ErrorReply` instead of a dropped line.
 Client failures are classified (missing / permission / refused / timeout / protocol) so the
 CLI can print a precise message and an LSB exit code.
 """
@@ -17,7 +17,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from protocol.control_socket import API_VERSION, ControlError, ControlReply, ControlRequest
+from protocol.control_socket import API_VERSION, ControlReply, ControlRequest, ErrorReply
 from protocol.framing import (
     FrameDecodeError,
     FramedStream,
@@ -79,11 +79,11 @@ class ControlServer:
             async with asyncio.timeout(READ_REQUEST_TIMEOUT_S):
                 request = await stream.recv()
         except FrameDecodeError as exc:
-            return ControlError(code=ErrorCode.BAD_FRAME, message=f"undecodable request: {exc}")
+            return ErrorReply(code=ErrorCode.BAD_FRAME, message=f"undecodable request: {exc}")
         except (FrameError, OSError, TimeoutError):
             return None  # the peer left or never spoke: nobody to answer
         if request.api_version != API_VERSION:
-            return ControlError(
+            return ErrorReply(
                 code=ErrorCode.UNSUPPORTED,
                 message=f"api_version {request.api_version} unsupported (server speaks "
                 f"{API_VERSION}): use the lingma-gw CLI of the same version",
@@ -92,7 +92,7 @@ class ControlServer:
             return await self._handler(request)
         except Exception:
             log.exception("control request %s failed", type(request).__name__)
-            return ControlError(code=ErrorCode.INTERNAL, message="internal error (see the log)")
+            return ErrorReply(code=ErrorCode.INTERNAL, message="internal error (see the log)")
 
 
 # --------------------------------------------------------------------------- client

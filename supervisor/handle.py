@@ -25,14 +25,14 @@ from protocol.backoff import Backoff
 from protocol.channel import MuxClient
 from protocol.child_socket import Drain, Ping, Pong, Stats
 from protocol.framing import FrameError
-from protocol.vocabulary import RESERVED_EXIT_CODES, WorkerState
+from protocol.vocabulary import RESERVED_EXIT_CODES, ChildKind, ChildState
 from supervisor.procfacts import kill_leftovers, snapshot_descendants
 from supervisor.spawn import ChildProcess, describe_exit, process_title
 
 log = logging.getLogger(__name__)
 
-S = WorkerState
-ALLOWED_FROM: dict[WorkerState, frozenset[WorkerState]] = {
+S = ChildState
+ALLOWED_FROM: dict[ChildState, frozenset[ChildState]] = {
     S.STARTING: frozenset({S.EXITED, S.BACKOFF, S.FATAL}),
     S.READY: frozenset({S.STARTING, S.DEGRADED}),
     S.DEGRADED: frozenset({S.STARTING, S.READY}),
@@ -61,15 +61,15 @@ class Timings:
     term_timeout_s: float = 5.0  # SIGTERM -> SIGKILL
 
 
-TransitionHook = Callable[["ProcessHandle", WorkerState, WorkerState, str], None]
-PongHook = Callable[["ProcessHandle", Pong], None]
+TransitionHook = Callable[["ChildHandle", ChildState, ChildState, str], None]
+PongHook = Callable[["ChildHandle", Pong], None]
 
 
-class ProcessHandle:
+class ChildHandle:
     def __init__(
         self,
         *,
-        kind: str,
+        kind: ChildKind,
         name: str,
         module: str,
         socket_path: str,
@@ -117,7 +117,7 @@ class ProcessHandle:
 
     @property
     def label(self) -> str:
-        return f"worker-{self.name}" if self.kind == "worker" else self.name
+        return f"worker-{self.name}" if self.kind is ChildKind.WORKER else self.name
 
     @property
     def pid(self) -> int | None:
@@ -126,7 +126,7 @@ class ProcessHandle:
 
     # ------------------------------------------------------------------ state machine
 
-    def _set_state(self, new: WorkerState, reason: str = "") -> None:
+    def _set_state(self, new: ChildState, reason: str = "") -> None:
         old = self.state
         if new == old:
             return
@@ -173,7 +173,7 @@ class ProcessHandle:
         self._wake.set()
         return True
 
-    async def wait_for_state(self, states: frozenset[WorkerState], timeout: float) -> bool:
+    async def wait_for_state(self, states: frozenset[ChildState], timeout: float) -> bool:
         """True once the handle is in one of `states`, False after `timeout` seconds."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):

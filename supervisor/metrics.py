@@ -21,16 +21,16 @@ from prometheus_client.registry import Collector
 
 from protocol.child_socket import MetricFamily, Stats, StatsQuery
 from protocol.framing import FrameError
-from protocol.vocabulary import LoginState, WorkerState
-from supervisor.handle import NotConnected, ProcessHandle
+from protocol.vocabulary import ChildKind, ChildState, LoginState
+from supervisor.handle import ChildHandle, NotConnected
 from supervisor.procfacts import FactsSampler
 
 STATS_TIMEOUT_S = 1.0
-HandlesView = Callable[[], Sequence[ProcessHandle]]
+HandlesView = Callable[[], Sequence[ChildHandle]]
 
 
-def source_labels(handle: ProcessHandle) -> dict[str, str]:
-    if handle.kind == "worker":
+def source_labels(handle: ChildHandle) -> dict[str, str]:
+    if handle.kind is ChildKind.WORKER:
         return {"account": handle.name}
     return {"front": handle.name.removeprefix("front-")}
 
@@ -69,7 +69,7 @@ class GatewayCollector(Collector):
         )
         yield from self._own_series(handles)
 
-    def _own_series(self, handles: list[ProcessHandle]) -> Iterator[Metric]:
+    def _own_series(self, handles: list[ChildHandle]) -> Iterator[Metric]:
         state = GaugeMetricFamily(
             "lingma_gw_worker_state",
             "1 for the current state of each account's worker",
@@ -99,13 +99,13 @@ class GatewayCollector(Collector):
         for handle in handles:
             labels = source_labels(handle)
             key = labels.get("account") or labels["front"]
-            family = state if handle.kind == "worker" else front_state
-            for value in WorkerState:
+            family = state if handle.kind is ChildKind.WORKER else front_state
+            for value in ChildState:
                 family.add_metric([key, value.value], 1.0 if handle.state == value else 0.0)
-            (restarts if handle.kind == "worker" else front_restarts).add_metric(
+            (restarts if handle.kind is ChildKind.WORKER else front_restarts).add_metric(
                 [key], handle.restarts
             )
-            if handle.kind == "worker":
+            if handle.kind is ChildKind.WORKER:
                 pong = handle.last_pong
                 logged_in = pong is not None and pong.login == LoginState.LOGGED_IN
                 login.add_metric([key], 1.0 if logged_in else 0.0)
@@ -114,7 +114,7 @@ class GatewayCollector(Collector):
         yield from (state, front_state, restarts, front_restarts, login, transitions)
         yield from self._process_series(handles)
 
-    def _process_series(self, handles: list[ProcessHandle]) -> Iterator[Metric]:
+    def _process_series(self, handles: list[ChildHandle]) -> Iterator[Metric]:
         rss = GaugeMetricFamily(
             "lingma_gw_process_resident_memory_bytes",
             "Resident memory (psutil)",
@@ -131,7 +131,7 @@ class GatewayCollector(Collector):
         yield from (rss, cpu)
 
 
-def process_pids(handles: Iterable[ProcessHandle]) -> list[tuple[str, int]]:
+def process_pids(handles: Iterable[ChildHandle]) -> list[tuple[str, int]]:
     """(process label, pid) for the supervisor, each live child, and each Lingma binary."""
     pids = [("supervisor", os.getpid())]
     for handle in handles:
@@ -139,7 +139,7 @@ def process_pids(handles: Iterable[ProcessHandle]) -> list[tuple[str, int]]:
             continue
         pids.append((handle.label, handle.pid))
         pong = handle.last_pong
-        if handle.kind == "worker" and pong is not None and pong.binary_pid:
+        if handle.kind is ChildKind.WORKER and pong is not None and pong.binary_pid:
             pids.append((f"lingma-{handle.name}", pong.binary_pid))
     return pids
 
@@ -164,7 +164,7 @@ class MetricsAggregate:
         return generate_latest(self.registry).decode()
 
 
-async def poll_stats(handle: ProcessHandle) -> None:
+async def poll_stats(handle: ChildHandle) -> None:
     with contextlib.suppress(NotConnected, FrameError, OSError, TimeoutError):
         reply = await handle.call(lambda i: StatsQuery(id=i), timeout=STATS_TIMEOUT_S)
         if isinstance(reply, Stats):

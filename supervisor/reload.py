@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from protocol.control_socket import ControlError, ControlOk
-from protocol.vocabulary import BinaryState, ErrorCode, WorkerState
+from protocol.control_socket import ErrorReply, OkReply
+from protocol.vocabulary import BinaryState, ChildState, ErrorCode
 from supervisor.config import Config, ConfigError, load_config
-from supervisor.handle import ProcessHandle
+from supervisor.handle import ChildHandle
 from supervisor.specs import front_spec, spec_changed, worker_specs
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-S = WorkerState
+S = ChildState
 SETTLED = frozenset({S.READY, S.FATAL, S.EXITED})
 # Settings a running supervisor cannot move: its sockets and children's state live there.
 FIXED_KEYS = ("runtime_dir", "state_dir")
@@ -87,26 +87,26 @@ class Reloader:
     def __init__(self, supervisor: Supervisor) -> None:
         self._sup = supervisor
         self._lock = asyncio.Lock()
-        self._replacements: dict[str, tuple[ProcessHandle, asyncio.Task[None]]] = {}
+        self._replacements: dict[str, tuple[ChildHandle, asyncio.Task[None]]] = {}
 
-    def pending(self) -> list[ProcessHandle]:
+    def pending(self) -> list[ChildHandle]:
         return [handle for handle, _ in self._replacements.values()]
 
-    async def reload(self) -> ControlOk | ControlError:
+    async def reload(self) -> OkReply | ErrorReply:
         sup = self._sup
         async with self._lock:
             if sup.shutting_down:
-                return ControlError(code=ErrorCode.UNAVAILABLE, message="shutting down")
+                return ErrorReply(code=ErrorCode.UNAVAILABLE, message="shutting down")
             try:
                 new = load_config(sup.config_path, environ=sup.environ)
             except ConfigError as exc:
                 log.error("config not reloaded: %s", exc)  # noqa: TRY400 - no traceback wanted
-                return ControlError(code=ErrorCode.BAD_REQUEST, message=f"not reloaded: {exc}")
+                return ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"not reloaded: {exc}")
             for key in FIXED_KEYS:
                 if getattr(new.server, key) != getattr(sup.config.server, key):
                     message = f"not reloaded: server.{key} cannot change while running (restart)"
                     log.error("%s", message)
-                    return ControlError(code=ErrorCode.BAD_REQUEST, message=message)
+                    return ErrorReply(code=ErrorCode.BAD_REQUEST, message=message)
             sup.notifier.reloading()
             plan = plan_reload(sup.config, new)
             sup.config = new
@@ -114,9 +114,7 @@ class Reloader:
             sup.notifier.ready(f"reloaded: {plan.summary()}")
             log.info("reload: %s", plan.summary())
             sup.console.line(f"reloaded {sup.config_path}: {plan.summary()}")
-            return ControlOk(
-                message=plan.summary(), data=msgspec.structs.asdict(_plan_struct(plan))
-            )
+            return OkReply(message=plan.summary(), data=msgspec.structs.asdict(_plan_struct(plan)))
 
     def _apply(self, plan: ReloadPlan, config: Config) -> None:
         sup = self._sup
@@ -142,7 +140,7 @@ class Reloader:
                 self._replace(f"f/{index}", sup.new_front(index))
         sup.mark_workers_changed()
 
-    def _replace(self, key: str, new: ProcessHandle) -> None:
+    def _replace(self, key: str, new: ChildHandle) -> None:
         self._cancel_replacement(key)
         new.start()
         task = asyncio.create_task(self._swap_when_ready(key, new), name=f"replace-{key}")
@@ -153,7 +151,7 @@ class Reloader:
         if entry is not None:
             entry[1].cancel()
 
-    async def _swap_when_ready(self, key: str, new: ProcessHandle) -> None:
+    async def _swap_when_ready(self, key: str, new: ChildHandle) -> None:
         sup = self._sup
         budget = sup.config.lingma.startup_timeout_s + sup.config.browser.login_timeout_s + 30
         deadline = asyncio.get_running_loop().time() + budget
@@ -188,7 +186,7 @@ class Reloader:
             if not swapped:
                 sup.retire(new)
 
-    def _current(self, key: str) -> ProcessHandle:
+    def _current(self, key: str) -> ChildHandle:
         """The routed handle a replacement keyed 'w/<account>' or 'f/<index>' would replace."""
         kind, _, name = key.partition("/")
         return self._sup.workers[name] if kind == "w" else self._sup.fronts[int(name)]
@@ -203,7 +201,7 @@ class Reloader:
                 await task
 
 
-def waits_for_work_dir(handle: ProcessHandle) -> bool:
+def waits_for_work_dir(handle: ChildHandle) -> bool:
     """The replacement's binary waits for the old one to leave their shared work dir."""
     pong = handle.last_pong
     return pong is not None and pong.binary is BinaryState.WAITING_FOR_WORK_DIR

@@ -34,6 +34,8 @@ import aiomultiprocess
 import aiomultiprocess.core
 import setproctitle
 
+from protocol.vocabulary import ChildKind
+
 WORKER_MODULE = "worker.worker"
 FRONT_MODULE = "front.app"
 
@@ -42,9 +44,9 @@ TITLE_PREFIX = "lingma-gw: "
 SUPERVISOR_TITLE = TITLE_PREFIX + "supervisor"
 
 
-def process_title(kind: str, name: str) -> str:
+def process_title(kind: ChildKind, name: str) -> str:
     """`lingma-gw: worker acct-a`, `lingma-gw: front 0`: the role, then which one."""
-    return f"{TITLE_PREFIX}{kind} {name.removeprefix(kind + '-')}"
+    return f"{TITLE_PREFIX}{kind.value} {name.removeprefix(kind.value + '-')}"
 
 
 def set_title(title: str) -> None:

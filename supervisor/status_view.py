@@ -9,8 +9,8 @@ Exit codes follow LSB `status` conventions where they exist:
 
 from __future__ import annotations
 
-from protocol.control_socket import StatusReply, WorkerStatus
-from protocol.vocabulary import BinaryState, LoginState, WorkerState
+from protocol.control_socket import ChildStatus, StatusReply
+from protocol.vocabulary import BinaryState, ChildState, LoginState
 
 EXIT_OK = 0
 EXIT_DEGRADED = 1
@@ -19,13 +19,13 @@ EXIT_UNKNOWN = 4
 
 _RESET = "\033[0m"
 _COLORS = {
-    WorkerState.READY: "\033[32m",  # green
-    WorkerState.DEGRADED: "\033[33m",  # yellow
-    WorkerState.STARTING: "\033[36m",  # cyan
-    WorkerState.BACKOFF: "\033[33m",
-    WorkerState.STOPPING: "\033[36m",
-    WorkerState.EXITED: "\033[90m",  # grey
-    WorkerState.FATAL: "\033[31m",  # red
+    ChildState.READY: "\033[32m",  # green
+    ChildState.DEGRADED: "\033[33m",  # yellow
+    ChildState.STARTING: "\033[36m",  # cyan
+    ChildState.BACKOFF: "\033[33m",
+    ChildState.STOPPING: "\033[36m",
+    ChildState.EXITED: "\033[90m",  # grey
+    ChildState.FATAL: "\033[31m",  # red
 }
 _BOLD = "\033[1m"
 
@@ -38,7 +38,7 @@ FRONT_COLUMNS = ("FRONT", "STATE", "PID", "UPTIME", "RESTARTS", "IN-FLIGHT", "RS
 
 def exit_code(reply: StatusReply) -> int:
     rows = [*reply.workers, *reply.fronts]
-    if reply.workers and all(row.state == WorkerState.READY for row in rows):
+    if reply.workers and all(row.state == ChildState.READY for row in rows):
         return EXIT_OK
     return EXIT_DEGRADED
 
@@ -66,11 +66,11 @@ def human_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def _paint(text: str, state: WorkerState, color: bool) -> str:
+def _paint(text: str, state: ChildState, color: bool) -> str:
     return f"{_COLORS[state]}{text}{_RESET}" if color else text
 
 
-def _worker_cells(row: WorkerStatus) -> list[str]:
+def _worker_cells(row: ChildStatus) -> list[str]:
     state = row.state.value + (f" ({row.cooldown_s:.0f}s cooldown)" if row.cooldown_s > 0 else "")
     return [
         row.name, state, row.login.value, _opt(row.pid), _opt(row.binary_pid),
@@ -80,7 +80,7 @@ def _worker_cells(row: WorkerStatus) -> list[str]:
     ]  # fmt: skip
 
 
-def _front_cells(row: WorkerStatus) -> list[str]:
+def _front_cells(row: ChildStatus) -> list[str]:
     return [
         row.name, row.state.value, _opt(row.pid),
         human_duration(row.uptime_s) if row.pid else "-", str(row.restarts), str(row.in_flight),
@@ -94,7 +94,7 @@ def _opt(value: int | None) -> str:
 
 
 def _table(
-    header: tuple[str, ...], rows: list[WorkerStatus], cells: list[list[str]], color: bool
+    header: tuple[str, ...], rows: list[ChildStatus], cells: list[list[str]], color: bool
 ) -> list[str]:
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
@@ -108,11 +108,11 @@ def _table(
 
 
 def render(reply: StatusReply, color: bool = False) -> str:
-    ready = sum(1 for w in reply.workers if w.state == WorkerState.READY)
+    ready = sum(1 for w in reply.workers if w.state == ChildState.READY)
     degraded = exit_code(reply) != EXIT_OK
     dot = "●"
     if color:
-        dot = f"{_COLORS[WorkerState.DEGRADED if degraded else WorkerState.READY]}{dot}{_RESET}"
+        dot = f"{_COLORS[ChildState.DEGRADED if degraded else ChildState.READY]}{dot}{_RESET}"
     summary = "degraded" if degraded else "running"
     lines = [
         f"{dot} lingma-gw {reply.version} - {summary} ({ready}/{len(reply.workers)} accounts "
@@ -124,7 +124,7 @@ def render(reply: StatusReply, color: bool = False) -> str:
     lines += _table(WORKER_COLUMNS, reply.workers, [_worker_cells(w) for w in reply.workers], color)
     lines.append("")
     lines += _table(FRONT_COLUMNS, reply.fronts, [_front_cells(f) for f in reply.fronts], color)
-    problems = [w for w in reply.workers if w.last_exit and w.state != WorkerState.READY]
+    problems = [w for w in reply.workers if w.last_exit and w.state != ChildState.READY]
     if problems:
         lines.append("")
         lines += [f"   {w.name}: last exit: {w.last_exit}" for w in problems]
@@ -134,9 +134,9 @@ def render(reply: StatusReply, color: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _next_step(row: WorkerStatus) -> str:
+def _next_step(row: ChildStatus) -> str:
     """What an operator does about an account that is not serving."""
-    if row.state == WorkerState.FATAL:
+    if row.state == ChildState.FATAL:
         return (
             f"   {row.name}: FATAL - fix the cause (last exit above, `journalctl -u lingma-gw`), "
             f"then `lingma-gw restart-worker {row.name}`"
@@ -146,11 +146,11 @@ def _next_step(row: WorkerStatus) -> str:
             f"   {row.name}: waiting for the previous Lingma binary to leave the work dir "
             "(its pid is in the work dir's .lingma-gw.lock)"
         )
-    if row.state != WorkerState.READY and row.login in (LoginState.LOGGED_OUT, LoginState.FAILED):
+    if row.state != ChildState.READY and row.login in (LoginState.LOGGED_OUT, LoginState.FAILED):
         return (
             f"   {row.name}: not logged in - `lingma-gw login {row.name}` "
             "(starts auto-login, or prints a URL to open)"
         )
-    if row.state != WorkerState.READY and row.note:
+    if row.state != ChildState.READY and row.note:
         return f"   {row.name}: {row.note}"
     return ""

@@ -18,17 +18,17 @@ import time
 
 import msgspec
 
-from protocol.control_socket import StatusQuery, StatusReply
+from protocol.control_socket import StatusReply, StatusRequest
 from protocol.framing import FrameError, prepare_socket_dir
 from protocol.front_socket import FrontReply, WorkerRef, WorkersUpdate
 from protocol.specs import FrontSpec
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildKind, ChildState
 from protocol.worker_socket import WorkerReply
 from supervisor.commands import Commands
 from supervisor.config import AccountConfig, Config
 from supervisor.console import Console
 from supervisor.control import ControlServer, ControlUnavailable, request
-from supervisor.handle import NotConnected, ProcessHandle, Timings
+from supervisor.handle import ChildHandle, NotConnected, Timings
 from supervisor.metrics import MetricsAggregate
 from supervisor.reload import Reloader
 from supervisor.spawn import FRONT_MODULE, WORKER_MODULE
@@ -37,7 +37,7 @@ from supervisor.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
-S = WorkerState
+S = ChildState
 EXIT_FORCED = 130
 EXIT_NO_FRONT = 78  # every front exited "cannot start" (e.g. a privileged port): a config issue
 TICK_S = 1.0
@@ -54,7 +54,7 @@ class CannotStart(RuntimeError):
 
 async def _answers(control_socket: str) -> bool:
     try:
-        reply = await request(control_socket, StatusQuery(), timeout=2.0)
+        reply = await request(control_socket, StatusRequest(), timeout=2.0)
     except ControlUnavailable:
         return False
     return isinstance(reply, StatusReply)
@@ -74,12 +74,12 @@ class Supervisor:
         self.environ = environ  # a copy taken before secrets were scrubbed, for reloads
         self.notifier = notifier
         self.console = console
-        self.workers: dict[str, ProcessHandle] = {}  # the routing set, by account name
-        self.fronts: list[ProcessHandle] = []
-        self.retiring: list[ProcessHandle] = []  # replaced or removed, draining
+        self.workers: dict[str, ChildHandle] = {}  # the routing set, by account name
+        self.fronts: list[ChildHandle] = []
+        self.retiring: list[ChildHandle] = []  # replaced or removed, draining
         self.started_at = time.time()
         # Which module each kind of child runs (tests substitute stand-ins).
-        self.modules = {"worker": WORKER_MODULE, "front": FRONT_MODULE}
+        self.modules = {ChildKind.WORKER: WORKER_MODULE, ChildKind.FRONT: FRONT_MODULE}
         self.metrics = MetricsAggregate(self.routed_handles)
         self.commands = Commands(self)
         self.reloader = Reloader(self)
@@ -94,19 +94,19 @@ class Supervisor:
 
     # ------------------------------------------------------------------ views
 
-    def routed_handles(self) -> list[ProcessHandle]:
+    def routed_handles(self) -> list[ChildHandle]:
         return [*self.fronts, *self.workers.values()]
 
-    def all_handles(self) -> list[ProcessHandle]:
+    def all_handles(self) -> list[ChildHandle]:
         return [*self.routed_handles(), *self.retiring, *self.reloader.pending()]
 
     def worker_refs(self) -> list[WorkerRef]:
         return [WorkerRef(name=h.name, socket_path=h.socket_path) for h in self.workers.values()]
 
-    def free_socket_path(self, kind: str, key: str | int) -> str:
+    def free_socket_path(self, kind: ChildKind, key: str | int) -> str:
         in_use = {h.socket_path for h in self.all_handles()}
         for serial in range(1000):
-            if kind == "worker":
+            if kind is ChildKind.WORKER:
                 path = worker_socket_path(self.config, str(key), serial)
             else:
                 path = front_socket_path(self.config, int(key), serial)
@@ -124,13 +124,13 @@ class Supervisor:
             boot_timeout_s=BOOT_TIMEOUT_S,
         )
 
-    def new_worker(self, account: AccountConfig) -> ProcessHandle:
-        path = self.free_socket_path("worker", account.name)
+    def new_worker(self, account: AccountConfig) -> ChildHandle:
+        path = self.free_socket_path(ChildKind.WORKER, account.name)
         spec = worker_spec(self.config, account, path)
-        return ProcessHandle(
-            kind="worker",
+        return ChildHandle(
+            kind=ChildKind.WORKER,
             name=account.name,
-            module=self.modules["worker"],
+            module=self.modules[ChildKind.WORKER],
             socket_path=path,
             make_spec=lambda: spec,
             incoming=WorkerReply,
@@ -140,17 +140,17 @@ class Supervisor:
             on_pong=self.console.on_pong,
         )
 
-    def new_front(self, index: int) -> ProcessHandle:
-        path = self.free_socket_path("front", index)
+    def new_front(self, index: int) -> ChildHandle:
+        path = self.free_socket_path(ChildKind.FRONT, index)
         template: FrontSpec = front_spec(self.config, index, path, [])
 
         def make_spec() -> FrontSpec:  # the worker set as it is at each (re)spawn
             return msgspec.structs.replace(template, workers=self.worker_refs())
 
-        return ProcessHandle(
-            kind="front",
+        return ChildHandle(
+            kind=ChildKind.FRONT,
             name=f"front-{index}",
-            module=self.modules["front"],
+            module=self.modules[ChildKind.FRONT],
             socket_path=path,
             make_spec=make_spec,
             incoming=FrontReply,
@@ -160,19 +160,19 @@ class Supervisor:
         )
 
     def _on_transition(
-        self, handle: ProcessHandle, old: WorkerState, new: WorkerState, reason: str
+        self, handle: ChildHandle, old: ChildState, new: ChildState, reason: str
     ) -> None:
         self.console.on_transition(handle, old, new, reason)
         if new == S.READY:
             self._workers_dirty = True  # a (re)started worker or front: tell the fronts
         self._wakeup.set()
 
-    def retire(self, handle: ProcessHandle) -> None:
+    def retire(self, handle: ChildHandle) -> None:
         """Drain a replaced or removed child in the background."""
         self.retiring.append(handle)
         self.spawn_task(self._retire(handle), f"retire-{handle.label}")
 
-    async def _retire(self, handle: ProcessHandle) -> None:
+    async def _retire(self, handle: ChildHandle) -> None:
         try:
             # Fronts learn the new worker set before the old worker starts refusing chats.
             await self.broadcast_workers()
@@ -296,7 +296,7 @@ class Supervisor:
         await asyncio.gather(*(self._send_workers(front, refs) for front in self.fronts))
 
     @staticmethod
-    async def _send_workers(front: ProcessHandle, refs: list[WorkerRef]) -> None:
+    async def _send_workers(front: ChildHandle, refs: list[WorkerRef]) -> None:
         with contextlib.suppress(NotConnected, FrameError, OSError, TimeoutError):
             await front.call(lambda i: WorkersUpdate(id=i, workers=refs), timeout=2.0)
 
@@ -313,9 +313,9 @@ class Supervisor:
         self.console.line("draining (Ctrl-C again to stop at once)")
         await self.reloader.cancel()
         grace = self.config.server.grace_period_s
-        fronts = [h for h in self.all_handles() if h.kind == "front"]
+        fronts = [h for h in self.all_handles() if h.kind is ChildKind.FRONT]
         await asyncio.gather(*(h.stop(grace) for h in fronts))
-        workers = [h for h in self.all_handles() if h.kind == "worker"]
+        workers = [h for h in self.all_handles() if h.kind is ChildKind.WORKER]
         await asyncio.gather(*(h.stop(grace) for h in workers))
         self.console.line("stopped")
         return self._exit_code

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from protocol.child_socket import MetricFamily, WorkerStats
+from protocol.child_socket import ChildStats, MetricFamily
 from protocol.snapshots import snapshot
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160, 320)
@@ -101,12 +101,12 @@ class WorkerMetrics:
         self.binary_restarts.inc()
         self._stats.restarts += 1
 
-    def stats(self, *, in_flight: int, queued: int, sessions: int) -> WorkerStats:
+    def stats(self, *, in_flight: int, queued: int, sessions: int) -> ChildStats:
         self.in_flight.set(in_flight)
         self.queued.set(queued)
         self.sessions.set(sessions)
         s = self._stats
-        return WorkerStats(
+        return ChildStats(
             in_flight=in_flight,
             queued=queued,
             requests_total=s.requests,

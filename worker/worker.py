@@ -24,12 +24,12 @@ import msgspec
 import uvloop
 
 from protocol.chat import ChatEvent, ChatRequest, Failure
-from protocol.child_socket import Drain, Ok, Ping, Pong, Stats, StatsQuery, WorkerStats
+from protocol.child_socket import ChildStats, Drain, Ok, Ping, Pong, Stats, StatsQuery
 from protocol.framing import start_unix_server
 from protocol.lifecycle import isolate_child
 from protocol.logs import configure_logging
 from protocol.specs import WorkerSpec
-from protocol.vocabulary import EXIT_CANNOT_START, Backend, ErrorCode, LoginState, WorkerState
+from protocol.vocabulary import EXIT_CANNOT_START, Backend, ChildState, ErrorCode, LoginState
 from protocol.worker_socket import (
     ClearCooldown,
     LoginStart,
@@ -101,20 +101,20 @@ class Worker:
     # ----------------------------------------------------------------- state
 
     @property
-    def state(self) -> WorkerState:
+    def state(self) -> ChildState:
         if self.draining:
-            return WorkerState.STOPPING
+            return ChildState.STOPPING
         if not self.account.settled:
-            return WorkerState.STARTING
+            return ChildState.STARTING
         cloud_ready = self.cloud is None or self.cloud.ready
-        return WorkerState.READY if self.account.usable and cloud_ready else WorkerState.DEGRADED
+        return ChildState.READY if self.account.usable and cloud_ready else ChildState.DEGRADED
 
     def pong(self, request: Ping) -> Pong:
         account = self.account
         return Pong(
             id=request.id,
             sent_at=request.sent_at,
-            account=self.spec.name,
+            name=self.spec.name,
             state=self.state,
             login=account.login.state,
             pid=os.getpid(),
@@ -134,7 +134,7 @@ class Worker:
             return self.cloud.models
         return self.account.resolver.models
 
-    def _stats(self) -> WorkerStats:
+    def _stats(self) -> ChildStats:
         admission = self.chat.admission
         return self.metrics.stats(
             in_flight=admission.in_flight, queued=admission.queued, sessions=len(self.sessions)
@@ -277,7 +277,7 @@ class Worker:
 
     async def _stats_reply(self, request: StatsQuery) -> WorkerReply:
         families = self.metrics.families()
-        return Stats(id=request.id, account=self.spec.name, stats=self._stats(), metrics=families)
+        return Stats(id=request.id, name=self.spec.name, stats=self._stats(), metrics=families)
 
     async def _models_reply(self, request: ModelsQuery) -> WorkerReply:
         await self.account.ensure_models()

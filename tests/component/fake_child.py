@@ -19,6 +19,7 @@ import msgspec
 import uvloop
 
 from protocol.child_socket import (
+    ChildStats,
     Drain,
     MetricFamily,
     MetricSample,
@@ -27,13 +28,12 @@ from protocol.child_socket import (
     Pong,
     Stats,
     StatsQuery,
-    WorkerStats,
 )
 from protocol.framing import FramedStream, FrameError, start_unix_server
 from protocol.front_socket import FrontRequest, WorkersUpdate
 from protocol.lifecycle import isolate_child
 from protocol.specs import FrontSpec, WorkerSpec
-from protocol.vocabulary import LoginState, WorkerState
+from protocol.vocabulary import ChildState, LoginState
 from protocol.worker_socket import (
     LoginInfo,
     LoginStart,
@@ -91,13 +91,13 @@ class Child:
             pass
 
     def reply(self, message: Any) -> Any:
-        state = WorkerState.DEGRADED if self.behaviour == "fake:degraded" else WorkerState.READY
-        login = LoginState.LOGGED_OUT if state == WorkerState.DEGRADED else LoginState.LOGGED_IN
+        state = ChildState.DEGRADED if self.behaviour == "fake:degraded" else ChildState.READY
+        login = LoginState.LOGGED_OUT if state == ChildState.DEGRADED else LoginState.LOGGED_IN
         match message:
             case Ping(id=i):
-                stats = WorkerStats(in_flight=1, sessions=2, requests_total=self.requests)
+                stats = ChildStats(in_flight=1, sessions=2, requests_total=self.requests)
                 return Pong(
-                    id=i, account=self.name, state=state, login=login, pid=os.getpid(),
+                    id=i, name=self.name, state=state, login=login, pid=os.getpid(),
                     models=3, stats=stats, started_at=self.started,
                 )  # fmt: skip
             case StatsQuery(id=i):
@@ -105,7 +105,7 @@ class Child:
                 family = MetricFamily(
                     name="fake_requests", kind="counter", help="requests", samples=[sample]
                 )
-                return Stats(id=i, account=self.name, stats=WorkerStats(), metrics=[family])
+                return Stats(id=i, name=self.name, stats=ChildStats(), metrics=[family])
             case LoginStart(id=i):
                 return LoginInfo(id=i, account=self.name, login=login, url="http://login.test/x")
             case SessionExport(id=i):

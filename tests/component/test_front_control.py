@@ -22,7 +22,7 @@ from protocol.control_socket import ControlRequest, MetricsReply, MetricsRequest
 from protocol.framing import FramedStream, start_unix_server
 from protocol.front_socket import FrontReply, WorkerRef, WorkersUpdate
 from protocol.specs import FrontSpec
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 from tests.harness import (
     API_KEY,
     Gateway,
@@ -89,8 +89,8 @@ async def test_ping_stats_and_workers_update(gateway: Gateway) -> None:
     client = front_client(gateway.spec)
     try:
         pong = await client.call(lambda i: Ping(id=i, sent_at=1.5), 5.0)
-        assert isinstance(pong, Pong) and pong.account == "front-0"
-        assert pong.state is WorkerState.READY and pong.sent_at == 1.5 and pong.pid > 0
+        assert isinstance(pong, Pong) and pong.name == "front-0"
+        assert pong.state is ChildState.READY and pong.sent_at == 1.5 and pong.pid > 0
         async with aiohttp.ClientSession(base_url=gateway.base_url) as http:
             body = {"model": "auto", "messages": [{"role": "user", "content": "count me"}]}
             async with http.post("/v1/chat/completions", json=body, headers=AUTH) as response:
@@ -182,7 +182,7 @@ async def test_two_fronts_share_a_port_with_so_reuseport(
         client = front_client(spec)
         try:
             pong = await client.call(lambda i: Ping(id=i), 5.0)
-            assert isinstance(pong, Pong) and pong.account == f"front-{spec.index}"
+            assert isinstance(pong, Pong) and pong.name == f"front-{spec.index}"
         finally:
             await client.close()
 

@@ -19,7 +19,7 @@ from front.auth import key_scope
 from front.routing import affinity_hash, rendezvous_order
 from protocol.channel import MuxClient
 from protocol.front_socket import WorkerRef
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 from tests.component.worker_support import request_ids_stopped, wait_state
 from tests.harness import API_KEY, Gateway, front_spec, start_front, start_gateway
 from tests.helpers import ChildProcesses, wait_until, wait_until_async
@@ -56,7 +56,7 @@ async def workers_ready(gateway: Gateway) -> None:
     for worker in gateway.workers:
         client = MuxClient(worker.spec.socket_path)
         try:
-            await wait_state(client, WorkerState.READY)
+            await wait_state(client, ChildState.READY)
         finally:
             await client.close()
     gateway.wait_ready()

@@ -22,7 +22,7 @@ from protocol.framing import (
     open_framed,
     start_unix_server,
 )
-from protocol.vocabulary import ErrorCode, LoginState, WorkerState
+from protocol.vocabulary import ChildState, ErrorCode, LoginState
 from protocol.worker_socket import WorkerReply, WorkerRequest
 
 pytestmark = pytest.mark.component
@@ -59,8 +59,8 @@ class StreamingServer:
                         await stream.send(
                             Pong(
                                 id=rid,
-                                account="t",
-                                state=WorkerState.READY,
+                                name="t",
+                                state=ChildState.READY,
                                 login=LoginState.LOGGED_IN,
                                 pid=os.getpid(),
                             )

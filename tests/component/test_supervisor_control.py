@@ -13,26 +13,26 @@ import msgspec
 import pytest
 
 from protocol.control_socket import (
-    ControlError,
-    ControlOk,
-    RestartWorker,
-    StatusQuery,
+    ChildStatus,
+    ErrorReply,
+    OkReply,
+    RestartWorkerRequest,
     StatusReply,
-    WorkerStatus,
+    StatusRequest,
 )
 from protocol.framing import HEADER, encode_frame
-from protocol.vocabulary import ErrorCode, LoginState, WorkerState
+from protocol.vocabulary import ChildKind, ChildState, ErrorCode, LoginState
 from supervisor import control
 from supervisor.control import ControlServer, ControlUnavailable, Unreachable, request
 
 pytestmark = pytest.mark.component
 
-ROW = WorkerStatus(name="acct-a", kind="worker", state=WorkerState.READY, pid=42, models=3)
+ROW = ChildStatus(name="acct-a", kind=ChildKind.WORKER, state=ChildState.READY, pid=42, models=3)
 
 
-def status_reply(state: WorkerState = WorkerState.READY) -> StatusReply:
+def status_reply(state: ChildState = ChildState.READY) -> StatusReply:
     row = msgspec.structs.replace(ROW, state=state, login=LoginState.LOGGED_IN)
-    front = WorkerStatus(name="front-0", kind="front", state=WorkerState.READY, pid=43)
+    front = ChildStatus(name="front-0", kind=ChildKind.FRONT, state=ChildState.READY, pid=43)
     return StatusReply(
         version="9.9", pid=1, uptime_s=5, listen="127.0.0.1:1", workers=[row], fronts=[front]
     )
@@ -40,13 +40,13 @@ def status_reply(state: WorkerState = WorkerState.READY) -> StatusReply:
 
 async def handler(message: Any) -> Any:
     match message:
-        case StatusQuery():
+        case StatusRequest():
             return status_reply()
-        case RestartWorker(name="boom"):
+        case RestartWorkerRequest(name="boom"):
             raise RuntimeError("a bug")
-        case RestartWorker(name=name):
-            return ControlOk(message=f"restarting {name}")
-    return ControlError(code=ErrorCode.UNSUPPORTED, message="no")
+        case RestartWorkerRequest(name=name):
+            return OkReply(message=f"restarting {name}")
+    return ErrorReply(code=ErrorCode.UNSUPPORTED, message="no")
 
 
 async def cli(*args: str, timeout: float = 20) -> tuple[int, str, str]:
@@ -66,14 +66,14 @@ async def test_request_reply_and_socket_mode(sock_dir: Path) -> None:
     await server.start()
     try:
         assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600
-        reply = await request(path, StatusQuery())
+        reply = await request(path, StatusRequest())
         assert reply == status_reply()
-        ok = await request(path, RestartWorker(name="acct-a"))
-        assert ok == ControlOk(message="restarting acct-a")
-        crash = await request(path, RestartWorker(name="boom"))
-        assert isinstance(crash, ControlError) and crash.code == ErrorCode.INTERNAL
-        future = await request(path, StatusQuery(api_version=99))
-        assert isinstance(future, ControlError) and future.code == ErrorCode.UNSUPPORTED
+        ok = await request(path, RestartWorkerRequest(name="acct-a"))
+        assert ok == OkReply(message="restarting acct-a")
+        crash = await request(path, RestartWorkerRequest(name="boom"))
+        assert isinstance(crash, ErrorReply) and crash.code == ErrorCode.INTERNAL
+        future = await request(path, StatusRequest(api_version=99))
+        assert isinstance(future, ErrorReply) and future.code == ErrorCode.UNSUPPORTED
     finally:
         await server.close()
     assert not Path(path).exists()
@@ -88,7 +88,7 @@ async def test_undecodable_request_gets_a_typed_error(sock_dir: Path) -> None:
         writer.write(encode_frame({"type": "no-such-request"}))
         header = await reader.readexactly(HEADER.size)
         body = await reader.readexactly(HEADER.unpack(header)[0])
-        reply = msgspec.msgpack.decode(body, type=ControlError)
+        reply = msgspec.msgpack.decode(body, type=ErrorReply)
         assert reply.code == ErrorCode.BAD_FRAME
         writer.close()
     finally:
@@ -98,14 +98,14 @@ async def test_undecodable_request_gets_a_typed_error(sock_dir: Path) -> None:
 async def test_client_classifies_failures(sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = str(sock_dir / "absent.sock")
     with pytest.raises(ControlUnavailable) as info:
-        await request(missing, StatusQuery())
+        await request(missing, StatusRequest())
     assert info.value.kind == Unreachable.MISSING and "does not exist" in str(info.value)
 
     stale = str(sock_dir / "stale.sock")
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(stale)  # bound, never listening: connect() is refused
         with pytest.raises(ControlUnavailable) as info:
-            await request(stale, StatusQuery())
+            await request(stale, StatusRequest())
     assert info.value.kind == Unreachable.REFUSED and "connection refused" in str(info.value)
 
     silent_path = str(sock_dir / "silent.sock")
@@ -118,7 +118,7 @@ async def test_client_classifies_failures(sock_dir: Path, monkeypatch: pytest.Mo
     silent = await asyncio.start_unix_server(never_answer, path=silent_path)
     try:
         with pytest.raises(ControlUnavailable) as info:
-            await request(silent_path, StatusQuery(), timeout=0.3)
+            await request(silent_path, StatusRequest(), timeout=0.3)
         assert info.value.kind == Unreachable.TIMEOUT and "no reply" in str(info.value)
     finally:
         silent.close()
@@ -129,7 +129,7 @@ async def test_client_classifies_failures(sock_dir: Path, monkeypatch: pytest.Mo
 
     monkeypatch.setattr(control, "open_framed", denied)
     with pytest.raises(ControlUnavailable) as info:
-        await request(missing, StatusQuery())
+        await request(missing, StatusRequest())
     assert info.value.kind == Unreachable.PERMISSION and "permission denied" in str(info.value)
 
 

@@ -1,4 +1,4 @@
-"""Component: ProcessHandle with real spawned children (tests.component.fake_child)."""
+"""Component: ChildHandle with real spawned children (tests.component.fake_child)."""
 
 from __future__ import annotations
 
@@ -11,22 +11,22 @@ import pytest
 
 from protocol.backoff import Backoff
 from protocol.specs import WorkerSpec
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildKind, ChildState
 from protocol.worker_socket import WorkerReply
-from supervisor.handle import ProcessHandle, Timings
+from supervisor.handle import ChildHandle, Timings
 from tests.helpers import alive, wait_until_async
 
 pytestmark = pytest.mark.component
 
-S = WorkerState
+S = ChildState
 FAKE = "tests.component.fake_child"
 
 
-def make_handle(sock_dir: Path, behaviour: str, *, ping_timeout_s: float = 2.0) -> ProcessHandle:
+def make_handle(sock_dir: Path, behaviour: str, *, ping_timeout_s: float = 2.0) -> ChildHandle:
     path = str(sock_dir / "worker-a.sock")
     spec = WorkerSpec(name="a", socket_path=path, binary=behaviour, work_dir=str(sock_dir))
-    return ProcessHandle(
-        kind="worker",
+    return ChildHandle(
+        kind=ChildKind.WORKER,
         name="a",
         module=FAKE,
         socket_path=path,
@@ -37,7 +37,7 @@ def make_handle(sock_dir: Path, behaviour: str, *, ping_timeout_s: float = 2.0) 
     )
 
 
-async def wait_state(handle: ProcessHandle, state: WorkerState, timeout: float = 20) -> None:
+async def wait_state(handle: ChildHandle, state: ChildState, timeout: float = 20) -> None:
     assert await handle.wait_for_state(frozenset({state}), timeout), (
         f"{handle.label} stuck in {handle.state}, wanted {state} (last exit: {handle.last_exit})"
     )

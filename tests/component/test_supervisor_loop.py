@@ -17,18 +17,18 @@ import psutil
 import pytest
 
 from protocol.control_socket import (
-    ControlError,
-    ControlOk,
+    ErrorReply,
     ExportSessionRequest,
     LoginRequest,
     MetricsReply,
     MetricsRequest,
+    OkReply,
     ReloadRequest,
-    RestartWorker,
-    StatusQuery,
+    RestartWorkerRequest,
     StatusReply,
+    StatusRequest,
 )
-from protocol.vocabulary import ErrorCode, WorkerState
+from protocol.vocabulary import ChildKind, ChildState, ErrorCode
 from supervisor.config import load_config
 from supervisor.console import Console
 from supervisor.control import request
@@ -63,7 +63,7 @@ def write_config(path: Path, root: Path, accounts: dict[str, str], key: str = "s
 
 
 async def status(path: str) -> StatusReply:
-    reply = await request(path, StatusQuery())
+    reply = await request(path, StatusRequest())
     assert isinstance(reply, StatusReply)
     return reply
 
@@ -72,7 +72,7 @@ async def all_ready(path: str, names: set[str]) -> bool:
     reply = await status(path)
     workers = {w.name: w.state for w in reply.workers}
     return set(workers) == names and all(
-        row.state == WorkerState.READY for row in [*reply.workers, *reply.fronts]
+        row.state == ChildState.READY for row in [*reply.workers, *reply.fronts]
     )
 
 
@@ -90,7 +90,7 @@ async def test_supervisor_loop_with_stand_in_children(sock_dir: Path) -> None:
         Notifier({"NOTIFY_SOCKET": str(sock_dir / "notify")}),
         Console("off"),
     )
-    sup.modules = {"worker": FAKE, "front": FAKE}
+    sup.modules = {ChildKind.WORKER: FAKE, ChildKind.FRONT: FAKE}
     control = config.control_socket
     received: list[str] = []
     reading = asyncio.create_task(_read_datagrams(notify, received))  # like systemd does
@@ -150,25 +150,25 @@ async def check_metrics(control: str) -> None:
 
 async def check_forwarded_commands(control: str) -> None:
     login = await request(control, LoginRequest(name="a"))
-    assert isinstance(login, ControlOk)
+    assert isinstance(login, OkReply)
     assert login.data["url"] == "http://login.test/x" and login.data["login"] == "logged_in"
     bundle = await request(control, ExportSessionRequest(name="b"))
-    assert isinstance(bundle, ControlOk)
+    assert isinstance(bundle, OkReply)
     assert bundle.data == {"account": "b", "raw_bytes": 3, "bundle_b64": "QUJD"}
     unknown = await request(control, LoginRequest(name="zz"))
-    assert isinstance(unknown, ControlError) and unknown.code == ErrorCode.NOT_FOUND
+    assert isinstance(unknown, ErrorReply) and unknown.code == ErrorCode.NOT_FOUND
     assert "accounts: a, b" in unknown.message
 
 
 async def check_restart(control: str) -> None:
     before = {w.name: w for w in (await status(control)).workers}
-    reply = await request(control, RestartWorker(name="a"))
-    assert isinstance(reply, ControlOk)
+    reply = await request(control, RestartWorkerRequest(name="a"))
+    assert isinstance(reply, OkReply)
 
     async def restarted() -> bool:
         rows = {w.name: w for w in (await status(control)).workers}
         a = rows["a"]
-        return a.restarts == 1 and a.state == WorkerState.READY and a.pid != before["a"].pid
+        return a.restarts == 1 and a.state == ChildState.READY and a.pid != before["a"].pid
 
     await wait_until_async(restarted, 20, "a restarted")
     after = {w.name: w for w in (await status(control)).workers}
@@ -179,14 +179,14 @@ async def check_reload(control: str, config_path: Path, root: Path) -> None:
     old_b = next(w for w in (await status(control)).workers if w.name == "b")
     write_config(config_path, root, {"a": "fake:ready", "b": "fake:ready/3", "c": "fake:ready"})
     reply: Any = await request(control, ReloadRequest())
-    assert isinstance(reply, ControlOk), reply
+    assert isinstance(reply, OkReply), reply
     assert reply.data["added"] == ["c"] and reply.data["changed"] == ["b"]
 
     async def converged() -> bool:
         rows = {w.name: w for w in (await status(control)).workers}
         return (
             set(rows) == {"a", "b", "c"}
-            and all(w.state == WorkerState.READY for w in rows.values())
+            and all(w.state == ChildState.READY for w in rows.values())
             and rows["b"].pid not in (None, old_b.pid)
         )
 
@@ -199,11 +199,11 @@ async def check_reload(control: str, config_path: Path, root: Path) -> None:
         config_path, root, {"a": "fake:ready", "b": "fake:ready/3", "c": "fake:ready"}, "k2"
     )
     keys = await request(control, ReloadRequest())
-    assert isinstance(keys, ControlOk) and keys.data["fronts_changed"] and not keys.data["changed"]
+    assert isinstance(keys, OkReply) and keys.data["fronts_changed"] and not keys.data["changed"]
 
     async def front_replaced() -> bool:
         front = (await status(control)).fronts[0]
-        return front.state == WorkerState.READY and front.pid not in (None, old_front.pid)
+        return front.state == ChildState.READY and front.pid not in (None, old_front.pid)
 
     await wait_until_async(front_replaced, 20, "front-0 replaced with the new keys")
     await wait_until_async(
@@ -211,7 +211,7 @@ async def check_reload(control: str, config_path: Path, root: Path) -> None:
     )
     config_path.write_text(config_path.read_text() + "bogus = 1\n")
     bad = await request(control, ReloadRequest())
-    assert isinstance(bad, ControlError) and "unknown key `bogus`" in bad.message
+    assert isinstance(bad, ErrorReply) and "unknown key `bogus`" in bad.message
 
 
 async def _exists(path: str) -> bool:

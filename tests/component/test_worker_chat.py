@@ -30,7 +30,7 @@ from protocol.chat import (
 from protocol.child_socket import Ok, Ping, Pong, Stats, StatsQuery
 from protocol.framing import MAX_FRAME, ConnectionClosed, open_framed
 from protocol.tokens import estimate_tokens
-from protocol.vocabulary import ErrorCode, WorkerState
+from protocol.vocabulary import ChildState, ErrorCode
 from protocol.worker_socket import (
     ClearCooldown,
     Models,
@@ -212,18 +212,18 @@ async def test_rate_limit_cools_the_account_down_then_recovers(
     failure = (await chat(client, "busy")).failure
     assert failure.code is ErrorCode.UPSTREAM_RATE_LIMITED and failure.retry_after == 1.0
     cooling = await pong(client)
-    assert cooling.state is WorkerState.DEGRADED and cooling.cooldown_until > time.time()
+    assert cooling.state is ChildState.DEGRADED and cooling.cooldown_until > time.time()
     refused = (await chat(client, "anything")).failure
     assert refused.code is ErrorCode.UPSTREAM_RATE_LIMITED and refused.retry_after
-    recovered = await wait_state(client, WorkerState.READY, timeout=5.0)
+    recovered = await wait_state(client, ChildState.READY, timeout=5.0)
     assert recovered.cooldown_until == 0.0 and recovered.stats.upstream_429_total >= 1
     assert "You said" in (await chat(client, "after the pause")).text
     # An operator can end a cooldown at once; quota wording takes the same 429 path (§14.10).
     worker.set_script([{"match": "busy", "error": {"kind": "quota"}}])
     assert (await chat(client, "busy again")).failure.code is ErrorCode.UPSTREAM_RATE_LIMITED
-    assert (await pong(client)).state is WorkerState.DEGRADED
+    assert (await pong(client)).state is ChildState.DEGRADED
     assert isinstance(await client.call(lambda i: ClearCooldown(id=i), 5.0), Ok)
-    assert (await pong(client)).state is WorkerState.READY
+    assert (await pong(client)).state is ChildState.READY
 
 
 async def _first_delta_then_leave(client: MuxClient, text: str) -> str:

@@ -35,7 +35,7 @@ from protocol.chat import (
     ToolCall,
     ToolSpec,
 )
-from protocol.vocabulary import Backend, ErrorCode, WorkerState
+from protocol.vocabulary import Backend, ChildState, ErrorCode
 from protocol.worker_socket import ClearCooldown, Models, ModelsQuery
 from tests.component.worker_support import (
     ChatResult,
@@ -107,7 +107,7 @@ def chat_records(worker: WorkerProcess) -> list[dict[str, Any]]:
 
 async def test_ready_with_the_cloud_model_list(client: MuxClient) -> None:
     state = await pong(client)
-    assert state.state is WorkerState.READY and state.backend is Backend.CLOUD and not state.note
+    assert state.state is ChildState.READY and state.backend is Backend.CLOUD and not state.note
     models = await client.call(lambda i: ModelsQuery(id=i), 5.0)
     assert isinstance(models, Models)
     keys = [m.key for m in models.models]
@@ -210,9 +210,9 @@ async def test_rate_limits_cool_the_account_down(worker: WorkerProcess, client: 
         worker.set_script([rule])
         failure = (await cloud_chat(client, say("hi"))).failure
         assert failure.code is ErrorCode.UPSTREAM_RATE_LIMITED and failure.retry_after == wait
-        assert (await pong(client)).state is WorkerState.DEGRADED  # cooling down
+        assert (await pong(client)).state is ChildState.DEGRADED  # cooling down
         await client.call(lambda i: ClearCooldown(id=i), 5.0)
-        await wait_state(client, WorkerState.READY)
+        await wait_state(client, ChildState.READY)
 
 
 async def test_5xx_is_retried_once_then_reported_retryable(
@@ -265,10 +265,10 @@ async def test_expired_login_rereads_once_then_rotation_recovers(
     assert failure.code is ErrorCode.NOT_LOGGED_IN and "105" in failure.message
     assert len(chat_records(worker)) - before == 1  # re-read, unchanged: no retry
     state = await pong(client)
-    assert state.state is WorkerState.DEGRADED and "rejected" in state.note
+    assert state.state is ChildState.DEGRADED and "rejected" in state.note
     worker.set_script([])
     rotate_login(worker)  # no gateway restart: the worker re-reads cache/user
-    await wait_state(client, WorkerState.READY)
+    await wait_state(client, ChildState.READY)
     assert "after rotation" in (await cloud_chat(client, say("after rotation"))).text
     assert chat_records(worker)[-1]["auth"]["status"] == 200
 
@@ -370,7 +370,7 @@ async def test_lp_credential_file_and_a_failing_model_list(
     client = MuxClient(worker.spec.socket_path)
     try:
         state = await pong(client)
-        assert state.state is WorkerState.DEGRADED and "cloud credential unusable" in state.note
+        assert state.state is ChildState.DEGRADED and "cloud credential unusable" in state.note
         workdir = WorkDir(Path(worker.spec.work_dir))
         user = workdir.read_user()
         assert user is not None
@@ -383,7 +383,7 @@ async def test_lp_credential_file_and_a_failing_model_list(
         path = Path(worker.spec.cloud_credential_file)
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(msgspec.json.encode({"source": "manual", "auth": auth}))
-        ready = await wait_state(client, WorkerState.READY)
+        ready = await wait_state(client, ChildState.READY)
         assert "model list failed" in ready.note  # serving anyway: chat does not need the list
         result = await cloud_chat(client, say("from a credential file"), model="kmodel")
         assert "from a credential file" in result.text and result.finish.model == "kmodel"

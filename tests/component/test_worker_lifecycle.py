@@ -18,7 +18,7 @@ from protocol.channel import MuxClient
 from protocol.chat import ChatRequest, Failure, Message
 from protocol.child_socket import Drain, Ok
 from protocol.specs import LoginSpec
-from protocol.vocabulary import EXIT_CANNOT_START, BinaryState, ErrorCode, WorkerState
+from protocol.vocabulary import EXIT_CANNOT_START, BinaryState, ChildState, ErrorCode
 from protocol.worker_socket import LoginInfo, LoginStatusQuery, SessionBundle, SessionExport
 from tests.component.worker_support import (
     chat,
@@ -52,7 +52,7 @@ async def test_binary_crash_mid_answer_and_sigkill_both_restart_it(
         crashed = await chat(client, "crash now")
         assert crashed.failure.code is ErrorCode.UPSTREAM_ERROR
         await _wait_new_binary(client, first.binary_pid)
-        second = await wait_state(client, WorkerState.READY)
+        second = await wait_state(client, ChildState.READY)
         assert second.binary_pid not in (None, first.binary_pid)
         assert second.login == "logged_in"  # the work dir kept the login
         worker.set_script([])
@@ -60,7 +60,7 @@ async def test_binary_crash_mid_answer_and_sigkill_both_restart_it(
         assert not _is_alive(first.binary_pid)
         os.kill(second.binary_pid or 0, signal.SIGKILL)
         await _wait_new_binary(client, second.binary_pid)
-        third = await wait_state(client, WorkerState.READY)
+        third = await wait_state(client, ChildState.READY)
         assert third.stats.binary_restarts == 2
         # The restart dropped the session cache: a follow-up starts a new upstream session.
         history = [user("still there?"), Message(role="assistant", text=answer.text)]
@@ -93,7 +93,7 @@ async def test_bundle_export_then_import_logs_a_fresh_work_dir_in(
     first = start_worker(children, make_spec(first_root, name="acct-a"), first_root)
     client = MuxClient(first.spec.socket_path)
     try:
-        await wait_state(client, WorkerState.DEGRADED)
+        await wait_state(client, ChildState.DEGRADED)
         refused = await client.call(lambda i: SessionExport(id=i), 10.0)
         assert isinstance(refused, Failure) and refused.code is ErrorCode.NOT_LOGGED_IN
         assert (await chat(client, "too soon")).failure.code is ErrorCode.NOT_LOGGED_IN
@@ -112,7 +112,7 @@ async def test_bundle_export_then_import_logs_a_fresh_work_dir_in(
     second = start_worker(children, spec, second_root)
     client = MuxClient(second.spec.socket_path)
     try:
-        ready = await wait_state(client, WorkerState.READY)
+        ready = await wait_state(client, ChildState.READY)
         assert ready.login == "logged_in"
         status = await client.call(lambda i: LoginStatusQuery(id=i), 10.0)
         assert isinstance(status, LoginInfo) and status.user == "bundle-user"
@@ -129,7 +129,7 @@ async def test_no_orphan_binary_after_the_worker_is_sigkilled(
     worker = start_worker(children, make_spec(sock_dir), sock_dir)
     client = MuxClient(worker.spec.socket_path)
     try:
-        started = await wait_state(client, WorkerState.DEGRADED, WorkerState.READY)
+        started = await wait_state(client, ChildState.DEGRADED, ChildState.READY)
     finally:
         await client.close()
     assert started.binary_pid is not None and started.pid == worker.proc.pid
@@ -181,7 +181,7 @@ async def test_sigterm_stops_worker_and_binary(children: ChildProcesses, sock_di
     worker = start_worker(children, spec, sock_dir)
     client = MuxClient(worker.spec.socket_path)
     try:
-        started = await wait_state(client, WorkerState.DEGRADED, WorkerState.READY)
+        started = await wait_state(client, ChildState.DEGRADED, ChildState.READY)
     finally:
         await client.close()
     config = json.loads((Path(spec.work_dir) / "cache" / "cache.json").read_text())
@@ -227,7 +227,7 @@ async def test_playwright_auto_login_against_the_login_page(
     worker = start_worker(children, make_spec(sock_dir, login=login), sock_dir)
     client = MuxClient(worker.spec.socket_path)
     try:
-        ready = await wait_state(client, WorkerState.READY, timeout=40.0)
+        ready = await wait_state(client, ChildState.READY, timeout=40.0)
         assert ready.login == "logged_in"
 
         async def auto_login_done() -> bool:
@@ -266,7 +266,7 @@ async def test_rejected_credentials_leave_the_account_degraded_with_a_login_url(
         assert isinstance(info, LoginInfo) and info.login == "logged_out"
         assert info.url.startswith("http") and "1 attempt(s)" in info.message
         # Never FATAL: the worker keeps serving, DEGRADED, and a manual login still works.
-        assert (await pong(client)).state is WorkerState.DEGRADED
+        assert (await pong(client)).state is ChildState.DEGRADED
         assert worker.proc.poll() is None
         await login_via_callback(client)
     finally:
@@ -295,7 +295,7 @@ async def test_a_second_worker_on_the_work_dir_waits_for_the_first_binary(
         await wait_until_async(waiting, 10.0, "the second worker to wait for the work dir")
         assert (await pong(client_b)).binary_pid is None
         os.kill(first.proc.pid, signal.SIGTERM)
-        taken_over = await wait_state(client_b, WorkerState.READY, timeout=20.0)
+        taken_over = await wait_state(client_b, ChildState.READY, timeout=20.0)
         assert taken_over.login == "logged_in" and taken_over.binary_pid != ready.binary_pid
         assert not _is_alive(ready.binary_pid)
     finally:

@@ -28,7 +28,7 @@ from protocol.channel import MuxClient
 from protocol.chat import ChatRequest, ChatTurn, Failure, Finish, Message, ToolSpec
 from protocol.child_socket import Ping, Pong
 from protocol.specs import LoginSpec, WorkerSpec
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 from protocol.worker_socket import LoginInfo, LoginStart, LoginStatusQuery
 from tests.helpers import PYTHON, REPO, ChildProcesses, wait_until
 
@@ -125,7 +125,7 @@ async def pong(client: MuxClient) -> Pong:
 
 
 async def wait_state(
-    client: MuxClient, *states: WorkerState, timeout: float = START_TIMEOUT
+    client: MuxClient, *states: ChildState, timeout: float = START_TIMEOUT
 ) -> Pong:
     deadline = time.monotonic() + timeout
     while True:
@@ -142,7 +142,7 @@ async def login_via_callback(client: MuxClient, user: str = "demo", *, ready: bo
 
     `ready=False`: return once the runtime is logged in, whatever else keeps the worker from READY.
     """
-    await wait_state(client, WorkerState.DEGRADED, WorkerState.READY)
+    await wait_state(client, ChildState.DEGRADED, ChildState.READY)
     info = await client.call(lambda i: LoginStart(id=i), 10.0)
     assert isinstance(info, LoginInfo) and info.url, info
     query = parse_qs(urlparse(info.url).query)
@@ -154,7 +154,7 @@ async def login_via_callback(client: MuxClient, user: str = "demo", *, ready: bo
             assert response.status == 200, await response.text()
     status = await client.call(lambda i: LoginStatusQuery(id=i), 10.0)
     assert status.login == "logged_in", status
-    return await wait_state(client, WorkerState.READY) if ready else await pong(client)
+    return await wait_state(client, ChildState.READY) if ready else await pong(client)
 
 
 @dataclass
@@ -242,7 +242,7 @@ async def ready_client(process: WorkerProcess) -> AsyncIterator[MuxClient]:
     """A client for a test: the emulator script cleared, the worker READY, closed afterwards."""
     process.set_script([])
     mux = MuxClient(process.spec.socket_path)
-    await wait_state(mux, WorkerState.READY)
+    await wait_state(mux, ChildState.READY)
     try:
         yield mux
     finally:

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 from tests.helpers import ChildProcesses, free_port, wait_until_async
 from tests.process.gateway import API_KEY, EMULATOR, LINGMA_GW, Gateway, render_config
 
@@ -89,7 +89,7 @@ async def bring_up(cluster: Cluster, http: aiohttp.ClientSession) -> None:
     """A logs in; B stays "up but no READY account", as while its accounts log in."""
     await asyncio.gather(
         cluster.a.login_all(list(HOST_A)),
-        cluster.b.wait_states({"b1": WorkerState.DEGRADED, "front-0": WorkerState.READY}, 40),
+        cluster.b.wait_states({"b1": ChildState.DEGRADED, "front-0": ChildState.READY}, 40),
     )
     await wait_health(cluster.a, http, "ready")
 

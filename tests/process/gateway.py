@@ -19,8 +19,8 @@ import aiohttp
 import msgspec
 import psutil
 
-from protocol.control_socket import ControlOk, LoginRequest, StatusQuery, StatusReply, WorkerStatus
-from protocol.vocabulary import WorkerState
+from protocol.control_socket import ChildStatus, LoginRequest, OkReply, StatusReply, StatusRequest
+from protocol.vocabulary import ChildState
 from supervisor.control import request
 from tests.helpers import PYTHON, ChildProcesses, free_port, wait_until_async
 
@@ -81,15 +81,15 @@ class Gateway:
         self.config_path.write_text(render_config(self.root, self.port, accounts) + extra)
 
     async def status(self) -> StatusReply:
-        reply = await request(self.control, StatusQuery(), timeout=5)
+        reply = await request(self.control, StatusRequest(), timeout=5)
         assert isinstance(reply, StatusReply), reply
         return reply
 
-    async def rows(self) -> dict[str, WorkerStatus]:
+    async def rows(self) -> dict[str, ChildStatus]:
         reply = await self.status()
         return {row.name: row for row in [*reply.workers, *reply.fronts]}
 
-    async def wait_states(self, want: dict[str, WorkerState], timeout: float = 30) -> None:
+    async def wait_states(self, want: dict[str, ChildState], timeout: float = 30) -> None:
         async def reached() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"lingma-gw exited {self.proc.returncode}:\n{self.log}")
@@ -104,7 +104,7 @@ class Gateway:
     async def login(self, name: str) -> None:
         """Operator login: the manual URL from the worker, completed by the emulator callback."""
         reply = await request(self.control, LoginRequest(name=name), timeout=10)
-        assert isinstance(reply, ControlOk) and reply.data["url"], reply
+        assert isinstance(reply, OkReply) and reply.data["url"], reply
         query = parse_qs(urlparse(reply.data["url"]).query)
         callback = f"http://127.0.0.1:{query['port'][0]}/auth/callback"
         params = {"state": query["nonce"][0], "uid": f"uid-{name}", "name": name}
@@ -115,9 +115,9 @@ class Gateway:
             assert response.status == 200, await response.text()
 
     async def login_all(self, names: list[str], timeout: float = 40) -> None:
-        await self.wait_states({n: WorkerState.DEGRADED for n in names}, timeout)
+        await self.wait_states({n: ChildState.DEGRADED for n in names}, timeout)
         await asyncio.gather(*(self.login(name) for name in names))
-        await self.wait_states({n: WorkerState.READY for n in names}, timeout)
+        await self.wait_states({n: ChildState.READY for n in names}, timeout)
 
     async def chat(self, http: aiohttp.ClientSession, text: str) -> tuple[int, dict[str, Any]]:
         body = {"model": "auto", "messages": [{"role": "user", "content": text}]}

@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from protocol.control_socket import WorkerStatus
-from protocol.vocabulary import WorkerState
+from protocol.control_socket import ChildStatus
+from protocol.vocabulary import ChildState
 from tests.helpers import ChildProcesses, assert_all_gone, free_port, wait_until_async
 from tests.process.gateway import API_KEY, Gateway, wait_exit
 from tests.process.load_support import (
@@ -42,7 +42,7 @@ from tests.process.load_support import (
 
 pytestmark = pytest.mark.process
 
-S = WorkerState
+S = ChildState
 ACCOUNTS = ["acct-a", "acct-b"]
 FRONTS = ["front-0", "front-1"]
 WARMUP = 80  # results before the fault: the load is flowing
@@ -77,7 +77,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def all_ready(gw: Gateway, timeout: float = 40) -> dict[str, WorkerStatus]:
+async def all_ready(gw: Gateway, timeout: float = 40) -> dict[str, ChildStatus]:
     """Every worker and front READY, and every front routing to both workers."""
     await gw.wait_states({name: S.READY for name in [*ACCOUNTS, *FRONTS]}, timeout)
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 from tests.helpers import REPO, ChildProcesses
 from tests.process.gateway import EMULATOR, Gateway, start_gateway
 
 pytestmark = pytest.mark.process
 
-S = WorkerState
+S = ChildState
 DASHBOARD = REPO / "deploy" / "grafana" / "lingma-gw.json"
 PROMETHEUS_RULES = REPO / "deploy" / "prometheus" / "lingma-gw.rules.yml"
 METRIC_NAME = re.compile(r"\blingma_[a-z0-9_]+")

@@ -12,13 +12,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 from tests.helpers import ChildProcesses
 from tests.process.gateway import EMULATOR, start_gateway
 
 pytestmark = pytest.mark.process
 
-S = WorkerState
+S = ChildState
 
 
 def cmdline(pid: int) -> str:

@@ -26,9 +26,9 @@ import msgspec
 import pytest
 
 from protocol.child_socket import Ping
-from protocol.control_socket import StatusQuery
+from protocol.control_socket import StatusRequest
 from protocol.framing import HEADER, MAX_FRAME, encode_frame
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 from tests.helpers import PYTHON, REPO, ChildProcesses, assert_all_gone, free_port
 from tests.process.gateway import API_KEY, Gateway, wait_exit
 from tests.process.load_support import (
@@ -40,7 +40,7 @@ from tests.process.load_support import (
 
 pytestmark = pytest.mark.process
 
-S = WorkerState
+S = ChildState
 WRONG_KEY = "sk-wrong-SECRET-7d1e"
 WRONG_ADMIN = "adm-wrong-SECRET-0c42"
 COOKIE = "sess-SECRET-cookie-93ab"
@@ -133,7 +133,7 @@ async def test_hostile_frames_on_every_socket(
     ping = encode_frame(Ping(id=77, sent_at=1.0))
     for path in [str(p) for p in sorted(runtime.glob("*.sock"))]:
         control = path.endswith("control.sock")
-        wrong_type = encode_frame(Ping(id=5, sent_at=1.0) if control else StatusQuery())
+        wrong_type = encode_frame(Ping(id=5, sent_at=1.0) if control else StatusRequest())
         for hostile in (garbage, wrong_type):
             if control:  # one request per connection: a typed error, then the end
                 frames, _ = await frame_exchange(path, hostile, expect=1)

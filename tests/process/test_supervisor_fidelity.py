@@ -10,13 +10,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 from tests.helpers import ChildProcesses
 from tests.process.gateway import EMULATOR, Gateway, start_gateway
 
 pytestmark = pytest.mark.process
 
-S = WorkerState
+S = ChildState
 # TOML keys after the last [[accounts]] table: that account's binary environment.
 ONE_CLIENT_LEGACY = 'env = { LINGMA_EMULATOR_SINGLE_CLIENT = "1", LINGMA_EMULATOR_NO_ACP = "1" }\n'
 ONE_CLIENT_ACP = 'env = { LINGMA_EMULATOR_SINGLE_CLIENT = "1" }\n'

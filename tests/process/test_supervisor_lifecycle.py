@@ -13,13 +13,13 @@ import aiohttp
 import psutil
 import pytest
 
-from protocol.vocabulary import LoginState, WorkerState
+from protocol.vocabulary import ChildState, LoginState
 from tests.helpers import ChildProcesses, alive, assert_all_gone, wait_until_async
 from tests.process.gateway import EMULATOR, Gateway, decode_status, start_gateway, wait_exit
 
 pytestmark = pytest.mark.process
 
-S = WorkerState
+S = ChildState
 
 
 async def test_serve_recover_and_drain(children: ChildProcesses, sock_dir: Path) -> None:

@@ -10,13 +10,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from protocol.vocabulary import WorkerState
+from protocol.vocabulary import ChildState
 from tests.helpers import ChildProcesses, assert_all_gone
 from tests.process.gateway import EMULATOR, LINGMA_GW, start_gateway, wait_exit
 
 pytestmark = pytest.mark.process
 
-S = WorkerState
+S = ChildState
 
 
 async def test_sighup_adds_an_account_without_failing_a_request(

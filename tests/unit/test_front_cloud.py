@@ -25,7 +25,7 @@ from front.workers import WorkerLink
 from protocol.chat import ChatTurn, Delta, ImageInput, Message, ToolCall, ToolSpec
 from protocol.child_socket import Pong
 from protocol.front_socket import WorkerRef
-from protocol.vocabulary import Backend, LoginState, WorkerState
+from protocol.vocabulary import Backend, ChildState, LoginState
 
 pytestmark = pytest.mark.unit
 
@@ -252,8 +252,8 @@ def link(name: str, backend: Backend | None) -> WorkerLink:
     if backend is not None:
         worker.pong = Pong(
             id=1,
-            account=name,
-            state=WorkerState.READY,
+            name=name,
+            state=ChildState.READY,
             login=LoginState.LOGGED_IN,
             pid=1,
             backend=backend,

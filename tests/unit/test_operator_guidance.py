@@ -8,21 +8,23 @@ import sys
 import pytest
 
 from front.errors import no_ready_account_message
-from protocol.control_socket import StatusReply, WorkerStatus
-from protocol.vocabulary import LoginState, WorkerState
+from protocol.control_socket import ChildStatus, StatusReply
+from protocol.vocabulary import ChildKind, ChildState, LoginState
 from supervisor.console import cli_command
 from supervisor.status_view import render
 
 pytestmark = pytest.mark.unit
 
-S = WorkerState
+S = ChildState
 
 
-def row(name: str, state: S, login: LoginState, last_exit: str = "") -> WorkerStatus:
-    return WorkerStatus(name=name, kind="worker", state=state, login=login, last_exit=last_exit)
+def row(name: str, state: S, login: LoginState, last_exit: str = "") -> ChildStatus:
+    return ChildStatus(
+        name=name, kind=ChildKind.WORKER, state=state, login=login, last_exit=last_exit
+    )
 
 
-def status(*rows: WorkerStatus) -> StatusReply:
+def status(*rows: ChildStatus) -> StatusReply:
     return StatusReply(
         version="1.0", pid=1, uptime_s=5, listen="127.0.0.1:8080", workers=list(rows), fronts=[]
     )

@@ -21,6 +21,7 @@ from protocol.chat import (
     Usage,
 )
 from protocol.child_socket import (
+    ChildStats,
     Drain,
     MetricFamily,
     MetricSample,
@@ -29,27 +30,26 @@ from protocol.child_socket import (
     Pong,
     Stats,
     StatsQuery,
-    WorkerStats,
 )
 from protocol.control_socket import (
-    ControlError,
-    ControlOk,
+    ChildStatus,
     ControlReply,
     ControlRequest,
+    ErrorReply,
     ExportSessionRequest,
     LoginRequest,
     MetricsReply,
     MetricsRequest,
+    OkReply,
     ReloadRequest,
-    RestartWorker,
+    RestartWorkerRequest,
     StatsRequest,
-    StatusQuery,
     StatusReply,
-    WorkerStatus,
+    StatusRequest,
 )
 from protocol.front_socket import FrontRequest, WorkerRef, WorkersUpdate
 from protocol.specs import FrontSpec, WorkerSpec
-from protocol.vocabulary import ErrorCode, LoginState, WorkerState
+from protocol.vocabulary import ChildKind, ChildState, ErrorCode, LoginState
 from protocol.worker_socket import (
     ClearCooldown,
     LoginInfo,
@@ -112,19 +112,19 @@ WORKER_REPLIES: list[Any] = [
     Failure(id=1, code=ErrorCode.UPSTREAM_RATE_LIMITED, message="429", retry_after=30.0),
     Pong(
         id=2,
-        account="acct-a",
-        state=WorkerState.DEGRADED,
+        name="acct-a",
+        state=ChildState.DEGRADED,
         login=LoginState.LOGGED_OUT,
         pid=10,
         binary_pid=11,
-        stats=WorkerStats(in_flight=2, sessions=5),
+        stats=ChildStats(in_flight=2, sessions=5),
     ),
     Models(id=3, account="a", models=[ModelInfo(key="auto", scenes=["chat"])], aliases={}),
     ModelsRaw(id=4, account="a", raw={"chat": [{"key": "auto"}]}),
     Stats(
         id=5,
-        account="a",
-        stats=WorkerStats(),
+        name="a",
+        stats=ChildStats(),
         metrics=[
             MetricFamily(
                 name="x",
@@ -140,9 +140,9 @@ WORKER_REPLIES: list[Any] = [
 ]
 
 CONTROL_REQUESTS: list[Any] = [
-    StatusQuery(),
+    StatusRequest(),
     ReloadRequest(),
-    RestartWorker(name="acct-a"),
+    RestartWorkerRequest(name="acct-a"),
     LoginRequest(name="acct-a"),
     ExportSessionRequest(name="acct-a"),
     StatsRequest(),
@@ -155,11 +155,11 @@ CONTROL_REPLIES: list[Any] = [
         pid=1,
         uptime_s=2.0,
         listen="127.0.0.1:8080",
-        workers=[WorkerStatus(name="acct-a", kind="worker", state=WorkerState.READY)],
+        workers=[ChildStatus(name="acct-a", kind=ChildKind.WORKER, state=ChildState.READY)],
         fronts=[],
     ),
-    ControlOk(message="ok", data={"url": "x"}),
-    ControlError(code=ErrorCode.NOT_FOUND, message="no such worker"),
+    OkReply(message="ok", data={"url": "x"}),
+    ErrorReply(code=ErrorCode.NOT_FOUND, message="no such worker"),
     MetricsReply(text="# HELP x\n"),
 ]
 

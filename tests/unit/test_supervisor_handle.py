@@ -10,19 +10,19 @@ import pytest
 from protocol.backoff import Backoff
 from protocol.child_socket import Pong
 from protocol.specs import WorkerSpec
-from protocol.vocabulary import LoginState, WorkerState
+from protocol.vocabulary import ChildKind, ChildState, LoginState
 from protocol.worker_socket import WorkerReply
-from supervisor.handle import ALLOWED_FROM, IllegalTransition, ProcessHandle, Timings
+from supervisor.handle import ALLOWED_FROM, ChildHandle, IllegalTransition, Timings
 
 pytestmark = pytest.mark.unit
 
-S = WorkerState
+S = ChildState
 
 
-def handle(transitions: list[tuple[ProcessHandle, S, S, str]] | None = None) -> ProcessHandle:
+def handle(transitions: list[tuple[ChildHandle, S, S, str]] | None = None) -> ChildHandle:
     spec = WorkerSpec(name="a", socket_path="/nowhere", binary="x", work_dir="/nowhere")
-    return ProcessHandle(
-        kind="worker",
+    return ChildHandle(
+        kind=ChildKind.WORKER,
         name="a",
         module="nowhere",
         socket_path="/nowhere",
@@ -34,20 +34,20 @@ def handle(transitions: list[tuple[ProcessHandle, S, S, str]] | None = None) -> 
 
 
 def pong(state: S, login: LoginState = LoginState.LOGGED_IN) -> Pong:
-    return Pong(id=1, account="a", state=state, login=login, pid=1)
+    return Pong(id=1, name="a", state=state, login=login, pid=1)
 
 
 def test_every_state_has_edges_and_fatal_is_reachable_only_from_running_states() -> None:
-    assert set(ALLOWED_FROM) == set(WorkerState)
+    assert set(ALLOWED_FROM) == set(ChildState)
     assert ALLOWED_FROM[S.FATAL] == {S.STARTING, S.READY, S.DEGRADED}
     assert S.STOPPING in ALLOWED_FROM[S.EXITED] and len(ALLOWED_FROM[S.EXITED]) == 1
     # Every state can be left again (no trap besides the process ending).
-    for state in WorkerState:
+    for state in ChildState:
         assert any(state in sources for sources in ALLOWED_FROM.values()), state
 
 
 def test_happy_path_logs_and_counts_each_transition(caplog: pytest.LogCaptureFixture) -> None:
-    seen: list[tuple[ProcessHandle, S, S, str]] = []
+    seen: list[tuple[ChildHandle, S, S, str]] = []
     h = handle(seen)
     path = [S.STARTING, S.READY, S.DEGRADED, S.READY, S.BACKOFF, S.STARTING, S.READY]
     with caplog.at_level(logging.INFO, logger="supervisor.handle"):
@@ -90,7 +90,7 @@ def test_illegal_transitions_raise(path: list[S], bad: S) -> None:
     assert h.state == (path[-1] if path else S.EXITED)
 
 
-def state_of(h: ProcessHandle) -> WorkerState:
+def state_of(h: ChildHandle) -> ChildState:
     return h.state  # re-read each time: mypy would narrow `h.state` after an assert
 
 

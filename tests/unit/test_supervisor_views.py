@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from protocol.child_socket import MetricFamily, MetricSample
-from protocol.control_socket import StatusReply, WorkerStatus
-from protocol.vocabulary import BinaryState, LoginState, WorkerState
+from protocol.control_socket import ChildStatus, StatusReply
+from protocol.vocabulary import BinaryState, ChildKind, ChildState, LoginState
 from supervisor.config import Config, load_config
 from supervisor.console import banner
 from supervisor.metrics import merge_families
@@ -27,7 +27,7 @@ from supervisor.status_view import (
 
 pytestmark = pytest.mark.unit
 
-S = WorkerState
+S = ChildState
 BASE = """
 [server]
 runtime_dir = "/run/gw"
@@ -53,16 +53,16 @@ def config(tmp_path: Path, text: str = BASE, name: str = "a.toml") -> Config:
 
 def reply(*states: S) -> StatusReply:
     workers = [
-        WorkerStatus(
-            name=f"acct-{i}", kind="worker", state=state, login=LoginState.LOGGED_IN, pid=100 + i,
-            binary_pid=200 + i, uptime_s=3725, restarts=i, rss_bytes=50 * 1024 * 1024,
+        ChildStatus(
+            name=f"acct-{i}", kind=ChildKind.WORKER, state=state, login=LoginState.LOGGED_IN,
+            pid=100 + i, binary_pid=200 + i, uptime_s=3725, restarts=i, rss_bytes=50 * 1024 * 1024,
             cpu_percent=1.25, models=7, last_exit="exit code 3" if state != S.READY else "",
             backend="cloud" if i % 2 else "runtime",
             note="cloud credential unusable: cache/user is missing" if i % 2 else "",
         )
         for i, state in enumerate(states)
     ]  # fmt: skip
-    fronts = [WorkerStatus(name="front-0", kind="front", state=S.READY, pid=99, uptime_s=5)]
+    fronts = [ChildStatus(name="front-0", kind=ChildKind.FRONT, state=S.READY, pid=99, uptime_s=5)]
     return StatusReply(
         version="1.0", pid=1, uptime_s=90, listen="127.0.0.1:8080", workers=workers, fronts=fronts
     )
