@@ -24,7 +24,7 @@ import aiohttp
 
 from bench.bodies import GATEWAY_MODEL, PROMPT, openai_target
 from bench.cloud_direct import PING_PATH, read_credential
-from bench.gateway import API_KEY, Gateway, GatewaySetup, emulator_command
+from bench.gateway import API_KEY, BenchGateway, GatewaySetup, emulator_command
 from bench.litellm_env import MASTER_KEY, MODEL, LiteLLMProxy
 from bench.loadgen import LoadGenerator
 from bench.plan import Plan
@@ -49,7 +49,7 @@ def gateway_setup(instant_env: dict[str, str]) -> GatewaySetup:
 
 async def unavailable(owned: Owned, root: Path, setup: GatewaySetup) -> str | None:
     """Why the cloud path cannot be measured in this checkout, or None when it can."""
-    refused = await Gateway(setup, root / "cloud-probe").check_config()
+    refused = await BenchGateway(setup, root / "cloud-probe").check_config()
     if refused is not None:
         return f'lingma-gw refuses `backend = "cloud"` (issue 17 not merged?): {refused}'
     if not await _emulator_serves_cloud(owned, root):
@@ -83,7 +83,7 @@ async def _emulator_serves_cloud(owned: Owned, root: Path) -> bool:
 
 
 def build_sweeps(
-    gateway: Gateway, mock_url: str | None, litellm: LiteLLMProxy | None
+    gateway: BenchGateway, mock_url: str | None, litellm: LiteLLMProxy | None
 ) -> list[Sweep]:
     if not gateway.cloud_url:
         raise BenchError(f"gateway {gateway.setup.name} has no cloud backend")
@@ -103,7 +103,7 @@ def build_sweeps(
 async def cloud_path(
     load: LoadGenerator,
     plan: Plan,
-    gateway: Gateway,
+    gateway: BenchGateway,
     mock_url: str | None,
     litellm: LiteLLMProxy | None,
 ) -> dict[str, Any]:

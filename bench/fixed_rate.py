@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from bench.bodies import GATEWAY_MODEL, PROMPT, openai_target
-from bench.gateway import API_KEY, Gateway
+from bench.gateway import API_KEY, BenchGateway
 from bench.loadgen import LoadGenerator
 from bench.openloop import RateSummary
 from bench.plan import Plan
@@ -58,7 +58,7 @@ async def _at_rate(
 
 
 async def latency_at_rate(
-    load: LoadGenerator, plan: Plan, gateway: Gateway, measured_peak_rps: float | None
+    load: LoadGenerator, plan: Plan, gateway: BenchGateway, measured_peak_rps: float | None
 ) -> dict[str, Any]:
     """Direct, then lingma-gw, at the same open-loop rate; their latency difference."""
     gateway_target = openai_target(gateway.url, API_KEY, GATEWAY_MODEL, stream=False)

@@ -86,7 +86,7 @@ class GatewayPids:
     binaries: list[int]
 
 
-class Gateway:
+class BenchGateway:
     """One running lingma-gw; `url` is its HTTP base."""
 
     def __init__(self, setup: GatewaySetup, root: Path) -> None:

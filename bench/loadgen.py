@@ -45,7 +45,7 @@ class Job(msgspec.Struct, frozen=True):
     timeout_s: float = 30.0
 
 
-class Outcome(msgspec.Struct):
+class RequestResult(msgspec.Struct):
     latencies_ms: list[float]
     ttft_ms: list[float]
     chunks: int = 0
@@ -71,7 +71,7 @@ class Summary(msgspec.Struct, omit_defaults=True):
     error_samples: list[str] = []
 
 
-def summarize(job: Job, outcomes: Sequence[Outcome], processes: int) -> Summary:
+def summarize(job: Job, outcomes: Sequence[RequestResult], processes: int) -> Summary:
     latencies = sorted(v for o in outcomes for v in o.latencies_ms)
     ttfts = sorted(v for o in outcomes for v in o.ttft_ms)
     chunks = sum(o.chunks for o in outcomes)
@@ -95,7 +95,7 @@ def summarize(job: Job, outcomes: Sequence[Outcome], processes: int) -> Summary:
     )
 
 
-async def _client_loop(requester: Requester, begin: float, end: float, out: Outcome) -> None:
+async def _client_loop(requester: Requester, begin: float, end: float, out: RequestResult) -> None:
     while time.monotonic() < end:
         started = time.monotonic()
         try:
@@ -115,9 +115,9 @@ async def _client_loop(requester: Requester, begin: float, end: float, out: Outc
                 out.ttft_ms.append(sample.ttft_s * 1000.0)
 
 
-async def run_job(job: Job) -> Outcome:
+async def run_job(job: Job) -> RequestResult:
     """Run one share of a job in this process; returns the raw samples."""
-    out = Outcome(latencies_ms=[], ttft_ms=[])
+    out = RequestResult(latencies_ms=[], ttft_ms=[])
     timeout = aiohttp.ClientTimeout(total=job.timeout_s)
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -199,7 +199,7 @@ class LoadGenerator:
         raw: list[Any] = await asyncio.gather(
             *(self._pool.apply(_run_share, (msgspec.msgpack.encode(p),)) for p in parts)
         )
-        outcomes = [msgspec.msgpack.decode(r, type=Outcome) for r in raw]
+        outcomes = [msgspec.msgpack.decode(r, type=RequestResult) for r in raw]
         return summarize(job, outcomes, len(shares))
 
     async def run_at_rate(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench import cloud, fixed_rate, litellm_env, scale, scenarios, sessions, streaming
-from bench.gateway import Gateway, GatewaySetup, make_login_cache
+from bench.gateway import BenchGateway, GatewaySetup, make_login_cache
 from bench.litellm_env import ALL_CORES, ONE_WORKER, LiteLLMProxy
 from bench.loadgen import LoadGenerator
 from bench.plan import Plan
@@ -95,7 +95,7 @@ class Run:
         self.results: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
-        self.gateways: dict[str, Gateway] = {}
+        self.gateways: dict[str, BenchGateway] = {}
         self.litellm: list[LiteLLMProxy] = []
         self.cloud_blocked: str | None = None  # why the cloud path cannot run, once probed
         self.litellm_starting: asyncio.Task[None] | None = None
@@ -192,7 +192,7 @@ class Run:
         if self.cloud_blocked is not None:
             needed.discard("cloud")
         setups = {n: s for n, s in gateway_setups(self.plan).items() if n in needed}
-        gateways = {name: Gateway(setup, self.root) for name, setup in setups.items()}
+        gateways = {name: BenchGateway(setup, self.root) for name, setup in setups.items()}
         if not gateways:
             return
         outcomes = await asyncio.gather(

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from bench.bodies import GATEWAY_MODEL, openai_body
-from bench.gateway import API_KEY, Gateway, GatewayPids
+from bench.gateway import API_KEY, BenchGateway, GatewayPids
 from bench.plan import Plan
 from bench.procs import FD_MARGIN, MIB, ensure_fd_limit, rss_bytes, uss_bytes
 
@@ -36,7 +36,7 @@ DONE = b"data: [DONE]"
 MAX_ERROR_SAMPLES = 5
 
 
-async def idle_footprint(gateway: Gateway) -> dict[str, Any]:
+async def idle_footprint(gateway: BenchGateway) -> dict[str, Any]:
     """RSS (and USS) of supervisor, fronts and workers right after start, binary excluded."""
     pids = await gateway.pids()
 
@@ -85,7 +85,7 @@ class StreamBook:
 
 
 async def _one_stream(
-    session: aiohttp.ClientSession, gateway: Gateway, book: StreamBook, body: bytes
+    session: aiohttp.ClientSession, gateway: BenchGateway, book: StreamBook, body: bytes
 ) -> None:
     headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
     counted = False
@@ -138,7 +138,7 @@ def stream_seconds(plan: Plan) -> float:
 
 
 async def open_streams(
-    plan: Plan, gateway: Gateway, after_ramp: Callable[[], object] | None = None
+    plan: Plan, gateway: BenchGateway, after_ramp: Callable[[], object] | None = None
 ) -> dict[str, Any]:
     """Ramp to the plan's top step of concurrent slow streams; RSS per step; errors must be 0.
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from bench.bodies import GATEWAY_MODEL, PROMPT, openai_target, trivial_target
-from bench.gateway import API_KEY, Gateway
+from bench.gateway import API_KEY, BenchGateway
 from bench.litellm_env import ALL_CORES, MASTER_KEY, MODEL, ONE_WORKER, LiteLLMProxy
 from bench.loadgen import LoadGenerator, Summary
 from bench.plan import Plan
@@ -69,7 +69,7 @@ async def run_level(load: LoadGenerator, plan: Plan, sweep: Sweep, concurrency: 
 
 
 def build_sweeps(
-    plan: Plan, gateway: Gateway | None, mock_url: str | None, proxies: list[LiteLLMProxy]
+    plan: Plan, gateway: BenchGateway | None, mock_url: str | None, proxies: list[LiteLLMProxy]
 ) -> list[Sweep]:
     sweeps: list[Sweep] = []
     if gateway is not None:

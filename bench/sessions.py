@@ -16,7 +16,7 @@ import aiohttp
 import msgspec
 
 from bench.bodies import GATEWAY_MODEL
-from bench.gateway import API_KEY, Gateway
+from bench.gateway import API_KEY, BenchGateway
 from bench.procs import BenchError
 
 TURN_TIMEOUT_S = 30.0
@@ -61,7 +61,7 @@ def _question(turn: int) -> str:
     return f"Turn {turn}: give me one more short fact about lighthouses, number {turn}."
 
 
-async def conversation(gateway: Gateway, turns: int) -> dict[str, Any]:
+async def conversation(gateway: BenchGateway, turns: int) -> dict[str, Any]:
     """Send `turns` growing requests (the whole history each time, as clients do)."""
     if gateway.record_path is None:
         raise BenchError(f"gateway {gateway.setup.name} has no request log")

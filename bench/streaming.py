@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from bench.bodies import GATEWAY_MODEL, PROMPT, anthropic_target, openai_target
-from bench.gateway import API_KEY, Gateway
+from bench.gateway import API_KEY, BenchGateway
 from bench.loadgen import LoadGenerator, Summary
 from bench.plan import Plan
 from bench.targets import LingmaTarget, Target
@@ -31,7 +31,7 @@ async def _measure(
     return summary
 
 
-def _targets(gateway: Gateway) -> dict[str, Target]:
+def _targets(gateway: BenchGateway) -> dict[str, Target]:
     return {
         "direct_emulator": LingmaTarget(ws_url=gateway.ws_url(), question=PROMPT),
         "openai": openai_target(gateway.url, API_KEY, GATEWAY_MODEL, stream=True),
@@ -45,7 +45,9 @@ def _added(value: float | None, base: float | None) -> float | None:
     return round(value - base, 3)
 
 
-async def time_to_first_token(load: LoadGenerator, plan: Plan, gateway: Gateway) -> dict[str, Any]:
+async def time_to_first_token(
+    load: LoadGenerator, plan: Plan, gateway: BenchGateway
+) -> dict[str, Any]:
     runs = {
         name: await _measure(load, plan, f"ttft {name}", target, 1)
         for name, target in _targets(gateway).items()
@@ -58,7 +60,7 @@ async def time_to_first_token(load: LoadGenerator, plan: Plan, gateway: Gateway)
     return result
 
 
-async def chunk_rate(load: LoadGenerator, plan: Plan, gateway: Gateway) -> dict[str, Any]:
+async def chunk_rate(load: LoadGenerator, plan: Plan, gateway: BenchGateway) -> dict[str, Any]:
     """Relayed SSE chunks per second with long answers emitted at full speed."""
     runs = {
         name: await _measure(load, plan, f"chunks {name}", target, plan.stream_concurrency)

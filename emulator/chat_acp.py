@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from emulator import tools
-from emulator.connection import INVALID_PARAMS, NO_REPLY, RpcConnection, RpcError
+from emulator.connection import INVALID_PARAMS, NO_REPLY, ClientConnection, MethodError
 from emulator.runtime import NOT_LOGGED_IN, Method, Runtime, param_str, require_str, run_fault
 from emulator.scripts import latest_user_turn
 from emulator.sessions import ChatRecord, Session
@@ -48,16 +48,16 @@ def _session(rt: Runtime, params: dict[str, Any]) -> Session:
     session_id = require_str(params, "sessionId", "id")
     session = rt.sessions.get(session_id)
     if session is None:
-        raise RpcError(INVALID_PARAMS, f"session not found: {session_id}")
+        raise MethodError(INVALID_PARAMS, f"session not found: {session_id}")
     return session
 
 
-async def session_new(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def session_new(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     if rt.knobs.session_new_hang:
         log.info("EMULATOR session/new left unanswered (SESSION_NEW_HANG)")
         return NO_REPLY
     if rt.knobs.session_new_error:
-        raise RpcError(rt.knobs.session_new_error, "session/new failed (SESSION_NEW_ERROR)")
+        raise MethodError(rt.knobs.session_new_error, "session/new failed (SESSION_NEW_ERROR)")
     session = rt.sessions.create(workspace=param_str(params, "cwd"))
     update = {"sessionUpdate": "available_commands_update", "availableCommands": AVAILABLE_COMMANDS}
     # Spawned, so it goes out after this method's response (the order the real runtime uses).
@@ -66,11 +66,11 @@ async def session_new(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) 
     return {"sessionId": session.session_id}
 
 
-async def _notify_later(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> None:
+async def _notify_later(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> None:
     rt.audience(conn).notify("session/update", params)
 
 
-async def session_load(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def session_load(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     """Replay every stored turn (question, then the answer streamed so far), then `{}`."""
     session = _session(rt, params)
     for record in session.records:
@@ -83,22 +83,22 @@ async def session_load(rt: Runtime, conn: RpcConnection, params: dict[str, Any])
     return {}
 
 
-def _replay(conn: RpcConnection, session_id: str, request_id: str, kind: str, text: str) -> None:
+def _replay(conn: ClientConnection, session_id: str, request_id: str, kind: str, text: str) -> None:
     update = {"sessionUpdate": kind, "content": {"type": "text", "text": text}}
     meta = {REQUEST_ID_KEY: request_id}
     conn.notify("session/update", {"sessionId": session_id, "_meta": meta, "update": update})
 
 
-async def set_model(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def set_model(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     session = _session(rt, params)
     model = require_str(params, "modelId")
     if not rt.catalog.knows(model):
-        raise RpcError(INVALID_PARAMS, f"model not found: {model}")
+        raise MethodError(INVALID_PARAMS, f"model not found: {model}")
     session.model = model
     return {}
 
 
-async def set_mode(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def set_mode(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     session = _session(rt, params)
     session.mode = param_str(params, "modeId", "mode", default=session.mode)
     return {}
@@ -112,7 +112,7 @@ def _meta(params: dict[str, Any]) -> dict[str, Any]:
 def prompt_text(prompt: Any) -> str:
     """The text items of an ACP prompt, joined; images and resources are only acknowledged."""
     if not isinstance(prompt, list):
-        raise RpcError(
+        raise MethodError(
             INVALID_PARAMS, "json: cannot unmarshal into field prompt of type []acp.ContentBlock"
         )
     texts = [
@@ -123,17 +123,17 @@ def prompt_text(prompt: Any) -> str:
     return "\n".join(text for text in texts if isinstance(text, str))
 
 
-async def session_prompt(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def session_prompt(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     session = _session(rt, params)
     meta = _meta(params)
     request_id = meta.get(REQUEST_ID_KEY)
     if not isinstance(request_id, str) or not request_id:
-        raise RpcError(INVALID_PARAMS, "requestId is empty")
+        raise MethodError(INVALID_PARAMS, "requestId is empty")
     text = prompt_text(params.get("prompt"))
     model = param_str(meta, "ai-coding/model", default=session.model)
     sent_mode = param_str(meta, "ai-coding/mode")
     if sent_mode not in ("", "agent"):
-        raise RpcError(INVALID_PARAMS, f"unknown ai-coding/mode: {sent_mode}")
+        raise MethodError(INVALID_PARAMS, f"unknown ai-coding/mode: {sent_mode}")
     mode = sent_mode or session.mode  # absent: not agent mode (no IDE tools)
     logged_in = rt.user() is not None
     rt.recorder.record(
@@ -146,9 +146,9 @@ async def session_prompt(rt: Runtime, conn: RpcConnection, params: dict[str, Any
         accepted=logged_in and rt.catalog.knows(model),
     )
     if not logged_in:
-        raise RpcError(NOT_LOGGED_IN, "user not login, please login first (lingma-emulator)")
+        raise MethodError(NOT_LOGGED_IN, "user not login, please login first (lingma-emulator)")
     if not rt.catalog.knows(model):
-        raise RpcError(INVALID_PARAMS, f"model not found: {model}")
+        raise MethodError(INVALID_PARAMS, f"model not found: {model}")
     record = ChatRecord(request_id, latest_user_turn(text), "assistant")
     first = rt.sessions.add_record(session, record)
     turn = Turn(request_id, session.session_id, Flow.ACP, conn)
@@ -159,7 +159,7 @@ async def session_prompt(rt: Runtime, conn: RpcConnection, params: dict[str, Any
     return None
 
 
-async def session_cancel(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def session_cancel(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     """Ends the current turn with chat_finish reason `cancelled` (usually a notification)."""
     meta = _meta(params)
     request_id = meta.get(REQUEST_ID_KEY)

@@ -18,10 +18,10 @@ import uuid
 from typing import Any
 
 from emulator import tools
-from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.connection import INVALID_PARAMS, ClientConnection, MethodError
 from emulator.delivery import Attribution, attribution_for
 from emulator.runtime import Method, Runtime, param_str, require_str, run_fault
-from emulator.scripts import Answer, latest_user_turn
+from emulator.scripts import ScriptedAnswer, latest_user_turn
 from emulator.sessions import ChatRecord
 from emulator.settings import ThinkStyle
 from emulator.turns import (
@@ -59,10 +59,10 @@ def _refusal(code: str, message: str) -> dict[str, Any]:
     }
 
 
-async def chat_ask(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def chat_ask(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     question = params.get("questionText")
     if not isinstance(question, str) or not question.strip():
-        raise RpcError(INVALID_PARAMS, "questionText is empty")
+        raise MethodError(INVALID_PARAMS, "questionText is empty")
     request_id = param_str(params, "requestId", default=uuid.uuid4().hex)
     session_id = param_str(params, "sessionId")
     model = model_key(params)
@@ -110,7 +110,7 @@ async def chat_ask(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> 
     return {"requestId": "", "success": True, "errorCode": "", "errorMessage": "", "data": None}
 
 
-def _check_ask(rt: Runtime, conn: RpcConnection, model: str) -> dict[str, Any] | None:
+def _check_ask(rt: Runtime, conn: ClientConnection, model: str) -> dict[str, Any] | None:
     if rt.user() is None:
         return _refusal("NOT_LOGIN", "user not login, please login first (lingma-emulator)")
     if not rt.catalog.knows(model):
@@ -205,7 +205,7 @@ class LegacyStream:
         target = await attribution_for(own, self.successor, acks, wait_s)
         self.base = {"requestId": target.request_id, "sessionId": target.session_id}
 
-    async def _ide_tool(self, answer: Answer) -> None:
+    async def _ide_tool(self, answer: ScriptedAnswer) -> None:
         """Tools module: an IDE tool the client must run, before the answer text (tools.py)."""
         spec = tools.wanted(self.rt.knobs, answer, self.mode)
         if spec is not None:
@@ -247,7 +247,7 @@ class LegacyStream:
         }
         await self.out.push("chat/answer", params)
 
-    async def _think_events(self, answer: Answer) -> None:
+    async def _think_events(self, answer: ScriptedAnswer) -> None:
         """THINK_STYLE=event: reasoning as `chat/think` pushes (the JetBrains plugin class)."""
         if not answer.thinking:
             return
@@ -284,13 +284,13 @@ class LegacyStream:
         log_finish(Flow.LEGACY, self.turn.request_id, status, usage)
 
 
-async def chat_stop(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def chat_stop(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     """Ends the turn with chat/finish reason `cancelled` (a non-200 status)."""
     rt.turns.stop_request(require_str(params, "requestId"))
     return {}
 
 
-async def chat_stop_session(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def chat_stop_session(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     rt.turns.stop_session(require_str(params, "sessionId"))
     return {}
 

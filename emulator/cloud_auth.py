@@ -42,7 +42,7 @@ class Login:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class AuthVerdict:
     status: int  # 200 = accepted
     code: str = ""  # 101 | 105 | 403 | "" (plain-text discard)
     message: str = ""
@@ -59,10 +59,10 @@ class Verdict:
         return msgspec.json.encode({"code": self.code, "message": self.message})
 
 
-DISCARDED = Verdict(403, "", "Request discarded")
-SIGNATURE_INVALID = Verdict(403, "101", "Signature invalid")
-USER_INVALID = Verdict(403, "403", "User invalid")
-LOGIN_EXPIRED = Verdict(403, "105", "Login expired")
+DISCARDED = AuthVerdict(403, "", "Request discarded")
+SIGNATURE_INVALID = AuthVerdict(403, "101", "Signature invalid")
+USER_INVALID = AuthVerdict(403, "403", "User invalid")
+LOGIN_EXPIRED = AuthVerdict(403, "105", "Login expired")
 
 
 def signing_path(path: str) -> str:
@@ -108,7 +108,7 @@ class Verifier:
         self._always_expired = always_expired
         self._clock = clock
 
-    def check(self, headers: Mapping[str, str], path: str, body: bytes) -> Verdict:
+    def check(self, headers: Mapping[str, str], path: str, body: bytes) -> AuthVerdict:
         match = _BEARER.fullmatch(headers.get("Authorization", "").strip())
         if match is None:
             return DISCARDED
@@ -132,10 +132,10 @@ class Verifier:
         expected = expected_signature(payload_b64, key, date, body, path)
         return login if login is not None and _same(signature, expected) else None
 
-    def _login_verdict(self, headers: Mapping[str, str], login: Login, info: str) -> Verdict:
+    def _login_verdict(self, headers: Mapping[str, str], login: Login, info: str) -> AuthVerdict:
         uid = headers.get("Cosy-User", "")
         if uid != login.uid or headers.get("Cosy-Machineid", "") != login.machine_id:
             return USER_INVALID
         if self._always_expired or not _same(info, login.info):
             return LOGIN_EXPIRED
-        return Verdict(200, uid=uid)
+        return AuthVerdict(200, uid=uid)

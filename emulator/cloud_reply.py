@@ -21,8 +21,8 @@ import msgspec
 from aiohttp import web
 
 from emulator.cloud_settings import CloudKnobs
-from emulator.cloud_wire import Wire
-from emulator.scripts import Action, Answer, CloudFault, ScriptBook, ToolCallSpec
+from emulator.cloud_wire import ChatStreamWire
+from emulator.scripts import Action, CloudFault, ScriptBook, ScriptedAnswer, ToolCallSpec
 from emulator.settings import Knobs
 from emulator.turns import paced_chunks, sleep_ms, split_evenly, usage_for
 from front.tools import render_tool_call, render_tool_result
@@ -33,7 +33,7 @@ TOOL_ARGUMENT_FRAGMENTS = 3
 
 @dataclass(frozen=True)
 class CloudReply:
-    answer: Answer
+    answer: ScriptedAnswer
     model: str
     text: str
     reasoning: str
@@ -127,7 +127,7 @@ class _Writer:
 
     def __init__(self, response: web.StreamResponse, reply: CloudReply, cloud: CloudKnobs):
         self.response = response
-        self.wire = Wire(cloud, reply.model)
+        self.wire = ChatStreamWire(cloud, reply.model)
         self.pause_ms = reply.answer.chunk_delay_ms
         self.sent = 0
         self.first = True

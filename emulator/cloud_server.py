@@ -22,10 +22,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from emulator.cloud_auth import LOGIN_EXPIRED, Login, Verdict, Verifier
+from emulator.cloud_auth import LOGIN_EXPIRED, AuthVerdict, Login, Verifier
 from emulator.cloud_reply import CloudReply, plan_reply, stream_reply
 from emulator.cloud_settings import CloudKnobs, UploadPaths
-from emulator.cloud_wire import Wire, decode_body
+from emulator.cloud_wire import ChatStreamWire, decode_body
 from emulator.scripts import CloudFault, ScriptBook
 from emulator.settings import Knobs
 from emulator.turns import Recorder, sleep_ms
@@ -66,7 +66,7 @@ class CloudApi:
         verifier = Verifier(logins, date_window_s=cloud.date_window_s, always_expired=cloud.expired)
         return cls(knobs, cloud, verifier, scripts, recorder, msgspec.json.decode(raw))
 
-    def record(self, request: web.Request, verdict: Verdict, status: int, **extra: Any) -> None:
+    def record(self, request: web.Request, verdict: AuthVerdict, status: int, **extra: Any) -> None:
         headers = {
             name: value
             for name, value in request.headers.items()
@@ -89,7 +89,7 @@ class CloudApi:
 CLOUD_API = web.AppKey("cloud_api", CloudApi)
 
 
-def _refusal(verdict: Verdict) -> web.Response:
+def _refusal(verdict: AuthVerdict) -> web.Response:
     content_type = "application/json" if verdict.code else "text/plain"
     return web.Response(status=verdict.status, body=verdict.body, content_type=content_type)
 
@@ -183,13 +183,17 @@ def _early_fault(reply: CloudReply) -> web.Response | None:
     return None
 
 
-async def _refuse_chat(request: web.Request, api: CloudApi, verdict: Verdict) -> web.StreamResponse:
+async def _refuse_chat(
+    request: web.Request, api: CloudApi, verdict: AuthVerdict
+) -> web.StreamResponse:
     """HTTP 403, or (CLOUD_AUTH_INBAND, signed requests only) HTTP 200 + one 403 envelope."""
     if not (api.cloud.auth_inband and verdict.code):
         return _refusal(verdict)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream;charset=UTF-8"})
     await response.prepare(request)
-    await response.write(Wire(api.cloud, "").error(verdict.status, verdict.code, verdict.message))
+    await response.write(
+        ChatStreamWire(api.cloud, "").error(verdict.status, verdict.code, verdict.message)
+    )
     await response.write_eof()
     return response
 

@@ -46,7 +46,7 @@ def decode_body(text: str) -> bytes:
         raise ValueError("not an Encode=1 body") from exc
 
 
-class Wire:
+class ChatStreamWire:
     """Bytes for one chat stream, in the form the knobs choose."""
 
     def __init__(self, knobs: CloudKnobs, model: str) -> None:

@@ -31,7 +31,7 @@ _decode = msgspec.json.Decoder().decode
 _connection_ids = itertools.count(1)
 
 
-class RpcError(Exception):
+class MethodError(Exception):
     """Raised by a method handler: becomes a JSON-RPC error response."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -40,7 +40,7 @@ class RpcError(Exception):
         self.message = message
 
 
-class MethodNotFound(RpcError):
+class MethodNotFound(MethodError):
     def __init__(self, method: str) -> None:
         super().__init__(METHOD_NOT_FOUND, f"method not found: {method}")
 
@@ -54,7 +54,7 @@ NO_REPLY = _NoReply()
 
 Sink = Callable[[str], Awaitable[None]]
 Closer = Callable[[], Awaitable[None]]
-RequestHandler = Callable[["RpcConnection", str, Any], Awaitable[Any]]
+RequestHandler = Callable[["ClientConnection", str, Any], Awaitable[Any]]
 
 
 class Outbox:
@@ -108,7 +108,7 @@ class Outbox:
                 await self._sink(framed)
 
 
-class RpcConnection:
+class ClientConnection:
     """Per-connection state: decoder, outbox, push ids awaiting acks, and its turn tasks."""
 
     def __init__(self, *, sink: Sink, closer: Closer, handler: RequestHandler, knobs: Knobs):
@@ -167,7 +167,7 @@ class RpcConnection:
         request_id = message["id"]
         try:
             result = await self._handler(self, method, params)
-        except RpcError as exc:
+        except MethodError as exc:
             self.send_error(request_id, exc.code, exc.message)
         except Exception:
             log.exception("EMULATOR conn %d: handler for %s failed", self.id, method)
@@ -182,7 +182,7 @@ class RpcConnection:
             await self._handler(self, method, params)
         except MethodNotFound:
             log.info("EMULATOR conn %d: unknown method: %s", self.id, method)
-        except RpcError as exc:
+        except MethodError as exc:
             log.info("EMULATOR conn %d: notification %s rejected: %s", self.id, method, exc)
         except Exception:
             log.exception("EMULATOR conn %d: notification %s failed", self.id, method)

@@ -34,7 +34,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.connection import RpcConnection
+from emulator.connection import ClientConnection
 
 log = logging.getLogger("lingma-emulator")
 
@@ -43,10 +43,10 @@ log = logging.getLogger("lingma-emulator")
 class Audience:
     """The connections a turn's pushes go to: its issuer, plus everyone when broadcasting."""
 
-    issuer: RpcConnection
-    everyone: Collection[RpcConnection] = ()  # the runtime's live connections, when broadcasting
+    issuer: ClientConnection
+    everyone: Collection[ClientConnection] = ()  # the runtime's live connections, when broadcasting
 
-    def _others(self) -> list[RpcConnection]:
+    def _others(self) -> list[ClientConnection]:
         if not self.everyone:  # the common case: no broadcast, nothing to copy
             return []
         return [conn for conn in list(self.everyone) if conn is not self.issuer]
@@ -77,9 +77,9 @@ class Attribution:
 class AskChain:
     """Per connection: the latest accepted chat/ask, still waiting to learn its successor."""
 
-    waiting: dict[RpcConnection, asyncio.Future[Attribution]] = field(default_factory=dict)
+    waiting: dict[ClientConnection, asyncio.Future[Attribution]] = field(default_factory=dict)
 
-    def arrive(self, conn: RpcConnection, ask: Attribution) -> asyncio.Future[Attribution]:
+    def arrive(self, conn: ClientConnection, ask: Attribution) -> asyncio.Future[Attribution]:
         """`ask` was accepted on `conn`: the previous ask's successor. Returns `ask`'s own slot."""
         previous = self.waiting.get(conn)
         if previous is not None and not previous.done():
@@ -88,7 +88,7 @@ class AskChain:
         self.waiting[conn] = slot
         return slot
 
-    def forget(self, conn: RpcConnection, slot: asyncio.Future[Attribution]) -> None:
+    def forget(self, conn: ClientConnection, slot: asyncio.Future[Attribution]) -> None:
         """The ask's stream ended: nobody will wait for its successor any more."""
         if self.waiting.get(conn) is slot:
             del self.waiting[conn]

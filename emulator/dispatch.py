@@ -7,10 +7,10 @@ from typing import Any
 from emulator import chat_acp, chat_legacy, methods_auth, methods_basic, tools
 from emulator.connection import (
     INVALID_PARAMS,
+    ClientConnection,
+    MethodError,
     MethodNotFound,
     RequestHandler,
-    RpcConnection,
-    RpcError,
 )
 from emulator.runtime import Method, Runtime
 
@@ -41,13 +41,13 @@ def _json_kind(value: Any) -> str:
 def make_handler(rt: Runtime) -> RequestHandler:
     table = method_table(rt)
 
-    async def handle(conn: RpcConnection, method: str, params: Any) -> Any:
+    async def handle(conn: ClientConnection, method: str, params: Any) -> Any:
         spec = table.get(method)
         if spec is None:
             raise MethodNotFound(method)
         if not isinstance(params, dict):
             kind = _json_kind(params)
-            raise RpcError(
+            raise MethodError(
                 INVALID_PARAMS,
                 f"json: cannot unmarshal {kind} into Go value of type {spec.go_type}",
             )

@@ -9,26 +9,26 @@ from typing import Any
 import msgspec
 
 from emulator.auth import logged_in_status, logged_out_status
-from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.connection import INVALID_PARAMS, ClientConnection, MethodError
 from emulator.runtime import Method, Runtime, param_str
 from emulator.user_cache import fresh_tokens, new_user
 
 log = logging.getLogger("lingma-emulator")
 
 
-async def auth_status(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def auth_status(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     user = rt.user()
     return logged_in_status(user) if user is not None else logged_out_status()
 
 
-async def auth_login(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def auth_login(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     """`{url, success}`; optional loginType/regionEnv/... params are accepted and ignored."""
     attempt = rt.login.begin()
     log.info("EMULATOR login started (nonce issued)")
     return {"url": rt.login.login_url(attempt, rt.login_base(), rt.http_port), "success": True}
 
 
-async def generate_url(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def generate_url(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     attempt = rt.login.begin()
     return {
         "loginUrl": rt.login.login_url(attempt, rt.login_base(), rt.http_port),
@@ -40,18 +40,18 @@ async def generate_url(rt: Runtime, conn: RpcConnection, params: dict[str, Any])
     }
 
 
-async def auth_logout(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def auth_logout(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     rt.workdir.remove_user()
     log.info("EMULATOR logged out: cache/user removed")
     return {"success": True}
 
 
-async def device_login(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def device_login(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     """Inject a login without a browser; keys in camelCase, PascalCase or snake_case."""
     username = param_str(params, "username", "Username", "userName", "name")
     user_id = param_str(params, "userId", "UserID", "userID", "uid")
     if not username and not user_id:
-        raise RpcError(INVALID_PARAMS, "username is empty")
+        raise MethodError(INVALID_PARAMS, "username is empty")
     expires_in = params.get("expiresIn", params.get("ExpiresIn", 0))
     expire_time = 0
     if isinstance(expires_in, int) and expires_in > 0:
@@ -68,7 +68,7 @@ async def device_login(rt: Runtime, conn: RpcConnection, params: dict[str, Any])
     return {"success": True}
 
 
-async def refresh_token(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def refresh_token(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     """Rotate the tokens in `cache/user` and tell this client via `auth/syncTokenUpdate`."""
     user = rt.user()
     if user is None:

@@ -13,7 +13,7 @@ from typing import Any
 from emulator.auth import LoginBroker
 from emulator.catalog import Catalog
 from emulator.cloud_settings import CloudKnobs
-from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.connection import INVALID_PARAMS, ClientConnection, MethodError
 from emulator.delivery import AskChain, Audience
 from emulator.rpc_framing import frame
 from emulator.scripts import Action, ScriptBook
@@ -39,7 +39,7 @@ class Runtime:
     login: LoginBroker
     sessions: SessionStore = field(default_factory=SessionStore)
     turns: TurnRegistry = field(default_factory=TurnRegistry)
-    connections: set[RpcConnection] = field(default_factory=set)
+    connections: set[ClientConnection] = field(default_factory=set)
     ask_chain: AskChain = field(default_factory=AskChain)
     tool_verdicts: ToolVerdicts = field(default_factory=ToolVerdicts)
     ws_port: int = 0
@@ -68,12 +68,12 @@ class Runtime:
         """`name` as the real runtime says it (§4); that this is an emulator goes beside it."""
         return {"name": "lingma", "version": self.knobs.version, "emulator": EMULATOR_NAME}
 
-    def audience(self, issuer: RpcConnection) -> Audience:
+    def audience(self, issuer: ClientConnection) -> Audience:
         """Where a turn's pushes go: the issuer, or every connection (broadcast knob)."""
         return Audience(issuer, self.connections if self.knobs.broadcast else ())
 
 
-Handler = Callable[[Runtime, RpcConnection, dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[Runtime, ClientConnection, dict[str, Any]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def param_str(params: dict[str, Any], *names: str, default: str = "") -> str:
 def require_str(params: dict[str, Any], *names: str) -> str:
     value = param_str(params, *names)
     if not value:
-        raise RpcError(INVALID_PARAMS, f"{names[0]} is empty")
+        raise MethodError(INVALID_PARAMS, f"{names[0]} is empty")
     return value
 
 
@@ -112,7 +112,7 @@ GARBAGE_FRAMES = (
 )
 
 
-async def run_fault(conn: RpcConnection, action: Action) -> None:
+async def run_fault(conn: ClientConnection, action: Action) -> None:
     """The scripted fault after a reply: hang, drop the connection, or crash the process."""
     if action is Action.GARBAGE:
         log.warning("EMULATOR sending %d malformed frames (script)", len(GARBAGE_FRAMES))

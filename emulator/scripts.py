@@ -72,21 +72,21 @@ class Action(StrEnum):
     GARBAGE = "garbage"  # send malformed frames, then finish the answer normally
 
 
-class ErrorKind(StrEnum):
+class ScriptedErrorKind(StrEnum):
     RATE_LIMIT = "rate_limit"
     QUOTA = "quota"
     LOGIN = "login"
 
 
 # kind -> (status, wording with {message}, default message): the spec's forms (§10, §14.10).
-_WORDINGS: dict[ErrorKind, tuple[int, str, str]] = {
-    ErrorKind.RATE_LIMIT: (
+_WORDINGS: dict[ScriptedErrorKind, tuple[int, str, str]] = {
+    ScriptedErrorKind.RATE_LIMIT: (
         429,
         'TOO_MANY_REQUESTS {{"code":"429","message":"{message}"}}',
         "Too many requests, please try again later",
     ),
-    ErrorKind.QUOTA: (403, '{{"code":"110","message":"{message}"}}', "quota exceeded"),
-    ErrorKind.LOGIN: (403, '{{"code":"105","message":"{message}"}}', "Login expired"),
+    ScriptedErrorKind.QUOTA: (403, '{{"code":"110","message":"{message}"}}', "quota exceeded"),
+    ScriptedErrorKind.LOGIN: (403, '{{"code":"105","message":"{message}"}}', "Login expired"),
 }
 
 
@@ -106,7 +106,7 @@ class CloudFault(StrEnum):
 class ErrorSpec(msgspec.Struct, forbid_unknown_fields=True):
     status: int = 500
     message: str = ""
-    kind: ErrorKind | None = None
+    kind: ScriptedErrorKind | None = None
 
     def worded(self) -> ErrorSpec:
         """The same error with its kind's status and wording applied (itself without a kind)."""
@@ -157,7 +157,7 @@ class ScriptFile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @dataclass(frozen=True)
-class Answer:
+class ScriptedAnswer:
     """What one turn says and how it ends."""
 
     text: str
@@ -216,14 +216,16 @@ class ScriptBook:
         self._identity: tuple[int, int, int] | None = None
         self._rules: list[_CompiledRule] = []
 
-    def answer(self, prompt_text: str, model: str, *, reasoning: bool = False) -> Answer:
+    def answer(self, prompt_text: str, model: str, *, reasoning: bool = False) -> ScriptedAnswer:
         latest = latest_user_turn(prompt_text)
         for index, compiled in enumerate(self._current_rules()):
             if _applies(compiled, latest, model):
                 compiled.used += 1
                 return _answer_from(compiled.rule, index, reasoning, model, latest)
         thinking = default_thinking(model, latest) if reasoning else ""
-        return Answer(text=default_reply(model, latest, self.reply_tokens), thinking=thinking)
+        return ScriptedAnswer(
+            text=default_reply(model, latest, self.reply_tokens), thinking=thinking
+        )
 
     def _current_rules(self) -> list[_CompiledRule]:
         if self.path is None:
@@ -265,7 +267,9 @@ def _applies(compiled: _CompiledRule, latest: str, model: str) -> bool:
     return compiled.match is None or compiled.match.search(latest) is not None
 
 
-def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: str) -> Answer:
+def _answer_from(
+    rule: Rule, index: int, reasoning: bool, model: str, latest: str
+) -> ScriptedAnswer:
     parts = [rule.reply] if rule.reply else []
     if rule.tool_call is not None:
         parts.append(render_tool_call(rule.tool_call.name, rule.tool_call.arguments))
@@ -281,7 +285,7 @@ def _answer_from(rule: Rule, index: int, reasoning: bool, model: str, latest: st
     thinking = rule.thinking or ""
     if not thinking and reasoning and not scripted_outcome:
         thinking = default_thinking(model, latest)
-    return Answer(
+    return ScriptedAnswer(
         text="\n\n".join(parts),
         thinking=thinking,
         native_tool=rule.native_tool_call,

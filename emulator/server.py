@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 from emulator.cloud_auth import Login
 from emulator.cloud_server import CloudApi, add_cloud_routes
 from emulator.cloud_settings import CloudKnobs, EndpointAdvert
-from emulator.connection import RpcConnection
+from emulator.connection import ClientConnection
 from emulator.dispatch import make_handler
 from emulator.login_page import build_http_app
 from emulator.runtime import Runtime
@@ -110,7 +110,7 @@ def build_ws_app(rt: Runtime) -> web.Application:
         async def closer() -> None:
             await ws.close()
 
-        conn = RpcConnection(sink=ws.send_str, closer=closer, handler=handler, knobs=rt.knobs)
+        conn = ClientConnection(sink=ws.send_str, closer=closer, handler=handler, knobs=rt.knobs)
         if rt.knobs.single_client:
             await evict_others(rt)
         rt.connections.add(conn)
@@ -171,7 +171,7 @@ async def serve_ipc(rt: Runtime, path: Path) -> asyncio.Server:
         async def closer() -> None:
             writer.close()
 
-        conn = RpcConnection(sink=sink, closer=closer, handler=handler, knobs=rt.knobs)
+        conn = ClientConnection(sink=sink, closer=closer, handler=handler, knobs=rt.knobs)
         rt.connections.add(conn)
         conn.start()
         try:

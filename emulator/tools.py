@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from emulator.connection import INVALID_PARAMS, RpcConnection, RpcError
+from emulator.connection import INVALID_PARAMS, ClientConnection, MethodError
 from emulator.runtime import Method, Runtime, require_str
-from emulator.scripts import Answer, IdeToolSpec
+from emulator.scripts import IdeToolSpec, ScriptedAnswer
 from emulator.settings import Knobs
 from emulator.turns import Turn
 
@@ -57,7 +57,7 @@ class SyncStatus(StrEnum):
     ERROR = "ERROR"
 
 
-class Outcome(StrEnum):
+class ToolOutcome(StrEnum):
     SUCCEEDED = "succeeded"  # success: true
     DECLINED = "declined"  # success: false (errorMessage says why)
     FAILED = "failed"  # a JSON-RPC error reply to tool/invoke
@@ -71,15 +71,15 @@ class Via(StrEnum):
 
 
 @dataclass(frozen=True)
-class Verdict:
-    outcome: Outcome
+class ToolVerdict:
+    outcome: ToolOutcome
     via: Via
     payload: Any = None  # what the client sent: its result object, error object or call params
     error_message: str = ""
 
     @property
     def succeeded(self) -> bool:
-        return self.outcome is Outcome.SUCCEEDED
+        return self.outcome is ToolOutcome.SUCCEEDED
 
     def result(self) -> Any:
         return self.payload.get("result") if isinstance(self.payload, dict) else None
@@ -113,7 +113,7 @@ class IdeCall:
         }
 
     def sync_params(
-        self, status: SyncStatus, project: str, verdict: Verdict | None = None
+        self, status: SyncStatus, project: str, verdict: ToolVerdict | None = None
     ) -> dict[str, Any]:
         failed = verdict is not None and not verdict.succeeded
         return {
@@ -128,24 +128,24 @@ class IdeCall:
             "errorMsg": verdict.error_message if verdict and failed else "",
         }
 
-    def acp_meta(self, verdict: Verdict | None = None) -> dict[str, Any]:
+    def acp_meta(self, verdict: ToolVerdict | None = None) -> dict[str, Any]:
         meta: dict[str, Any] = {"ai-coding/tool-name": self.spec.name, "ai-coding/tool-kind": "ide"}
         if verdict is not None and not verdict.succeeded:
             meta["ai-coding/tool-call-error-code"] = verdict.outcome.value
             meta["ai-coding/tool-call-error-message"] = verdict.error_message
         return meta
 
-    def mention(self, verdict: Verdict) -> str:
+    def mention(self, verdict: ToolVerdict) -> str:
         """One line of answer text saying how the client answered."""
         head = f"[lingma-emulator] IDE tool {self.spec.name} ({self.call_id})"
-        if verdict.outcome is Outcome.SUCCEEDED:
+        if verdict.outcome is ToolOutcome.SUCCEEDED:
             quoted = json.dumps(verdict.result(), ensure_ascii=False)
             if len(quoted) > MENTION_CHARS:
                 quoted = quoted[:MENTION_CHARS] + "…"
             return f"{head} succeeded: {quoted}\n\n"
         return f"{head} {verdict.outcome.value}: {verdict.error_message}\n\n"
 
-    def record(self, verdict: Verdict) -> dict[str, Any]:
+    def record(self, verdict: ToolVerdict) -> dict[str, Any]:
         return {
             "tool_call_id": self.call_id,
             "name": self.spec.name,
@@ -158,17 +158,17 @@ class IdeCall:
         }
 
 
-def wanted(knobs: Knobs, answer: Answer, mode: str) -> IdeToolSpec | None:
+def wanted(knobs: Knobs, answer: ScriptedAnswer, mode: str) -> IdeToolSpec | None:
     """The rule's IDE tool, if the module is on and the turn is in agent mode."""
     if not knobs.tools or mode != AGENT_MODE:
         return None
     return answer.ide_tool
 
 
-def _verdict(payload: Any, via: Via) -> Verdict | None:
+def _verdict(payload: Any, via: Via) -> ToolVerdict | None:
     """A verdict from the client's answer; None for a bare ack (no `success` in a reply)."""
     if not isinstance(payload, dict):
-        return None if via is Via.REPLY else Verdict(Outcome.SUCCEEDED, via, payload)
+        return None if via is Via.REPLY else ToolVerdict(ToolOutcome.SUCCEEDED, via, payload)
     success = payload.get("success", payload.get("isSuccess"))
     message = payload.get("errorMessage")
     message = message if isinstance(message, str) else ""
@@ -176,14 +176,18 @@ def _verdict(payload: Any, via: Via) -> Verdict | None:
         if via is Via.REPLY:
             return None
         success = not message  # tool/invokeResult without the flag: its message decides
-    return Verdict(Outcome.SUCCEEDED if success else Outcome.DECLINED, via, payload, message)
+    return ToolVerdict(
+        ToolOutcome.SUCCEEDED if success else ToolOutcome.DECLINED, via, payload, message
+    )
 
 
-def _from_reply(message: dict[str, Any]) -> Verdict | None:
+def _from_reply(message: dict[str, Any]) -> ToolVerdict | None:
     error = message.get("error")
     if error:
         text = error.get("message") if isinstance(error, dict) else None
-        return Verdict(Outcome.FAILED, Via.REPLY, error, text if isinstance(text, str) else "")
+        return ToolVerdict(
+            ToolOutcome.FAILED, Via.REPLY, error, text if isinstance(text, str) else ""
+        )
     return _verdict(message.get("result"), Via.REPLY)
 
 
@@ -191,7 +195,7 @@ async def _first_verdict(
     reply: asyncio.Future[dict[str, Any]] | None,
     later: asyncio.Future[dict[str, Any]],
     timeout_s: float,
-) -> Verdict:
+) -> ToolVerdict:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     waiting: set[asyncio.Future[dict[str, Any]]] = {later} | ({reply} if reply else set())
@@ -209,10 +213,10 @@ async def _first_verdict(
             if verdict is not None:
                 return verdict
     seconds = f"{timeout_s:g}"
-    return Verdict(Outcome.TIMED_OUT, Via.NOTHING, None, f"no verdict within {seconds} s")
+    return ToolVerdict(ToolOutcome.TIMED_OUT, Via.NOTHING, None, f"no verdict within {seconds} s")
 
 
-async def invoke(rt: Runtime, turn: Turn, call: IdeCall) -> Verdict:
+async def invoke(rt: Runtime, turn: Turn, call: IdeCall) -> ToolVerdict:
     """Send tool/invoke to the turn's client, wait for its verdict, record it."""
     later = rt.tool_verdicts.expect(call.call_id)
     reply = turn.conn.request(TOOL_INVOKE, call.invoke_params())
@@ -243,7 +247,9 @@ Say = Callable[[str], Awaitable[None]]
 Push = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
-async def legacy_round(rt: Runtime, turn: Turn, call: IdeCall, *, say: Say, push: Push) -> Verdict:
+async def legacy_round(
+    rt: Runtime, turn: Turn, call: IdeCall, *, say: Say, push: Push
+) -> ToolVerdict:
     """The legacy chat/ask shape of one IDE tool call (card, tool/call/sync, tool/invoke)."""
     session = rt.sessions.get(call.session_id)
     project = session.workspace if session else ""
@@ -264,7 +270,7 @@ async def acp_round(
     *,
     say: Callable[[str], None],
     update: Callable[[dict[str, Any]], None],
-) -> Verdict:
+) -> ToolVerdict:
     """The ACP shape of one IDE tool call (tool_call / tool_call_update around tool/invoke)."""
     update(
         {
@@ -287,11 +293,11 @@ async def acp_round(
     return verdict
 
 
-async def invoke_result(rt: Runtime, conn: RpcConnection, params: dict[str, Any]) -> Any:
+async def invoke_result(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
     """tool/invokeResult: the late verdict of an (async) tool/invoke."""
     call_id = require_str(params, "toolCallId")
     if not rt.tool_verdicts.deliver(call_id, params):
-        raise RpcError(INVALID_PARAMS, f"no tool call waits for a result: {call_id}")
+        raise MethodError(INVALID_PARAMS, f"no tool call waits for a result: {call_id}")
     return {}
 
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from emulator.connection import RpcConnection
+from emulator.connection import ClientConnection
 from emulator.settings import Knobs
 
 log = logging.getLogger("lingma-emulator")
@@ -39,7 +39,7 @@ class Turn:
     request_id: str
     session_id: str
     flow: Flow
-    conn: RpcConnection
+    conn: ClientConnection
     state: TurnState = TurnState.STREAMING
     task: asyncio.Task[None] | None = None
 
@@ -77,7 +77,7 @@ class TurnRegistry:
             self.stop(turn)
         return len(turns)
 
-    def busy(self, conn: RpcConnection) -> bool:
+    def busy(self, conn: ClientConnection) -> bool:
         return any(t.conn is conn for t in self.active.values())
 
 
@@ -110,7 +110,7 @@ class ToolVerdicts:
 
 
 @dataclass(frozen=True)
-class Usage:
+class TokenUsage:
     prompt_tokens: int
     completion_tokens: int
 
@@ -127,7 +127,7 @@ class Usage:
         }
 
 
-def log_finish(flow: Flow, request_id: str, status: int, usage: Usage) -> None:
+def log_finish(flow: Flow, request_id: str, status: int, usage: TokenUsage) -> None:
     """One line per finished turn; failures at INFO (tests grep them), successes at DEBUG."""
     level = logging.DEBUG if status == 200 else logging.INFO
     log.log(
@@ -145,8 +145,8 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def usage_for(prompt: str, answer: str) -> Usage:
-    return Usage(
+def usage_for(prompt: str, answer: str) -> TokenUsage:
+    return TokenUsage(
         prompt_tokens=max(1, estimate_tokens(prompt)), completion_tokens=estimate_tokens(answer)
     )
 

@@ -18,12 +18,14 @@ from front.context import CONTEXT, FrontContext
 from front.control import front_stats
 from front.errors import ApiError, ErrorKind, from_failure
 from front.httpkit import json_response
-from front.workers import WorkerLink
+from front.worker_pool import WorkerLink
 from protocol.chat import Failure
 from protocol.child_socket import ChildStats, Stats, StatsQuery
 from protocol.framing import FrameError
 from protocol.vocabulary import ErrorCode, LoginState
 from protocol.worker_socket import (
+    LoginBundle,
+    LoginBundleQuery,
     LoginInfo,
     LoginStart,
     LoginStatusQuery,
@@ -31,8 +33,6 @@ from protocol.worker_socket import (
     ModelsQuery,
     ModelsRaw,
     ModelsRawQuery,
-    SessionBundle,
-    SessionExport,
 )
 
 ADMIN_TIMEOUT_S = 30.0
@@ -122,7 +122,7 @@ async def session_export(request: web.Request) -> web.Response:
     link = _pick(
         ctx, request.query.get("instance"), prefer=lambda w: w.login == LoginState.LOGGED_IN.value
     )
-    bundle: SessionBundle = await _ask(link, lambda i: SessionExport(id=i), SessionBundle)
+    bundle: LoginBundle = await _ask(link, lambda i: LoginBundleQuery(id=i), LoginBundle)
     return json_response(
         {
             "instance": link.name,

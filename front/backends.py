@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from front.errors import ApiError, ErrorKind
 from front.plan import ChatPlan
-from front.workers import WorkerLink
+from front.worker_pool import WorkerLink
 from protocol.chat import ChatRequest
 from protocol.vocabulary import Backend
 

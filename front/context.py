@@ -15,7 +15,7 @@ from aiohttp import web
 
 from front.admission import Admission
 from front.metrics import FrontMetrics
-from front.workers import WorkerPool
+from front.worker_pool import WorkerPool
 from protocol.specs import FrontSpec
 
 

@@ -11,18 +11,18 @@ from typing import Any
 import msgspec
 
 
-class Body(msgspec.Struct, kw_only=True):
+class _Body(msgspec.Struct, kw_only=True):
     """Base of every request body struct."""
 
 
-class ImageSource(Body, kw_only=True):
+class ImageSource(_Body, kw_only=True):
     type: str = ""  # base64 | url
     media_type: str | None = None
     data: str | None = None
     url: str | None = None
 
 
-class Block(Body, kw_only=True):
+class Block(_Body, kw_only=True):
     """Any content block; `type` says which of the optional fields matter."""
 
     type: str
@@ -37,29 +37,29 @@ class Block(Body, kw_only=True):
     source: ImageSource | None = None
 
 
-class MessageIn(Body, kw_only=True):
+class MessageIn(_Body, kw_only=True):
     role: str
     content: str | list[Block]
 
 
-class Tool(Body, kw_only=True):
+class Tool(_Body, kw_only=True):
     name: str
     description: str | None = None
     input_schema: dict[str, Any] | None = None
     type: str | None = None  # None/"custom" for client tools; server tools carry a versioned type
 
 
-class ToolChoice(Body, kw_only=True):
+class ToolChoice(_Body, kw_only=True):
     type: str = "auto"  # auto | any | tool | none
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class Metadata(Body, kw_only=True):
+class Metadata(_Body, kw_only=True):
     user_id: str | None = None
 
 
-class MessagesBody(Body, kw_only=True):
+class MessagesBody(_Body, kw_only=True):
     messages: list[MessageIn]
     model: str = ""
     max_tokens: int | None = None

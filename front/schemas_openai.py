@@ -11,19 +11,19 @@ from typing import Any
 import msgspec
 
 
-class Body(msgspec.Struct, kw_only=True):
+class _Body(msgspec.Struct, kw_only=True):
     """Base of every request body struct."""
 
 
 # --------------------------------------------------------------------------- chat completions
 
 
-class ImageUrl(Body, kw_only=True):
+class ImageUrl(_Body, kw_only=True):
     url: str
     detail: str | None = None
 
 
-class ContentPart(Body, kw_only=True):
+class ContentPart(_Body, kw_only=True):
     type: str
     text: str | None = None
     image_url: ImageUrl | str | None = None  # an object in chat; some clients send the string
@@ -32,18 +32,18 @@ class ContentPart(Body, kw_only=True):
 Content = str | list[ContentPart] | None
 
 
-class FunctionCallIn(Body, kw_only=True):
+class FunctionCallIn(_Body, kw_only=True):
     name: str
     arguments: str = ""
 
 
-class ToolCallIn(Body, kw_only=True):
+class ToolCallIn(_Body, kw_only=True):
     id: str = ""
     type: str = "function"
     function: FunctionCallIn
 
 
-class ChatMessageIn(Body, kw_only=True):
+class ChatMessageIn(_Body, kw_only=True):
     role: str
     content: Content = None
     name: str | None = None
@@ -52,31 +52,31 @@ class ChatMessageIn(Body, kw_only=True):
     function_call: FunctionCallIn | None = None  # legacy functions API
 
 
-class FunctionDef(Body, kw_only=True):
+class FunctionDef(_Body, kw_only=True):
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
 
 
-class ToolDef(Body, kw_only=True):
+class ToolDef(_Body, kw_only=True):
     type: str = "function"
     function: FunctionDef | None = None
 
 
-class NamedFunction(Body, kw_only=True):
+class NamedFunction(_Body, kw_only=True):
     name: str
 
 
-class ToolChoiceObject(Body, kw_only=True):
+class ToolChoiceObject(_Body, kw_only=True):
     type: str = "function"
     function: NamedFunction | None = None
 
 
-class StreamOptions(Body, kw_only=True):
+class StreamOptions(_Body, kw_only=True):
     include_usage: bool = False
 
 
-class ChatCompletionsBody(Body, kw_only=True):
+class ChatCompletionsBody(_Body, kw_only=True):
     messages: list[ChatMessageIn]
     model: str = ""
     stream: bool = False
@@ -104,7 +104,7 @@ class ChatCompletionsBody(Body, kw_only=True):
 # --------------------------------------------------------------------------- responses
 
 
-class ResponsesContentPart(Body, kw_only=True):
+class ResponsesContentPart(_Body, kw_only=True):
     type: str
     text: str | None = None
     image_url: str | None = None  # input_image: a data URL or an http(s) URL
@@ -114,7 +114,7 @@ class ResponsesContentPart(Body, kw_only=True):
 ResponsesContent = str | list[ResponsesContentPart] | None
 
 
-class InputItem(Body, kw_only=True):
+class InputItem(_Body, kw_only=True):
     """One input item: a message, a function_call, a function_call_output, or other (ignored)."""
 
     type: str = "message"
@@ -126,19 +126,19 @@ class InputItem(Body, kw_only=True):
     output: ResponsesContent = None
 
 
-class ResponsesTool(Body, kw_only=True):
+class ResponsesTool(_Body, kw_only=True):
     type: str
     name: str = ""
     description: str | None = None
     parameters: dict[str, Any] | None = None
 
 
-class ResponsesToolChoice(Body, kw_only=True):
+class ResponsesToolChoice(_Body, kw_only=True):
     type: str
     name: str = ""
 
 
-class ResponsesBody(Body, kw_only=True):
+class ResponsesBody(_Body, kw_only=True):
     input: str | list[InputItem]
     model: str = ""
     instructions: str | None = None

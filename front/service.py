@@ -22,7 +22,7 @@ from front.errors import ApiError, ErrorKind, no_ready_account_message
 from front.httpkit import json_response
 from front.metrics import CONTENT_TYPE
 from front.relay import RECHECK_TIMEOUT_S
-from front.workers import WorkerLink
+from front.worker_pool import WorkerLink
 from protocol.framing import FrameError
 from protocol.worker_socket import Models, ModelsQuery
 

@@ -33,7 +33,9 @@ class LoginRequest(Base, tag_field="type", tag="login", frozen=True, kw_only=Tru
     api_version: int = API_VERSION
 
 
-class ExportSessionRequest(Base, tag_field="type", tag="export_session", frozen=True, kw_only=True):
+class ExportLoginBundleRequest(
+    Base, tag_field="type", tag="export_session", frozen=True, kw_only=True
+):
     name: str
     api_version: int = API_VERSION
 
@@ -53,7 +55,7 @@ ControlRequest = (
     | ReloadRequest
     | RestartWorkerRequest
     | LoginRequest
-    | ExportSessionRequest
+    | ExportLoginBundleRequest
     | StatsRequest
     | MetricsRequest
 )

@@ -29,7 +29,7 @@ class LoginSpec(Base, frozen=True, kw_only=True):
     timeout_s: float = 120.0
     max_retry: int = 2
     executable_path: str = "/usr/bin/chromium"
-    session_bundle_b64: str = ""
+    bundle_b64: str = ""
 
 
 class WorkerSpec(Base, frozen=True, kw_only=True):

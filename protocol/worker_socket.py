@@ -52,7 +52,7 @@ class LoginStatusQuery(Base, tag_field="type", tag="login_status_query", frozen=
     id: int
 
 
-class SessionExport(Base, tag_field="type", tag="session_export", frozen=True, kw_only=True):
+class LoginBundleQuery(Base, tag_field="type", tag="session_export", frozen=True, kw_only=True):
     id: int
 
 
@@ -69,7 +69,7 @@ WorkerRequest = (
     | StatsQuery
     | LoginStart
     | LoginStatusQuery
-    | SessionExport
+    | LoginBundleQuery
     | ClearCooldown
     | Drain
 )
@@ -100,7 +100,7 @@ class LoginInfo(Base, tag_field="type", tag="login_info", frozen=True, kw_only=T
     user: str = ""  # display name of the logged-in user (never a token)
 
 
-class SessionBundle(Base, tag_field="type", tag="session_bundle", frozen=True, kw_only=True):
+class LoginBundle(Base, tag_field="type", tag="session_bundle", frozen=True, kw_only=True):
     id: int
     account: str
     raw_bytes: int
@@ -118,6 +118,6 @@ WorkerReply = (
     | ModelsRaw
     | Stats
     | LoginInfo
-    | SessionBundle
+    | LoginBundle
     | Ok
 )

@@ -297,9 +297,9 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_export_session(args: argparse.Namespace) -> int:
-    from protocol.control_socket import ExportSessionRequest, OkReply
+    from protocol.control_socket import ExportLoginBundleRequest, OkReply
 
-    reply = _ask(args, ExportSessionRequest(name=args.name))
+    reply = _ask(args, ExportLoginBundleRequest(name=args.name))
     if not isinstance(reply, OkReply):
         return _refused(reply)
     # The bundle alone on stdout so `> bundle.b64` captures exactly it; the note to stderr.

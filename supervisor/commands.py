@@ -2,7 +2,7 @@
 
 Account-level requests (login, export-session) are forwarded to that account's worker over
 its socket and its reply translated into a `OkReply` / `ErrorReply`; secrets in those
-replies (the session bundle) go back to the caller only, never into a log line.
+replies (the login bundle) go back to the caller only, never into a log line.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from protocol.control_socket import (
     ChildStatus,
     ControlReply,
     ErrorReply,
-    ExportSessionRequest,
+    ExportLoginBundleRequest,
     LoginRequest,
     MetricsReply,
     MetricsRequest,
@@ -33,7 +33,7 @@ from protocol.control_socket import (
 )
 from protocol.framing import FrameError
 from protocol.vocabulary import Backend, BinaryState, ErrorCode, LoginState
-from protocol.worker_socket import LoginInfo, LoginStart, SessionBundle, SessionExport
+from protocol.worker_socket import LoginBundle, LoginBundleQuery, LoginInfo, LoginStart
 from supervisor.handle import ChildHandle, NotConnected
 from supervisor.procfacts import FactsSampler
 
@@ -66,8 +66,8 @@ class Commands:
                 return self.restart(name)
             case LoginRequest(name=name):
                 return await self._forward(name, LoginStart, _login_reply)
-            case ExportSessionRequest(name=name):
-                return await self._forward(name, SessionExport, _bundle_reply)
+            case ExportLoginBundleRequest(name=name):
+                return await self._forward(name, LoginBundleQuery, _bundle_reply)
             case StatsRequest():
                 await self._sup.metrics.refresh(METRICS_MAX_AGE_S)
                 return self.stats()
@@ -183,7 +183,7 @@ def _login_reply(reply: Any) -> ControlReply:
 
 
 def _bundle_reply(reply: Any) -> ControlReply:
-    if not isinstance(reply, SessionBundle):
+    if not isinstance(reply, LoginBundle):
         return ErrorReply(code=ErrorCode.INTERNAL, message=f"unexpected {type(reply).__name__}")
     return OkReply(
         message=f"exported {reply.raw_bytes} bytes from {reply.account}",

@@ -66,7 +66,7 @@ def worker_spec(config: Config, account: AccountConfig, socket_path: str) -> Wor
             timeout_s=browser.login_timeout_s,
             max_retry=browser.login_max_retry,
             executable_path=browser.executable_path,
-            session_bundle_b64=account.session_bundle,
+            bundle_b64=account.session_bundle,
         ),
         log_level=config.server.log_level,
         backend=config.account_backend(account),

@@ -36,7 +36,7 @@ HEALTH_TIMEOUT = 30.0
 
 
 @dataclass
-class Gateway:
+class DirectGateway:
     root: Path
     base_url: str
     spec: FrontSpec
@@ -129,11 +129,11 @@ def start_gateway(
     workers: int = 1,
     worker_overrides: dict[str, Any] | None = None,
     **front_overrides: Any,
-) -> Gateway:
+) -> DirectGateway:
     processes = start_workers(children, root, workers, **(worker_overrides or {}))
     spec = front_spec(root, processes, **front_overrides)
     front = start_front(children, root, spec)
-    gateway = Gateway(root, f"http://127.0.0.1:{spec.port}", spec, processes, front, children)
+    gateway = DirectGateway(root, f"http://127.0.0.1:{spec.port}", spec, processes, front, children)
     gateway.wait_ready()
     return gateway
 

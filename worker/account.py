@@ -20,8 +20,8 @@ from worker.binary import BinaryKeeper
 from worker.login import LoginManager
 from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, parse_models
-from worker.pool import LingmaClient
 from worker.rpc import RpcClosed, RpcError
+from worker.runtime_client import RuntimeClient
 from worker.sessions import SessionCache
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Account:
         self._recheck = asyncio.Event()
 
     @property
-    def client(self) -> LingmaClient | None:
+    def client(self) -> RuntimeClient | None:
         return self.keeper.client
 
     @property
@@ -81,7 +81,7 @@ class Account:
 
     # ----------------------------------------------------------------- binary events
 
-    async def _binary_up(self, _client: LingmaClient) -> None:
+    async def _binary_up(self, _client: RuntimeClient) -> None:
         self.sessions.clear()
         try:
             await self.login.apply_endpoint()

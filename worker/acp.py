@@ -22,13 +22,14 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from protocol.vocabulary import ErrorCode
-from worker.outcome import end_from, error_detail, rpc_failure
+from worker.endings import end_from, error_detail, rpc_failure
 from worker.routes import REQUEST_ID_KEY, Subscription, push_request_id
 from worker.rpc import RpcClosed, RpcConnection, RpcError
 from worker.upstream import (
     PROMPT_DONE,
     Ask,
     ConnectionLost,
+    ContextUsage,
     End,
     Event,
     NativeTool,
@@ -39,7 +40,6 @@ from worker.upstream import (
     Timers,
     TurnClock,
     UpstreamFailure,
-    Usage,
     int_or,
 )
 
@@ -275,7 +275,7 @@ def _notification(update: dict[str, Any]) -> Event | None:
     data = update.get("data")
     data = data if isinstance(data, dict) else {}
     if update.get("type") == "context_usage":
-        return Usage(int_or(data.get("usedTokens")), int_or(data.get("limitTokens")))
+        return ContextUsage(int_or(data.get("usedTokens")), int_or(data.get("limitTokens")))
     if update.get("type") == "chat_finish":
         return end_from(data)
     return None

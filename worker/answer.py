@@ -91,7 +91,7 @@ class Answer:
                 arguments_json=event.arguments_json,
             )
             self._out(call)
-        elif isinstance(event, upstream.Usage) and event.used_tokens > 0:
+        elif isinstance(event, upstream.ContextUsage) and event.used_tokens > 0:
             self.used_tokens = event.used_tokens
 
     def end(self, end: upstream.End) -> None:

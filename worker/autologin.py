@@ -38,7 +38,7 @@ FORM_WAIT_S = 20.0
 POLL_S = 1.0
 
 
-class Outcome(enum.StrEnum):
+class LoginOutcome(enum.StrEnum):
     SUCCEEDED = "succeeded"
     REJECTED = "rejected"  # the page showed an explicit login error: bad credentials
     TIMED_OUT = "timed_out"  # no login and no error within the attempt's time: retry later
@@ -89,7 +89,7 @@ async def browser_login(
     headless: bool,
     timeout_s: float,
     logged_in: Callable[[], Awaitable[bool]],
-) -> Outcome:
+) -> LoginOutcome:
     """Open `url`, submit the credentials, then wait until `logged_in()` or `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     with tempfile.TemporaryDirectory(prefix="lingma-gw-chromium-") as profile:
@@ -103,16 +103,16 @@ async def browser_login(
                 frame = await _find_form(page, min(FORM_WAIT_S, timeout_s))
                 if frame is None:
                     log.warning("login page shows no %s field", USERNAME_FIELD)
-                    return Outcome.ERROR
+                    return LoginOutcome.ERROR
                 await _submit(frame, username, password)
                 while time.monotonic() < deadline:
                     if await logged_in():
-                        return Outcome.SUCCEEDED
+                        return LoginOutcome.SUCCEEDED
                     if await _shown(page, LOGIN_ERRORS):
-                        return Outcome.REJECTED
+                        return LoginOutcome.REJECTED
                     await asyncio.sleep(POLL_S)
                 # A page still asking could be a captcha or a slow redirect as well as a bad
                 # password: only an explicit error message counts as a rejection.
-                return Outcome.TIMED_OUT
+                return LoginOutcome.TIMED_OUT
             finally:
                 await context.close()

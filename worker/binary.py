@@ -27,8 +27,8 @@ from protocol.lifecycle import isolate_child
 from protocol.specs import WorkerSpec
 from protocol.vocabulary import BinaryState
 from worker.discovery import read_discovery, remove_discovery
-from worker.pool import LingmaClient
 from worker.rpc import RpcClosed, RpcError
+from worker.runtime_client import RuntimeClient
 from worker.workdir_lock import WorkDirBusy, WorkDirLock
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class LingmaBinary:
             extra={"binary_pid": self.process.pid, "socket_port": self.socket_port},
         )
 
-    async def wait_ready(self, client: LingmaClient, timeout: float) -> None:
+    async def wait_ready(self, client: RuntimeClient, timeout: float) -> None:
         """Poll discovery (else the port we chose) until `initialize` answers."""
         deadline = time.monotonic() + timeout
         last_error = "no discovery file yet"
@@ -152,7 +152,7 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-OnUp = Callable[[LingmaClient], Awaitable[None]]
+OnUp = Callable[[RuntimeClient], Awaitable[None]]
 OnDown = Callable[[str], Awaitable[None]]
 
 
@@ -166,7 +166,7 @@ class BinaryKeeper:
         self.state = BinaryState.STOPPED
         self.generation = 0
         self.binary: LingmaBinary | None = None
-        self.client: LingmaClient | None = None
+        self.client: RuntimeClient | None = None
         self.lock = WorkDirLock(spec.work_dir)
         self._backoff = backoff or Backoff()
         self._on_up = on_up
@@ -199,7 +199,7 @@ class BinaryKeeper:
         """Start one binary and return why it is no longer usable."""
         self.generation += 1
         binary = self.binary = LingmaBinary(self.spec)
-        client = LingmaClient(
+        client = RuntimeClient(
             binary.work_dir,
             rpc_timeout=self.spec.rpc_timeout_s,
             max_idle=max(1, self.spec.max_concurrency),

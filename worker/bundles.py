@@ -1,4 +1,8 @@
-"""Runs in the worker: session bundles, a logged-in work dir's login as base64 tar.gz.
+"""Runs in the worker: login bundles, a logged-in work dir's login as base64 tar.gz.
+
+Operators know them as session bundles (`lingma-gw export-session`, `[[accounts]]
+session_bundle`, `LINGMA_SESSION_BUNDLE`); inside the gateway "session" means an upstream chat
+session only, so the code says login bundle.
 
 A Lingma login lives in `<workDir>/cache/id` + `cache/user` (lingma-protocol.md §7.3-§7.4);
 copying those (with the small config files) to a fresh work dir carries the login. Export packs

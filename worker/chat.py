@@ -25,17 +25,17 @@ from protocol.tokens import estimate_messages_tokens, estimate_tokens
 from protocol.vocabulary import ErrorCode
 from worker import upstream
 from worker.acp import AcpFlow
-from worker.admission import Admission, Overloaded
 from worker.answer import Answer
+from worker.endings import check_end
 from worker.legacy import LegacyFlow
 from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
-from worker.outcome import check_end
-from worker.pool import AcpSupport, LingmaClient
 from worker.prompt import flatten, has_text
 from worker.rpc import RpcClosed, RpcConnection, RpcError
+from worker.runtime_chat import ChatError, Flow, RuntimeChat, timers_from
+from worker.runtime_client import AcpSupport, RuntimeClient
 from worker.sessions import SessionCache, SessionEntry, conversation_key, split_latest_turn
-from worker.turn import ChatError, Flow, Turn, timers_from
+from worker.slots import Overloaded, UpstreamSlots
 from worker.upstream import Ask, ConnectionLost, End, NoAcp, PushQueue, UpstreamFailure
 
 log = logging.getLogger(__name__)
@@ -60,23 +60,23 @@ class ChatService:
         self.metrics = metrics
         self.resolver = resolver
         self.timers = timers_from(spec)
-        self.admission = Admission(spec.max_concurrency, spec.queue_timeout_s)
+        self.slots = UpstreamSlots(spec.max_concurrency, spec.queue_timeout_s)
         self.workspace = str(Path(spec.work_dir) / "workspace")
         self._on_rate_limited = on_rate_limited
         self._on_not_logged_in = on_not_logged_in
         self._on_discard = on_discard  # (session id, binary generation): delete it upstream
 
     async def run(
-        self, request: ChatRequest, client: LingmaClient, generation: int, emit: Emit
+        self, request: ChatRequest, client: RuntimeClient, generation: int, emit: Emit
     ) -> None:
         """Serve one chat; always emits exactly one Finish or Failure (also when cancelled)."""
-        turn: Turn | None = None
+        turn: RuntimeChat | None = None
         status = "ok"
         request_id_var.set(request.request_id)  # this task's own context: every line carries it
         try:
             answer = Answer(request.id, stream=request.stream, emit=emit)
-            turn = Turn(request, self._resolve(request), time.monotonic(), answer)
-            async with self.admission.slot():
+            turn = RuntimeChat(request, self._resolve(request), time.monotonic(), answer)
+            async with self.slots.slot():
                 emit(await self._serve(turn, client, generation, emit))
         except Overloaded as exc:
             status = ErrorCode.OVERLOADED.value
@@ -112,13 +112,13 @@ class ChatService:
         except UnknownModel as exc:
             raise ChatError(ErrorCode.UNKNOWN_MODEL, str(exc)) from None
 
-    def _prompt_tokens(self, turn: Turn) -> int:
+    def _prompt_tokens(self, turn: RuntimeChat) -> int:
         """For the account's own figures (metrics, stats): the runtime's context_usage
         usedTokens when it sent one, else our estimate. What a client is told stays the shared
         estimate (protocol/tokens.py), so count_tokens and every reply agree on one prompt."""
         return turn.answer.used_tokens or estimate_messages_tokens(turn.request.messages)
 
-    def _account(self, turn: Turn | None, request: ChatRequest, status: str) -> None:
+    def _account(self, turn: RuntimeChat | None, request: ChatRequest, status: str) -> None:
         if turn is None:
             self.metrics.requests.labels(model="unresolved", status=status).inc()
             log.info("chat refused: %s", status, extra={"model": request.model})
@@ -147,7 +147,9 @@ class ChatService:
 
     # ----------------------------------------------------------------- one upstream turn
 
-    async def _serve(self, turn: Turn, client: LingmaClient, generation: int, emit: Emit) -> Finish:
+    async def _serve(
+        self, turn: RuntimeChat, client: RuntimeClient, generation: int, emit: Emit
+    ) -> Finish:
         deadline = asyncio.timeout_at(self._deadline(turn.request))
         try:
             async with deadline:
@@ -172,7 +174,7 @@ class ChatService:
         finally:
             await self._let_go(turn, client)
 
-    async def _converse(self, turn: Turn, client: LingmaClient, generation: int) -> Flow:
+    async def _converse(self, turn: RuntimeChat, client: RuntimeClient, generation: int) -> Flow:
         """One upstream turn; a connection lost before any output reached the client is retried
         once (a shared connection also drops the chats of others: theirs are retried too)."""
         for attempt in (1, 2):
@@ -189,7 +191,9 @@ class ChatService:
                     turn.ask = None
         raise AssertionError("unreachable")
 
-    async def _converse_once(self, turn: Turn, client: LingmaClient, generation: int) -> Flow:
+    async def _converse_once(
+        self, turn: RuntimeChat, client: RuntimeClient, generation: int
+    ) -> Flow:
         if self._wants_acp(client):
             acp = AcpFlow()
             turn.conn = await _reach(client.shared())
@@ -205,12 +209,12 @@ class ChatService:
         await self._ask_with_cache(turn, legacy, generation)
         return legacy
 
-    def _wants_acp(self, client: LingmaClient) -> bool:
+    def _wants_acp(self, client: RuntimeClient) -> bool:
         # Read per chat, not once: a concurrent first chat may have switched AUTO to legacy.
         flow = self.spec.chat_flow
         return flow is ChatFlow.ACP or (flow is ChatFlow.AUTO and client.acp is not AcpSupport.NO)
 
-    def _no_acp(self, client: LingmaClient, exc: NoAcp) -> None:
+    def _no_acp(self, client: RuntimeClient, exc: NoAcp) -> None:
         if self.spec.chat_flow is ChatFlow.ACP:  # only an operator's explicit choice forbids it
             raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, f"no usable ACP: {exc}") from None
         if client.acp is not AcpSupport.NO:
@@ -231,7 +235,7 @@ class ChatService:
         return flow.name == AcpFlow.name or self.spec.legacy_session_reuse
 
     def _lookup(
-        self, turn: Turn, prefix: list[Message], generation: int, flow: Flow
+        self, turn: RuntimeChat, prefix: list[Message], generation: int, flow: Flow
     ) -> SessionEntry | None:
         if not (self._reuse(flow) and prefix):
             return None
@@ -242,7 +246,7 @@ class ChatService:
             self.metrics.session_lookup(entry is not None)
         return entry
 
-    async def _ask_with_cache(self, turn: Turn, flow: Flow, generation: int) -> None:
+    async def _ask_with_cache(self, turn: RuntimeChat, flow: Flow, generation: int) -> None:
         messages = turn.request.messages
         prefix, latest = split_latest_turn(messages)
         entry = self._lookup(turn, prefix, generation, flow)
@@ -262,7 +266,7 @@ class ChatService:
             await self._ask(turn, flow, session_id="", messages=messages)
 
     async def _ask(
-        self, turn: Turn, flow: Flow, *, session_id: str, messages: Sequence[Message]
+        self, turn: RuntimeChat, flow: Flow, *, session_id: str, messages: Sequence[Message]
     ) -> None:
         conn = turn.conn
         assert conn is not None
@@ -294,7 +298,7 @@ class ChatService:
                 ErrorCode.UPSTREAM_ERROR, f"Lingma finished without an answer ({reason})"
             )
 
-    async def _relay(self, turn: Turn, events: upstream.AsyncEvents) -> End:
+    async def _relay(self, turn: RuntimeChat, events: upstream.AsyncEvents) -> End:
         async for event in events:
             if isinstance(event, End):
                 turn.answer.end(event)
@@ -302,7 +306,7 @@ class ChatService:
             turn.answer.take(event)
         raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, "the answer ended without a finish")
 
-    async def _stop(self, turn: Turn) -> None:
+    async def _stop(self, turn: RuntimeChat) -> None:
         """Tell the runtime to stop generating and wait (bounded) for the turn's finish."""
         conn, flow, ask, pushes = turn.conn, turn.flow, turn.ask, turn.pushes
         if conn is None or flow is None or ask is None or pushes is None:
@@ -320,7 +324,7 @@ class ChatService:
         else:
             log.info("upstream turn stopped", extra={"settled": turn.settled})
 
-    async def _let_go(self, turn: Turn, client: LingmaClient) -> None:
+    async def _let_go(self, turn: RuntimeChat, client: RuntimeClient) -> None:
         """Unsubscribe from the connection and give a leased one back."""
         if turn.subscription is not None:
             turn.subscription.close()
@@ -329,7 +333,7 @@ class ChatService:
         if leased is not None:
             await client.release(leased, reusable=turn.upstream_done)
 
-    def _finished(self, turn: Turn, generation: int, flow: Flow) -> Finish:
+    def _finished(self, turn: RuntimeChat, generation: int, flow: Flow) -> Finish:
         request, answer = turn.request, turn.answer
         session_id = turn.ask.session_id if turn.ask is not None else ""
         if self._reuse(flow) and session_id:

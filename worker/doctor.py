@@ -28,9 +28,9 @@ from protocol.vocabulary import EXIT_CANNOT_START
 from worker.binary import LingmaBinary, StartupFailed, work_dir_wait_s
 from worker.discovery import machine_token_headers, read_discovery
 from worker.doctor_probes import Probes
-from worker.doctor_wire import Finding, Wire
-from worker.pool import LingmaClient
+from worker.doctor_wire import Finding, ProbeWire
 from worker.rpc import RpcClosed, RpcConnection, RpcError
+from worker.runtime_client import RuntimeClient
 from worker.transcript import Transcript
 from worker.workdir_lock import WorkDirBusy, WorkDirLock
 
@@ -38,11 +38,11 @@ EXIT_UNREACHABLE = 1
 ATTACH_TIMEOUT_S = 5.0
 
 
-class Unreachable(RuntimeError):
+class RuntimeUnreachable(RuntimeError):
     """No runtime answers for this account, and none could be started."""
 
 
-class Report(msgspec.Struct, frozen=True, kw_only=True):
+class DoctorReport(msgspec.Struct, frozen=True, kw_only=True):
     account: str
     runtime: str  # attached | started
     findings: list[Finding]
@@ -79,15 +79,15 @@ async def runtime(spec: WorkerSpec, transcript: Transcript) -> AsyncIterator[tup
     try:
         await lock.acquire(min(work_dir_wait_s(spec), spec.startup_timeout_s))
     except WorkDirBusy as exc:
-        raise Unreachable(f"{exc}, and no runtime answers on its port") from None
+        raise RuntimeUnreachable(f"{exc}, and no runtime answers on its port") from None
     binary = LingmaBinary(spec)
-    client = LingmaClient(Path(spec.work_dir), rpc_timeout=spec.rpc_timeout_s, max_idle=1)
+    client = RuntimeClient(Path(spec.work_dir), rpc_timeout=spec.rpc_timeout_s, max_idle=1)
     try:
         try:
             await binary.spawn(lock.fd)
             await binary.wait_ready(client, spec.startup_timeout_s)
         except (StartupFailed, OSError) as exc:
-            raise Unreachable(f"the runtime did not start: {exc}") from None
+            raise RuntimeUnreachable(f"the runtime did not start: {exc}") from None
         finally:
             await client.close()  # the probes use connections of their own
         transcript.note(f"started the binary (pid {binary.pid}) for the probe")
@@ -98,7 +98,7 @@ async def runtime(spec: WorkerSpec, transcript: Transcript) -> AsyncIterator[tup
 
 
 async def probe(spec: WorkerSpec, *, chat: bool, transcript: Transcript) -> tuple[str, Probes]:
-    wire = Wire(transcript)
+    wire = ProbeWire(transcript)
     async with runtime(spec, transcript) as (port, how), aiohttp.ClientSession() as http:
         probes = Probes(spec, port, http, wire)
         main = await probes.handshake()
@@ -133,7 +133,7 @@ async def main_async(spec: WorkerSpec, args: argparse.Namespace) -> int:
     path = transcript_path(spec, args.transcript)
     try:
         how, probes = await probe(spec, chat=args.chat, transcript=transcript)
-    except (Unreachable, RpcClosed, RpcError, TimeoutError) as exc:
+    except (RuntimeUnreachable, RpcClosed, RpcError, TimeoutError) as exc:
         transcript.note(f"failed: {exc}")
         transcript.write(path)
         print(f"lingma-gw doctor {spec.name}: {exc}", file=sys.stderr)
@@ -141,7 +141,7 @@ async def main_async(spec: WorkerSpec, args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     transcript.write(path)
     if args.json:
-        report = Report(
+        report = DoctorReport(
             account=spec.name, runtime=how, findings=probes.findings, transcript=str(path)
         )
         print(msgspec.json.encode(report).decode())

@@ -21,9 +21,9 @@ import aiohttp
 from protocol.specs import WorkerSpec
 from worker.acp import prompt_meta
 from worker.discovery import machine_token_headers
-from worker.doctor_wire import Finding, Message, Seen, Wire, is_acp_finish, params_of
+from worker.doctor_wire import Finding, Message, ProbeWire, Seen, is_acp_finish, params_of
+from worker.endings import SUCCESS_REASONS
 from worker.legacy import LegacyFlow
-from worker.outcome import SUCCESS_REASONS
 from worker.routes import push_request_id
 from worker.rpc import RpcClosed, RpcConnection, RpcError, initialize_params
 from worker.upstream import Ask
@@ -37,7 +37,7 @@ THINK_MARK = "````think::"
 
 class Probes:
     def __init__(
-        self, spec: WorkerSpec, port: int, http: aiohttp.ClientSession, wire: Wire
+        self, spec: WorkerSpec, port: int, http: aiohttp.ClientSession, wire: ProbeWire
     ) -> None:
         self.spec = spec
         self.port = port

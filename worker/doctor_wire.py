@@ -33,7 +33,7 @@ class Seen:
 
 
 @dataclass
-class Wire:
+class ProbeWire:
     """Every message the doctor's connections received, and a way to wait for one."""
 
     transcript: Transcript

@@ -16,12 +16,13 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from worker.outcome import end_from, error_detail, rpc_failure
+from worker.endings import end_from, error_detail, rpc_failure
 from worker.routes import Subscription
 from worker.rpc import RpcClosed, RpcConnection, RpcError, refused
 from worker.upstream import (
     Ask,
     ConnectionLost,
+    ContextUsage,
     End,
     Event,
     Overwrite,
@@ -30,7 +31,6 @@ from worker.upstream import (
     Thought,
     Timers,
     TurnClock,
-    Usage,
     int_or,
 )
 
@@ -143,7 +143,7 @@ def _event(method: str, params: dict[str, Any], errors: list[str]) -> Event | No
     if method == "chat/think":
         return Thought(str(params.get("text") or ""))
     if method == "context/usage/sync":
-        return Usage(int_or(params.get("usedTokens")), int_or(params.get("limitTokens")))
+        return ContextUsage(int_or(params.get("usedTokens")), int_or(params.get("limitTokens")))
     if method == "chat/process_step_callback" and params.get("status") in ERROR_STATUSES:
         errors.append(error_detail(params) or f"step {params.get('step')} failed")
     if method == "chat/finish":

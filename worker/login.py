@@ -1,8 +1,9 @@
 """Runs in the worker: the account's login — status, endpoint, manual URL, auto-login, bundles.
 
 Login state comes only from the runtime's `auth/status` (status 2 = logged in). A fresh work dir
-can be logged in three ways: a session bundle unpacked before the binary starts, the headless
-browser with the configured credentials, or an operator opening the URL from `auth/login`.
+can be logged in three ways: a login bundle (`export-session`) unpacked before the binary
+starts, the headless browser with the configured credentials, or an operator opening the URL
+from `auth/login`.
 Auto-login never disables an account: only an explicit error on the login page counts as a
 rejection (and stops the retries); timeouts and browser errors are retried with backoff up to
 `max_retry` more times; either way the account stays DEGRADED with the manual URL ready.
@@ -24,9 +25,9 @@ from protocol.specs import WorkerSpec
 from protocol.vocabulary import LoginState
 from protocol.worker_socket import LoginInfo
 from worker import bundles
-from worker.autologin import Outcome, browser_login
-from worker.pool import LingmaClient
+from worker.autologin import LoginOutcome, browser_login
 from worker.rpc import RpcClosed, RpcError, refused
+from worker.runtime_client import RuntimeClient
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +52,18 @@ def login_backoff() -> Backoff:
 
 
 async def run_attempts(
-    attempt: Callable[[int], Awaitable[Outcome]],
+    attempt: Callable[[int], Awaitable[LoginOutcome]],
     *,
     attempts: int,
     backoff: Backoff,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> Outcome:
+) -> LoginOutcome:
     """Up to `attempts` tries with backoff between them; a success or a rejection ends it."""
-    outcome = Outcome.ERROR
+    outcome = LoginOutcome.ERROR
     for number in range(1, attempts + 1):
         outcome = await attempt(number)
         log.info("auto-login attempt %d/%d: %s", number, attempts, outcome.value)
-        if outcome in (Outcome.SUCCEEDED, Outcome.REJECTED) or number == attempts:
+        if outcome in (LoginOutcome.SUCCEEDED, LoginOutcome.REJECTED) or number == attempts:
             break
         await sleep(backoff.next_delay(0.0))
     return outcome
@@ -89,15 +90,13 @@ def login_url_from(result: Any) -> str:
 
 def import_bundle(spec: WorkerSpec) -> bool:
     """Unpack the configured bundle into a work dir that holds no login yet; True if it did."""
-    if not spec.login.session_bundle_b64:
+    if not spec.login.bundle_b64:
         return False
     if bundles.has_login(spec.work_dir):
         log.info("work dir already holds a login: the configured session bundle is not applied")
         return False
     try:
-        written = bundles.unpack_bundle(
-            bundles.decode_bundle(spec.login.session_bundle_b64), spec.work_dir
-        )
+        written = bundles.unpack_bundle(bundles.decode_bundle(spec.login.bundle_b64), spec.work_dir)
     except bundles.BundleError as exc:
         problem = str(exc)
     else:
@@ -111,7 +110,7 @@ class LoginManager:
     def __init__(
         self,
         spec: WorkerSpec,
-        client: Callable[[], LingmaClient | None],
+        client: Callable[[], RuntimeClient | None],
         *,
         backoff: Callable[[], Backoff] = login_backoff,
     ) -> None:
@@ -142,7 +141,7 @@ class LoginManager:
             user=self.user,
         )
 
-    def _require_client(self) -> LingmaClient:
+    def _require_client(self) -> RuntimeClient:
         client = self._client()
         if client is None:
             raise LoginUnavailable("the Lingma runtime is not up")
@@ -219,14 +218,14 @@ class LoginManager:
     async def _auto_login(self) -> None:
         attempts = 1 + max(0, self.spec.login.max_retry)
         outcome = await run_attempts(self._attempt, attempts=attempts, backoff=self._backoff())
-        if outcome is Outcome.SUCCEEDED:
+        if outcome is LoginOutcome.SUCCEEDED:
             self.auto = AutoLogin.SUCCEEDED
             self.message = "logged in by auto-login"
             await self.refresh()
             return
         self.auto = AutoLogin.FAILED
         await self.refresh()
-        if outcome is Outcome.REJECTED:
+        if outcome is LoginOutcome.REJECTED:
             log.error("the login page rejected the credentials: log in by URL or fix them")
         with contextlib.suppress(LoginUnavailable, RpcClosed, RpcError, TimeoutError, OSError):
             await self.manual_url()  # the operator's way in stays open
@@ -234,13 +233,13 @@ class LoginManager:
             "open the login URL to log in by hand" if self.url else "no login URL available"
         )
 
-    async def _attempt(self, number: int) -> Outcome:
+    async def _attempt(self, number: int) -> LoginOutcome:
         login = self.spec.login
         self.attempt = number
         try:
             url = await self.manual_url()
             if not url:
-                return Outcome.ERROR
+                return LoginOutcome.ERROR
             return await browser_login(
                 url,
                 login.username,
@@ -253,11 +252,11 @@ class LoginManager:
         except (LoginUnavailable, RpcClosed, RpcError, TimeoutError, OSError) as exc:
             self.message = f"auto-login attempt failed: {type(exc).__name__}"
             log.warning("auto-login attempt failed: %s", exc)
-            return Outcome.ERROR
+            return LoginOutcome.ERROR
         except Exception as exc:  # Playwright raises its own Error / TimeoutError types
             self.message = f"auto-login browser error: {type(exc).__name__}"
             log.warning("auto-login browser error: %s", type(exc).__name__)
-            return Outcome.ERROR
+            return LoginOutcome.ERROR
 
     async def _logged_in_now(self) -> bool:
         client = self._client()

@@ -17,8 +17,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from worker.pool import LingmaClient
 from worker.rpc import RpcClosed, RpcError, refused
+from worker.runtime_client import RuntimeClient
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,10 @@ MAX_PENDING = 1000  # beyond this the oldest waiting session is forgotten (the r
 DELETE = "chat/deleteSessionById"
 
 # The client to delete through, and the binary generation it belongs to.
-CurrentRuntime = Callable[[], tuple[LingmaClient | None, int]]
+CurrentRuntime = Callable[[], tuple[RuntimeClient | None, int]]
 
 
-class Outcome(enum.StrEnum):
+class DeleteOutcome(enum.StrEnum):
     DELETED = "deleted"
     REFUSED = "refused"  # an error answer or `success: false`
     FAILED = "failed"  # connection lost or timed out: the session is left to the runtime
@@ -43,7 +43,7 @@ class SessionReaper:
         current: CurrentRuntime,
         *,
         timeout_s: float,
-        on_outcome: Callable[[Outcome], None] = lambda _outcome: None,
+        on_outcome: Callable[[DeleteOutcome], None] = lambda _outcome: None,
     ) -> None:
         self._current = current
         self._timeout_s = timeout_s
@@ -62,7 +62,7 @@ class SessionReaper:
             return
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
-            self._on_outcome(Outcome.DROPPED)
+            self._on_outcome(DeleteOutcome.DROPPED)
         self._pending.append((session_id, generation))
         self._wake.set()
 
@@ -86,20 +86,20 @@ class SessionReaper:
             session_id, generation = self._pending.popleft()
             outcome = await self._delete(session_id, generation)
             self._on_outcome(outcome)
-            if outcome is Outcome.REFUSED:
+            if outcome is DeleteOutcome.REFUSED:
                 log.info("the runtime did not delete session %s", session_id)
 
-    async def _delete(self, session_id: str, generation: int) -> Outcome:
+    async def _delete(self, session_id: str, generation: int) -> DeleteOutcome:
         client, current = self._current()
         if client is None or generation != current:
-            return Outcome.STALE
+            return DeleteOutcome.STALE
         try:
             try:
                 result = await client.call(DELETE, {"sessionId": session_id}, self._timeout_s)
             except RpcError:  # LP retries with `{id}` when `{sessionId}` is refused (§5)
                 result = await client.call(DELETE, {"id": session_id}, self._timeout_s)
         except RpcError:
-            return Outcome.REFUSED
+            return DeleteOutcome.REFUSED
         except (RpcClosed, TimeoutError, OSError):
-            return Outcome.FAILED
-        return Outcome.REFUSED if refused(result) else Outcome.DELETED
+            return DeleteOutcome.FAILED
+        return DeleteOutcome.REFUSED if refused(result) else DeleteOutcome.DELETED

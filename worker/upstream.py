@@ -71,7 +71,7 @@ class NativeTool:
 
 
 @dataclass(frozen=True)
-class Usage:
+class ContextUsage:
     used_tokens: int
     limit_tokens: int
 
@@ -85,7 +85,7 @@ class End:
     filtered: bool = False  # `chat/answer.isFiltered`: a content filter ended the answer
 
 
-Event = Text | Overwrite | Thought | NativeTool | Usage | End
+Event = Text | Overwrite | Thought | NativeTool | ContextUsage | End
 AsyncEvents = AsyncIterator[Event]
 
 

@@ -32,6 +32,8 @@ from protocol.specs import WorkerSpec
 from protocol.vocabulary import EXIT_CANNOT_START, Backend, ChildState, ErrorCode, LoginState
 from protocol.worker_socket import (
     ClearCooldown,
+    LoginBundle,
+    LoginBundleQuery,
     LoginStart,
     LoginStatusQuery,
     ModelInfo,
@@ -39,8 +41,6 @@ from protocol.worker_socket import (
     ModelsQuery,
     ModelsRaw,
     ModelsRawQuery,
-    SessionBundle,
-    SessionExport,
     WorkerReply,
 )
 from worker import bundles
@@ -51,8 +51,8 @@ from worker.cloud.backend import CloudBackend
 from worker.ipc import IpcConnection
 from worker.login import import_bundle
 from worker.metrics import WorkerMetrics
-from worker.pool import LingmaClient
 from worker.reaper import SessionReaper
+from worker.runtime_client import RuntimeClient
 from worker.sessions import SessionCache, SessionEntry
 
 log = logging.getLogger(__name__)
@@ -85,9 +85,7 @@ class Worker:
             on_discard=self.reaper.discard,
         )
         self.cloud = (  # the chat path of a `backend = "cloud"` account (worker/cloud/)
-            CloudBackend(
-                spec, runtime=self.account, admission=self.chat.admission, metrics=self.metrics
-            )
+            CloudBackend(spec, runtime=self.account, slots=self.chat.slots, metrics=self.metrics)
             if spec.backend is Backend.CLOUD
             else None
         )
@@ -135,12 +133,12 @@ class Worker:
         return self.account.resolver.models
 
     def _stats(self) -> ChildStats:
-        admission = self.chat.admission
+        slots = self.chat.slots
         return self.metrics.stats(
-            in_flight=admission.in_flight, queued=admission.queued, sessions=len(self.sessions)
+            in_flight=slots.in_flight, queued=slots.queued, sessions=len(self.sessions)
         )
 
-    def _runtime(self) -> tuple[LingmaClient | None, int]:
+    def _runtime(self) -> tuple[RuntimeClient | None, int]:
         return self.account.client, self.account.keeper.generation
 
     def _discard_entry(self, entry: SessionEntry) -> None:
@@ -270,7 +268,7 @@ class Worker:
             ModelsRawQuery: self._models_raw_reply,
             LoginStart: self._login_start,
             LoginStatusQuery: self._login_status,
-            SessionExport: self._export,
+            LoginBundleQuery: self._export,
             ClearCooldown: self._clear_cooldown,
             Drain: self._drain_request,
         }
@@ -318,7 +316,7 @@ class Worker:
             await login.manual_url()
         return login.info(request.id)
 
-    async def _export(self, request: SessionExport) -> WorkerReply:
+    async def _export(self, request: LoginBundleQuery) -> WorkerReply:
         rid = request.id
         if await self.account.refresh_login() is not LoginState.LOGGED_IN:
             return Failure(
@@ -331,7 +329,7 @@ class Worker:
         except (bundles.BundleError, OSError) as exc:
             return Failure(id=rid, code=ErrorCode.INTERNAL, message=f"export failed: {exc}")
         log.info("session bundle exported", extra={"raw_bytes": len(raw)})
-        return SessionBundle(
+        return LoginBundle(
             id=rid,
             account=self.spec.name,
             raw_bytes=len(raw),

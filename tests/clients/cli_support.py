@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Gateway
+from tests.harness import DirectGateway
 from tests.helpers import REPO
 
 NODE_BIN = REPO / "tests" / "clients" / "node" / "node_modules" / ".bin"
@@ -105,7 +105,7 @@ def run_cli(
     return CliRun(list(args), proc.returncode, out, err)
 
 
-def upstream_prompts(gateway: Gateway) -> list[str]:
+def upstream_prompts(gateway: DirectGateway) -> list[str]:
     """What every chat sent upstream, oldest first per account: the runtime's prompt text, or
     the cloud request's `messages` as JSON (cloud backend)."""
     prompts: list[str] = []

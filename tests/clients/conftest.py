@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from protocol.vocabulary import Backend
-from tests.harness import Gateway, start_gateway
+from tests.harness import DirectGateway, start_gateway
 from tests.helpers import ChildProcesses
 
 BACKENDS = [Backend.RUNTIME.value, Backend.CLOUD.value]
@@ -28,7 +28,7 @@ CLOUD_WORKERS = {
 
 
 @pytest.fixture(scope="session")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[DirectGateway]:
     root = Path(tempfile.mkdtemp(prefix="lgw-cl-", dir="/tmp"))
     children = ChildProcesses()
     try:
@@ -39,7 +39,7 @@ def gateway() -> Iterator[Gateway]:
 
 
 @pytest.fixture(scope="session")
-def cloud_gateway() -> Iterator[Gateway]:
+def cloud_gateway() -> Iterator[DirectGateway]:
     root = Path(tempfile.mkdtemp(prefix="lgw-cc-", dir="/tmp"))
     children = ChildProcesses()
     try:
@@ -56,22 +56,22 @@ def cloud_gateway() -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def gw(request: pytest.FixtureRequest) -> Gateway:
+def gw(request: pytest.FixtureRequest) -> DirectGateway:
     """A shared gateway (runtime backend unless parametrized) with no emulator script."""
     backend = getattr(request, "param", Backend.RUNTIME.value)
     name = "cloud_gateway" if backend == Backend.CLOUD.value else "gateway"
-    gateway: Gateway = request.getfixturevalue(name)
+    gateway: DirectGateway = request.getfixturevalue(name)
     gateway.set_script([])
     gateway.wait_ready()
     return gateway
 
 
-def is_cloud(gateway: Gateway) -> bool:
+def is_cloud(gateway: DirectGateway) -> bool:
     return any(w.spec.backend is Backend.CLOUD for w in gateway.workers)
 
 
 @pytest.fixture
-def oai(gw: Gateway) -> Iterator[openai.OpenAI]:
+def oai(gw: DirectGateway) -> Iterator[openai.OpenAI]:
     client = openai.OpenAI(
         base_url=f"{gw.base_url}/v1", api_key=gw.api_key, max_retries=0, timeout=30
     )
@@ -82,7 +82,7 @@ def oai(gw: Gateway) -> Iterator[openai.OpenAI]:
 
 
 @pytest.fixture
-def claude(gw: Gateway) -> Iterator[anthropic.Anthropic]:
+def claude(gw: DirectGateway) -> Iterator[anthropic.Anthropic]:
     client = anthropic.Anthropic(
         base_url=gw.base_url, api_key=gw.api_key, max_retries=0, timeout=30
     )

@@ -16,14 +16,14 @@ import pytest
 
 from tests.clients.cli_support import clean_env, node_cli, run_cli, upstream_prompts
 from tests.clients.conftest import BACKENDS, is_cloud
-from tests.harness import Gateway
+from tests.harness import DirectGateway
 
 pytestmark = pytest.mark.clients
 
 CODE_WORD = "PAPAYA-4242"
 
 
-def claude_env(gw: Gateway, home: Path, **auth: str) -> dict[str, str]:
+def claude_env(gw: DirectGateway, home: Path, **auth: str) -> dict[str, str]:
     return clean_env(
         home,
         {
@@ -36,7 +36,7 @@ def claude_env(gw: Gateway, home: Path, **auth: str) -> dict[str, str]:
     )
 
 
-def claude_json(gw: Gateway, tmp_path: Path, prompt: str, *extra: str, **auth: str) -> Any:
+def claude_json(gw: DirectGateway, tmp_path: Path, prompt: str, *extra: str, **auth: str) -> Any:
     """One `claude -p` run with `--output-format json`; its single result object."""
     claude = node_cli("claude")
     home, work = tmp_path / "home", tmp_path / "work"
@@ -53,7 +53,7 @@ def claude_json(gw: Gateway, tmp_path: Path, prompt: str, *extra: str, **auth: s
     return results[-1]
 
 
-def test_plain_question(gw: Gateway, tmp_path: Path) -> None:
+def test_plain_question(gw: DirectGateway, tmp_path: Path) -> None:
     gw.set_script([{"match": "capital of France", "reply": "Paris, said the gateway."}])
     result = claude_json(gw, tmp_path, "What is the capital of France?")
     assert result["is_error"] is False, result
@@ -65,7 +65,7 @@ def test_plain_question(gw: Gateway, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("gw", BACKENDS, indirect=True)
-def test_read_tool_turn(gw: Gateway, tmp_path: Path) -> None:
+def test_read_tool_turn(gw: DirectGateway, tmp_path: Path) -> None:
     """The model asks for Read; Claude Code runs it and the answer comes from the file."""
     (tmp_path / "work").mkdir()
     notes = tmp_path / "work" / "notes.txt"

@@ -19,7 +19,7 @@ import pytest
 
 from protocol.channel import MuxClient
 from protocol.worker_socket import ClearCooldown
-from tests.harness import Gateway
+from tests.harness import DirectGateway
 
 pytestmark = pytest.mark.clients
 
@@ -28,17 +28,17 @@ DATA_URL = f"data:image/png;base64,{PNG}"
 
 
 @pytest.fixture
-def cloud(cloud_gateway: Gateway) -> Gateway:
+def cloud(cloud_gateway: DirectGateway) -> DirectGateway:
     cloud_gateway.set_script([])
     cloud_gateway.wait_ready()
     return cloud_gateway
 
 
-def sdk(gateway: Gateway) -> openai.OpenAI:
+def sdk(gateway: DirectGateway) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.base_url}/v1", api_key=gateway.api_key, max_retries=0)
 
 
-def chat_bodies(gateway: Gateway) -> list[dict[str, Any]]:
+def chat_bodies(gateway: DirectGateway) -> list[dict[str, Any]]:
     """Every chat body the stand-ins received, oldest first across both accounts."""
     records = [
         record
@@ -49,7 +49,7 @@ def chat_bodies(gateway: Gateway) -> list[dict[str, Any]]:
     return [record["body"] for record in sorted(records, key=lambda r: float(r["ts"]))]
 
 
-def test_a_slow_stream_reaches_the_client_as_it_comes(cloud: Gateway) -> None:
+def test_a_slow_stream_reaches_the_client_as_it_comes(cloud: DirectGateway) -> None:
     cloud.set_script([{"reply": "one two three four five six", "chunk_delay_ms": 150}])
     started = time.monotonic()
     arrivals: list[float] = []
@@ -64,7 +64,7 @@ def test_a_slow_stream_reaches_the_client_as_it_comes(cloud: Gateway) -> None:
     assert all(later - earlier >= 0.08 for earlier, later in itertools.pairwise(arrivals))
 
 
-def test_images_in_every_api(cloud: Gateway) -> None:
+def test_images_in_every_api(cloud: DirectGateway) -> None:
     with sdk(cloud) as client:
         chat = client.chat.completions.create(
             model="auto",
@@ -118,7 +118,7 @@ def test_images_in_every_api(cloud: Gateway) -> None:
     assert len(with_images) >= 3 and all(b["model_config"]["is_vl"] for b in with_images)
 
 
-def test_images_without_a_cloud_account_are_400(gw: Gateway) -> None:
+def test_images_without_a_cloud_account_are_400(gw: DirectGateway) -> None:
     with (
         sdk(gw) as client,
         pytest.raises(openai.BadRequestError, match="needs an account with backend"),
@@ -143,7 +143,7 @@ def test_images_without_a_cloud_account_are_400(gw: Gateway) -> None:
         )
 
 
-def test_rate_limit_is_429_with_retry_after(cloud: Gateway) -> None:
+def test_rate_limit_is_429_with_retry_after(cloud: DirectGateway) -> None:
     cloud.set_script([{"cloud_fault": "rate_limit_http", "retry_after_s": 4}])
     try:
         with sdk(cloud) as client, pytest.raises(openai.RateLimitError) as caught:
@@ -157,7 +157,7 @@ def test_rate_limit_is_429_with_retry_after(cloud: Gateway) -> None:
             worker_cooldown_clear(cloud, worker.spec.name)
 
 
-def worker_cooldown_clear(gateway: Gateway, name: str) -> None:
+def worker_cooldown_clear(gateway: DirectGateway, name: str) -> None:
     socket = next(w.spec.socket_path for w in gateway.workers if w.spec.name == name)
 
     async def clear() -> None:
@@ -171,7 +171,7 @@ def worker_cooldown_clear(gateway: Gateway, name: str) -> None:
     gateway.wait_ready()
 
 
-def test_5xx_fails_over_to_the_other_account(cloud: Gateway) -> None:
+def test_5xx_fails_over_to_the_other_account(cloud: DirectGateway) -> None:
     broken, healthy = cloud.workers
     broken.set_script([{"cloud_fault": "server_error"}])  # this account answers 500, always
     served: list[str] = []
@@ -189,7 +189,7 @@ def test_5xx_fails_over_to_the_other_account(cloud: Gateway) -> None:
     assert failed and len(failed) % 2 == 0  # each try there: one attempt and one local retry
 
 
-def test_a_cut_stream_ends_in_an_error_not_a_short_answer(cloud: Gateway) -> None:
+def test_a_cut_stream_ends_in_an_error_not_a_short_answer(cloud: DirectGateway) -> None:
     cloud.set_script([{"cloud_fault": "cut", "reply": "alpha beta gamma delta epsilon zeta"}])
     received: list[str] = []
     with sdk(cloud) as client, pytest.raises(openai.APIError) as caught:
@@ -201,7 +201,7 @@ def test_a_cut_stream_ends_in_an_error_not_a_short_answer(cloud: Gateway) -> Non
     assert "alpha" in "".join(received) and "broke off" in str(caught.value)
 
 
-def test_follow_up_turns_are_structured_at_the_stand_in(cloud: Gateway) -> None:
+def test_follow_up_turns_are_structured_at_the_stand_in(cloud: DirectGateway) -> None:
     cloud.set_script(
         [{"match": "weather", "tool_call": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]
     )

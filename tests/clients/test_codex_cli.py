@@ -16,7 +16,7 @@ import pytest
 
 from tests.clients.cli_support import CliRun, clean_env, node_cli, run_cli, upstream_prompts
 from tests.clients.conftest import BACKENDS
-from tests.harness import Gateway
+from tests.harness import DirectGateway
 
 pytestmark = pytest.mark.clients
 
@@ -40,7 +40,7 @@ def codex_config(base_url: str, model: str | None) -> str:
 
 
 def codex_exec(
-    gw: Gateway, tmp_path: Path, prompt: str, model: str | None = "gpt-5-codex"
+    gw: DirectGateway, tmp_path: Path, prompt: str, model: str | None = "gpt-5-codex"
 ) -> tuple[CliRun, list[dict[str, Any]]]:
     codex = node_cli("codex")
     home, codex_home, work = tmp_path / "home", tmp_path / "codex", tmp_path / "work"
@@ -62,7 +62,7 @@ def messages(items: list[dict[str, Any]]) -> list[str]:
     return [str(i.get("text")) for i in items if i.get("type") == "agent_message"]
 
 
-def test_plain_question_with_codex_default_model(gw: Gateway, tmp_path: Path) -> None:
+def test_plain_question_with_codex_default_model(gw: DirectGateway, tmp_path: Path) -> None:
     """Codex's own default model sends its tools as an `additional_tools` input item."""
     gw.set_script([{"match": "capital of Italy", "reply": "Rome, said the gateway."}])
     run, items = codex_exec(gw, tmp_path, "What is the capital of Italy?", model=None)
@@ -70,7 +70,7 @@ def test_plain_question_with_codex_default_model(gw: Gateway, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("gw", BACKENDS, indirect=True)
-def test_exec_command_tool_turn(gw: Gateway, tmp_path: Path) -> None:
+def test_exec_command_tool_turn(gw: DirectGateway, tmp_path: Path) -> None:
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "notes.txt").write_text(f"The code word is {CODE_WORD}.\n")
     gw.set_script(

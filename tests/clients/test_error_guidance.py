@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.component.worker_support import make_spec, start_worker
-from tests.harness import API_KEY, Gateway, front_spec, start_front
+from tests.harness import API_KEY, DirectGateway, front_spec, start_front
 from tests.helpers import ChildProcesses, wait_until
 
 pytestmark = pytest.mark.clients
@@ -25,14 +25,14 @@ pytestmark = pytest.mark.clients
 HELLO: Any = [{"role": "user", "content": "hello"}]
 
 
-def test_wrong_key_names_the_setting(gw: Gateway) -> None:
+def test_wrong_key_names_the_setting(gw: DirectGateway) -> None:
     client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as info:
         client.chat.completions.create(model="auto", messages=HELLO)
     assert "api_keys" in str(info.value) and "API_KEYS" in str(info.value)
 
 
-def test_base_url_without_v1_is_explained(gw: Gateway) -> None:
+def test_base_url_without_v1_is_explained(gw: DirectGateway) -> None:
     client = openai.OpenAI(base_url=gw.base_url, api_key=gw.api_key, max_retries=0)
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="auto", messages=HELLO)
@@ -43,7 +43,7 @@ def test_base_url_without_v1_is_explained(gw: Gateway) -> None:
     assert "no /v1" in str(doubled.value)
 
 
-def test_unknown_model_lists_the_choices(gw: Gateway) -> None:
+def test_unknown_model_lists_the_choices(gw: DirectGateway) -> None:
     client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key=gw.api_key, max_retries=0)
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="qwen-nonexistent", messages=HELLO)

@@ -8,7 +8,7 @@ import anthropic
 import pytest
 
 from tests.clients.conftest import BACKENDS, is_cloud
-from tests.harness import Gateway
+from tests.harness import DirectGateway
 
 # Every test runs against a runtime-backend and a cloud-backend gateway.
 pytestmark = [pytest.mark.clients, pytest.mark.parametrize("gw", BACKENDS, indirect=True)]
@@ -59,7 +59,7 @@ def test_messages_streaming(claude: anthropic.Anthropic) -> None:
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
 
 
-def test_tool_use_round_trip(gw: Gateway, claude: anthropic.Anthropic) -> None:
+def test_tool_use_round_trip(gw: DirectGateway, claude: anthropic.Anthropic) -> None:
     gw.set_script(TOOL_RULES)
     question: Any = {"role": "user", "content": "What's the weather in Paris?"}
     first = claude.messages.create(
@@ -85,7 +85,7 @@ def test_tool_use_round_trip(gw: Gateway, claude: anthropic.Anthropic) -> None:
     assert final.content[0].type == "text" and final.content[0].text == "It is sunny in Paris."
 
 
-def test_tool_use_streamed(gw: Gateway, claude: anthropic.Anthropic) -> None:
+def test_tool_use_streamed(gw: DirectGateway, claude: anthropic.Anthropic) -> None:
     gw.set_script(TOOL_RULES)
     with claude.messages.stream(
         model="claude-via-lingma",
@@ -112,7 +112,7 @@ def test_thinking_blocks(claude: anthropic.Anthropic) -> None:
     assert "thinking about" in block_text(final.content[0])
 
 
-def test_stop_sequence_and_max_tokens(gw: Gateway, claude: anthropic.Anthropic) -> None:
+def test_stop_sequence_and_max_tokens(gw: DirectGateway, claude: anthropic.Anthropic) -> None:
     gw.set_script(
         [{"match": "count", "reply": "one two three STOP four five six seven eight nine ten"}]
     )
@@ -137,7 +137,7 @@ def test_count_tokens(claude: anthropic.Anthropic) -> None:
     assert 100 <= counted.input_tokens <= 110
 
 
-def test_beta_client_path(gw: Gateway) -> None:
+def test_beta_client_path(gw: DirectGateway) -> None:
     client = anthropic.Anthropic(base_url=gw.base_url, api_key=gw.api_key, max_retries=0)
     message = client.beta.messages.create(
         model="claude-via-lingma",
@@ -148,7 +148,7 @@ def test_beta_client_path(gw: Gateway) -> None:
     assert "You said: beta hello" in block_text(message.content[0])
 
 
-def test_errors_in_anthropic_shape(gw: Gateway, claude: anthropic.Anthropic) -> None:
+def test_errors_in_anthropic_shape(gw: DirectGateway, claude: anthropic.Anthropic) -> None:
     bad = anthropic.Anthropic(base_url=gw.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError) as auth:
         bad.messages.create(model="auto", max_tokens=8, messages=[{"role": "user", "content": "x"}])
@@ -171,6 +171,6 @@ def test_errors_in_anthropic_shape(gw: Gateway, claude: anthropic.Anthropic) -> 
     assert body["error"]["type"] == "not_found_error"
 
 
-def test_models_list(gw: Gateway, claude: anthropic.Anthropic) -> None:
+def test_models_list(gw: DirectGateway, claude: anthropic.Anthropic) -> None:
     ids = [m.id for m in claude.models.list()]
     assert ("org_auto" if is_cloud(gw) else "auto") in ids and "house-model" in ids

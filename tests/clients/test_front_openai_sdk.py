@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.clients.conftest import BACKENDS, is_cloud
-from tests.harness import Gateway
+from tests.harness import DirectGateway
 
 # Every test runs against a runtime-backend and a cloud-backend gateway.
 pytestmark = [pytest.mark.clients, pytest.mark.parametrize("gw", BACKENDS, indirect=True)]
@@ -36,7 +36,7 @@ TOOL_RULES: list[dict[str, Any]] = [
 ]
 
 
-def test_models_list_has_workers_models_and_aliases(gw: Gateway, oai: openai.OpenAI) -> None:
+def test_models_list_has_workers_models_and_aliases(gw: DirectGateway, oai: openai.OpenAI) -> None:
     models = {m.id: m for m in oai.models.list()}
     auto = "org_auto" if is_cloud(gw) else "auto"  # the cloud's list names its automatic key so
     assert auto in models and "house-model" in models
@@ -69,7 +69,7 @@ def test_chat_streaming_with_usage(oai: openai.OpenAI) -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
-def test_chat_tool_call_round_trip(gw: Gateway, oai: openai.OpenAI) -> None:
+def test_chat_tool_call_round_trip(gw: DirectGateway, oai: openai.OpenAI) -> None:
     gw.set_script(TOOL_RULES)
     messages: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
     first = oai.chat.completions.create(model="auto", messages=messages, tools=[WEATHER_TOOL])
@@ -89,7 +89,7 @@ def test_chat_tool_call_round_trip(gw: Gateway, oai: openai.OpenAI) -> None:
     assert second.choices[0].finish_reason == "stop"
 
 
-def test_chat_tool_call_streamed(gw: Gateway, oai: openai.OpenAI) -> None:
+def test_chat_tool_call_streamed(gw: DirectGateway, oai: openai.OpenAI) -> None:
     gw.set_script(TOOL_RULES)
     stream = oai.chat.completions.create(
         model="auto",
@@ -119,7 +119,7 @@ def test_responses_non_streaming_and_streaming(oai: openai.OpenAI) -> None:
     assert "You said: stream responses" in "".join(deltas) == final.output_text
 
 
-def test_responses_function_call_round_trip(gw: Gateway, oai: openai.OpenAI) -> None:
+def test_responses_function_call_round_trip(gw: DirectGateway, oai: openai.OpenAI) -> None:
     gw.set_script(TOOL_RULES)
     tool: Any = {
         "type": "function",
@@ -145,7 +145,7 @@ def test_responses_function_call_round_trip(gw: Gateway, oai: openai.OpenAI) -> 
     assert final.output_text == "It is sunny in Paris."
 
 
-def test_responses_streamed_function_call_events(gw: Gateway, oai: openai.OpenAI) -> None:
+def test_responses_streamed_function_call_events(gw: DirectGateway, oai: openai.OpenAI) -> None:
     gw.set_script(TOOL_RULES)
     tool: Any = {
         "type": "function",
@@ -163,7 +163,7 @@ def test_responses_streamed_function_call_events(gw: Gateway, oai: openai.OpenAI
     )
 
 
-def test_bad_key_is_401(gw: Gateway) -> None:
+def test_bad_key_is_401(gw: DirectGateway) -> None:
     client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="sk-wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as info:
         client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}])
@@ -187,7 +187,7 @@ def test_unknown_model_is_404(oai: openai.OpenAI) -> None:
     assert info.value.code == "model_not_found"
 
 
-def test_upstream_error_mid_stream_raises(gw: Gateway, oai: openai.OpenAI) -> None:
+def test_upstream_error_mid_stream_raises(gw: DirectGateway, oai: openai.OpenAI) -> None:
     gw.set_script(
         [
             {

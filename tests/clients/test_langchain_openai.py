@@ -13,7 +13,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, SecretStr
 
 from tests.clients.conftest import BACKENDS
-from tests.harness import Gateway
+from tests.harness import DirectGateway
 
 pytestmark = pytest.mark.clients
 
@@ -35,7 +35,7 @@ RETRY = "did not call a tool"  # in the gateway's stricter retry instruction
 
 
 @pytest.fixture
-def chat(gw: Gateway) -> Iterator[ChatOpenAI]:
+def chat(gw: DirectGateway) -> Iterator[ChatOpenAI]:
     yield ChatOpenAI(
         base_url=f"{gw.base_url}/v1",
         api_key=SecretStr(gw.api_key),
@@ -52,7 +52,7 @@ def test_invoke_and_stream(chat: ChatOpenAI) -> None:
 
 
 @pytest.mark.parametrize("gw", BACKENDS, indirect=True)
-def test_bind_tools_round_trip(gw: Gateway, chat: ChatOpenAI) -> None:
+def test_bind_tools_round_trip(gw: DirectGateway, chat: ChatOpenAI) -> None:
     gw.set_script(
         [
             {"match": "windy in Lisbon", "reply": "Lisbon is windy."},
@@ -74,7 +74,7 @@ def test_bind_tools_round_trip(gw: Gateway, chat: ChatOpenAI) -> None:
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["invoke", "stream"])
 def test_structured_output_from_a_model_that_first_answers_in_prose(
-    gw: Gateway, chat: ChatOpenAI, streamed: bool
+    gw: DirectGateway, chat: ChatOpenAI, streamed: bool
 ) -> None:
     arguments = {"city": "Lisbon", "unit": "c"}
     gw.set_script(
@@ -90,7 +90,7 @@ def test_structured_output_from_a_model_that_first_answers_in_prose(
 
 
 def test_structured_output_built_from_json_in_two_prose_replies(
-    gw: Gateway, chat: ChatOpenAI
+    gw: DirectGateway, chat: ChatOpenAI
 ) -> None:
     gw.set_script(
         [

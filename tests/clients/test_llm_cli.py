@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.clients.cli_support import CliRun, clean_env, run_cli
-from tests.harness import Gateway
+from tests.harness import DirectGateway
 
 pytestmark = pytest.mark.clients
 
@@ -25,7 +25,7 @@ def get_weather(city: str) -> str:
 """
 
 
-def llm_home(gw: Gateway, tmp_path: Path) -> Path:
+def llm_home(gw: DirectGateway, tmp_path: Path) -> Path:
     home = tmp_path / "llm"
     home.mkdir()
     (home / "extra-openai-models.yaml").write_text(
@@ -39,7 +39,7 @@ def llm_home(gw: Gateway, tmp_path: Path) -> Path:
     return home
 
 
-def llm(gw: Gateway, tmp_path: Path, *args: str) -> CliRun:
+def llm(gw: DirectGateway, tmp_path: Path, *args: str) -> CliRun:
     home = tmp_path / "llm"
     if not home.exists():
         llm_home(gw, tmp_path)
@@ -49,14 +49,14 @@ def llm(gw: Gateway, tmp_path: Path, *args: str) -> CliRun:
     return run
 
 
-def test_prompt_streaming_and_not(gw: Gateway, tmp_path: Path) -> None:
+def test_prompt_streaming_and_not(gw: DirectGateway, tmp_path: Path) -> None:
     assert "lingma" in llm(gw, tmp_path, "models", "list").stdout
     assert "You said: hello from llm" in llm(gw, tmp_path, "-m", "lingma", "hello from llm").stdout
     run = llm(gw, tmp_path, "-m", "lingma", "--no-stream", "hello again")
     assert "You said: hello again" in run.stdout
 
 
-def test_tool_function(gw: Gateway, tmp_path: Path) -> None:
+def test_tool_function(gw: DirectGateway, tmp_path: Path) -> None:
     gw.set_script(
         [
             {"match": "foggy in Oslo", "reply": "Oslo is foggy today."},

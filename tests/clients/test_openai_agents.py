@@ -20,7 +20,7 @@ from agents import (
 )
 from openai import AsyncOpenAI
 
-from tests.harness import Gateway
+from tests.harness import DirectGateway
 
 pytestmark = pytest.mark.clients
 
@@ -31,7 +31,7 @@ RULES: list[dict[str, Any]] = [
 
 
 @pytest.mark.parametrize("api", ["responses", "chat_completions"])
-async def test_agent_calls_its_tool(gw: Gateway, api: str) -> None:
+async def test_agent_calls_its_tool(gw: DirectGateway, api: str) -> None:
     set_tracing_disabled(True)
     gw.set_script(RULES)
     cities: list[str] = []

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.harness import API_KEY, Gateway, start_gateway
+from tests.harness import API_KEY, DirectGateway, start_gateway
 from tests.helpers import ChildProcesses
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -20,7 +20,7 @@ PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages
 
 
 @contextlib.contextmanager
-def running_gateway(prefix: str, **options: Any) -> Iterator[Gateway]:
+def running_gateway(prefix: str, **options: Any) -> Iterator[DirectGateway]:
     """A gateway (tests/harness.py) in a fresh /tmp directory, removed with its processes."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     children = ChildProcesses()
@@ -32,7 +32,7 @@ def running_gateway(prefix: str, **options: Any) -> Iterator[Gateway]:
 
 
 @contextlib.asynccontextmanager
-async def client_session(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
+async def client_session(gateway: DirectGateway) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP session on the gateway, with no emulator script in force."""
     gateway.set_script([])
     async with aiohttp.ClientSession(base_url=gateway.base_url) as session:

@@ -35,10 +35,10 @@ from protocol.lifecycle import isolate_child
 from protocol.specs import FrontSpec, WorkerSpec
 from protocol.vocabulary import ChildState, LoginState
 from protocol.worker_socket import (
+    LoginBundle,
+    LoginBundleQuery,
     LoginInfo,
     LoginStart,
-    SessionBundle,
-    SessionExport,
     WorkerRequest,
 )
 
@@ -108,8 +108,8 @@ class Child:
                 return Stats(id=i, name=self.name, stats=ChildStats(), metrics=[family])
             case LoginStart(id=i):
                 return LoginInfo(id=i, account=self.name, login=login, url="http://login.test/x")
-            case SessionExport(id=i):
-                return SessionBundle(id=i, account=self.name, raw_bytes=3, bundle_b64="QUJD")
+            case LoginBundleQuery(id=i):
+                return LoginBundle(id=i, account=self.name, raw_bytes=3, bundle_b64="QUJD")
             case WorkersUpdate(id=i, workers=workers):
                 self.workers_updates += 1
                 return Ok(id=i, message=",".join(w.name for w in workers))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness import API_KEY, Gateway, start_gateway
+from tests.harness import API_KEY, DirectGateway, start_gateway
 from tests.helpers import ChildProcesses
 
 Header = tuple[bytes, bytes]
@@ -25,7 +25,7 @@ AUTH: list[Header] = [(b"Authorization", f"Bearer {API_KEY}".encode())]
 
 
 @dataclass
-class Answer:
+class RawResponse:
     status: int
     headers: dict[str, str]
     body: bytes
@@ -34,7 +34,7 @@ class Answer:
         return json.loads(self.body)
 
 
-def port_of(gateway: Gateway) -> int:
+def port_of(gateway: DirectGateway) -> int:
     return int(gateway.base_url.rsplit(":", 1)[1])
 
 
@@ -56,7 +56,7 @@ def send(
     headers: Sequence[Header] = (),
     body: bytes | None = None,
     timeout: float = 20.0,
-) -> Answer:
+) -> RawResponse:
     """One request on a fresh connection; the whole answer (streams included) is read."""
     raw_target = target.encode() if isinstance(target, str) else target
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -64,18 +64,18 @@ def send(
         return read_answer(sock)
 
 
-def read_answer(sock: socket.socket) -> Answer:
+def read_answer(sock: socket.socket) -> RawResponse:
     response = http.client.HTTPResponse(sock)
     response.begin()
     body = response.read()
-    return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    return RawResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
 
 
 def is_anthropic(path: str) -> bool:
     return path.split("?", maxsplit=1)[0].startswith("/v1/messages")
 
 
-def assert_well_answered(path: str, answer: Answer) -> None:
+def assert_well_answered(path: str, answer: RawResponse) -> None:
     """No 5xx; an error is JSON in the API's shape (OpenAI's, Anthropic's on /v1/messages).
 
     Requests that are not parsable HTTP are answered before any API is known, in a shape both
@@ -96,7 +96,7 @@ def assert_well_answered(path: str, answer: Answer) -> None:
 
 
 @contextmanager
-def hostile_gateway(prefix: str, **front_overrides: Any) -> Iterator[Gateway]:
+def hostile_gateway(prefix: str, **front_overrides: Any) -> Iterator[DirectGateway]:
     """One emulator-backed worker behind a front with small limits and short deadlines."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     children = ChildProcesses()
@@ -107,7 +107,7 @@ def hostile_gateway(prefix: str, **front_overrides: Any) -> Iterator[Gateway]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def assert_no_crash(gateway: Gateway) -> None:
+def assert_no_crash(gateway: DirectGateway) -> None:
     """The front still runs and logged no unhandled error; the worker logged no traceback."""
     assert gateway.front.poll() is None, gateway.front_log.read_text()[-3000:]
     for log in [gateway.front_log, *(w.log_path for w in gateway.workers)]:

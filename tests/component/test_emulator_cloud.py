@@ -21,7 +21,7 @@ from worker.cloud.body import BodyInput, build_body
 from worker.cloud.calls import ToolCallAssembler
 from worker.cloud.client import CHAT_PATH, CHAT_QUERY, MODELS_PATH, CloudClient
 from worker.cloud.credential import Credential, load_from_work_dir
-from worker.cloud.errors import CloudFailure, Kind
+from worker.cloud.errors import CloudFailure, FailureKind
 from worker.cloud.signing import signed_headers
 
 pytestmark = pytest.mark.component
@@ -162,21 +162,21 @@ async def test_bad_bodies_and_uploads(cloud: CloudEmulator, client: CloudClient)
 @pytest.mark.parametrize(
     ("fault", "kind"),
     [
-        ("rate_limit_http", Kind.RATE_LIMITED),
-        ("server_error", Kind.SERVER),
-        ("expired", Kind.AUTH),
+        ("rate_limit_http", FailureKind.RATE_LIMITED),
+        ("server_error", FailureKind.SERVER),
+        ("expired", FailureKind.AUTH),
     ],
 )
 async def test_http_faults(
-    cloud: CloudEmulator, client: CloudClient, fault: str, kind: Kind
+    cloud: CloudEmulator, client: CloudClient, fault: str, kind: FailureKind
 ) -> None:
     write_script(cloud.script_path, [{"cloud_fault": fault, "retry_after_s": 7}])
     with pytest.raises(CloudFailure) as caught:
         await events_of(client, cloud, chat_body("x"))
     assert caught.value.kind is kind
-    if kind is Kind.RATE_LIMITED:
+    if kind is FailureKind.RATE_LIMITED:
         assert caught.value.retry_after == 7.0
-    if kind is Kind.AUTH:
+    if kind is FailureKind.AUTH:
         assert caught.value.code == "105"
 
 
@@ -191,7 +191,7 @@ async def test_stream_faults(cloud: CloudEmulator, client: CloudClient) -> None:
     write_script(cloud.script_path, [{"cloud_fault": "cut", "reply": "a b c d e f g h"}])
     with pytest.raises(CloudFailure) as caught:
         await events_of(client, cloud, chat_body("x"))
-    assert caught.value.kind is Kind.CUT
+    assert caught.value.kind is FailureKind.CUT
     write_script(cloud.script_path, [{"cloud_fault": "error_after_finish", "reply": "whole"}])
     late = await events_of(client, cloud, chat_body("x"))
     assert text_of(late) == "whole" and isinstance(late[-1], sse.InBandError)

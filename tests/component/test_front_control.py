@@ -25,7 +25,7 @@ from protocol.specs import FrontSpec
 from protocol.vocabulary import ChildState
 from tests.harness import (
     API_KEY,
-    Gateway,
+    DirectGateway,
     front_spec,
     start_front,
     start_gateway,
@@ -39,7 +39,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[DirectGateway]:
     root = Path(tempfile.mkdtemp(prefix="lgw-fc-", dir="/tmp"))
     children = ChildProcesses()
     try:
@@ -50,7 +50,7 @@ def gateway() -> Iterator[Gateway]:
 
 
 @pytest.fixture
-def extra(gateway: Gateway) -> Iterator[tuple[ChildProcesses, Path]]:
+def extra(gateway: DirectGateway) -> Iterator[tuple[ChildProcesses, Path]]:
     """Room for fronts a test starts and stops itself."""
     gateway.set_script([])
     children = ChildProcesses()
@@ -85,7 +85,7 @@ def front_client(spec: FrontSpec) -> MuxClient:
     return MuxClient(spec.socket_path, incoming=FrontReply)
 
 
-async def test_ping_stats_and_workers_update(gateway: Gateway) -> None:
+async def test_ping_stats_and_workers_update(gateway: DirectGateway) -> None:
     client = front_client(gateway.spec)
     try:
         pong = await client.call(lambda i: Ping(id=i, sent_at=1.5), 5.0)
@@ -112,7 +112,7 @@ async def test_ping_stats_and_workers_update(gateway: Gateway) -> None:
 
 
 async def test_drain_finishes_in_flight_refuses_new_and_exits_zero(
-    gateway: Gateway, extra: tuple[ChildProcesses, Path]
+    gateway: DirectGateway, extra: tuple[ChildProcesses, Path]
 ) -> None:
     children, root = extra
     gateway.set_script([{"match": "slowpoke", "delay_ms": 800, "reply": "finished anyway"}])
@@ -154,7 +154,7 @@ async def test_drain_finishes_in_flight_refuses_new_and_exits_zero(
 
 
 async def test_sigterm_drains_and_exits_zero(
-    gateway: Gateway, extra: tuple[ChildProcesses, Path]
+    gateway: DirectGateway, extra: tuple[ChildProcesses, Path]
 ) -> None:
     children, root = extra
     spec = front_spec(root, gateway.workers)
@@ -166,7 +166,7 @@ async def test_sigterm_drains_and_exits_zero(
 
 
 async def test_two_fronts_share_a_port_with_so_reuseport(
-    gateway: Gateway, extra: tuple[ChildProcesses, Path]
+    gateway: DirectGateway, extra: tuple[ChildProcesses, Path]
 ) -> None:
     children, root = extra
     port = free_port()
@@ -188,7 +188,7 @@ async def test_two_fronts_share_a_port_with_so_reuseport(
 
 
 async def test_metrics_come_from_the_supervisor_when_it_answers(
-    gateway: Gateway, extra: tuple[ChildProcesses, Path]
+    gateway: DirectGateway, extra: tuple[ChildProcesses, Path]
 ) -> None:
     children, root = extra
     control_path = str(root / "ctl.sock")

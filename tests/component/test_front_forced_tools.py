@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.component.api_support import client_session, post, running_gateway
-from tests.harness import ADMIN_TOKEN, Gateway
+from tests.harness import ADMIN_TOKEN, DirectGateway
 
 pytestmark = pytest.mark.component
 
@@ -35,13 +35,13 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[DirectGateway]:
     with running_gateway("lgw-ft-", workers=1) as gateway:
         yield gateway
 
 
 @pytest.fixture
-async def http(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
+async def http(gateway: DirectGateway) -> AsyncIterator[aiohttp.ClientSession]:
     async with client_session(gateway) as session:
         yield session
 
@@ -153,7 +153,7 @@ async def session_hits(http: aiohttp.ClientSession) -> int:
 
 @pytest.mark.parametrize(("api", "stream"), CASES)
 async def test_prose_is_retried_and_the_retry_calls_the_tool(
-    http: aiohttp.ClientSession, gateway: Gateway, api: str, stream: bool
+    http: aiohttp.ClientSession, gateway: DirectGateway, api: str, stream: bool
 ) -> None:
     gateway.set_script(
         [
@@ -172,7 +172,7 @@ async def test_prose_is_retried_and_the_retry_calls_the_tool(
 
 @pytest.mark.parametrize(("api", "stream"), CASES)
 async def test_two_prose_replies_become_the_call_their_json_describes(
-    http: aiohttp.ClientSession, gateway: Gateway, api: str, stream: bool
+    http: aiohttp.ClientSession, gateway: DirectGateway, api: str, stream: bool
 ) -> None:
     gateway.set_script(
         [
@@ -188,7 +188,7 @@ async def test_two_prose_replies_become_the_call_their_json_describes(
 
 @pytest.mark.parametrize("api", ["chat", "messages"])
 async def test_a_single_required_string_parameter_gets_the_prose(
-    http: aiohttp.ClientSession, gateway: Gateway, api: str
+    http: aiohttp.ClientSession, gateway: DirectGateway, api: str
 ) -> None:
     gateway.set_script([{"match": RETRY, "reply": "Noted."}, {"match": "weather", "reply": PROSE}])
     status, body, events = await post(http, api, request(api, False, "note", tool="note"))
@@ -205,7 +205,7 @@ ERROR_SHAPES = {
 
 @pytest.mark.parametrize(("api", "stream"), CASES)
 async def test_prose_with_nothing_to_build_a_call_from_is_a_clear_502(
-    http: aiohttp.ClientSession, gateway: Gateway, api: str, stream: bool
+    http: aiohttp.ClientSession, gateway: DirectGateway, api: str, stream: bool
 ) -> None:
     gateway.set_script([{"reply": PROSE}])
     status, body, events = await post(http, api, request(api, stream, "get_weather"))

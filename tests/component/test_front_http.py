@@ -15,7 +15,14 @@ from multidict import CIMultiDict
 
 from front.auth import key_scope
 from front.routing import affinity_hash
-from tests.harness import ADMIN_TOKEN, API_KEY, Gateway, front_spec, start_front, start_gateway
+from tests.harness import (
+    ADMIN_TOKEN,
+    API_KEY,
+    DirectGateway,
+    front_spec,
+    start_front,
+    start_gateway,
+)
 from tests.helpers import ChildProcesses, wait_until, wait_until_async
 
 pytestmark = pytest.mark.component
@@ -25,7 +32,7 @@ CHAT = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[DirectGateway]:
     root = Path(tempfile.mkdtemp(prefix="lgw-fh-", dir="/tmp"))
     children = ChildProcesses()
     try:
@@ -36,7 +43,7 @@ def gateway() -> Iterator[Gateway]:
 
 
 @pytest.fixture
-async def http(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
+async def http(gateway: DirectGateway) -> AsyncIterator[aiohttp.ClientSession]:
     gateway.set_script([])
     async with aiohttp.ClientSession(base_url=gateway.base_url) as session:
         yield session
@@ -104,7 +111,9 @@ async def test_streaming_headers(http: aiohttp.ClientSession) -> None:
     assert text.endswith("data: [DONE]\n\n")
 
 
-async def test_health_root_and_no_secrets(http: aiohttp.ClientSession, gateway: Gateway) -> None:
+async def test_health_root_and_no_secrets(
+    http: aiohttp.ClientSession, gateway: DirectGateway
+) -> None:
     async def settled() -> bool:  # the worker's own count of a previous test's chats reaches 0
         body = (await call(http, "GET", "/healthz"))[2]
         return bool(body["instances"][0]["worker_in_flight"] == 0)
@@ -175,7 +184,7 @@ async def test_admin_endpoints(http: aiohttp.ClientSession) -> None:
     assert status == 200 and started["state"] == "already_logged_in"
 
 
-async def test_admin_refuses_without_admin_token(gateway: Gateway) -> None:
+async def test_admin_refuses_without_admin_token(gateway: DirectGateway) -> None:
     children = ChildProcesses()
     root = Path(tempfile.mkdtemp(prefix="lgw-fa-", dir="/tmp"))
     try:

@@ -15,7 +15,7 @@ from tests.component.api_support import (
     post,
     running_gateway,
 )
-from tests.harness import ADMIN_TOKEN, Gateway
+from tests.harness import ADMIN_TOKEN, DirectGateway
 
 pytestmark = pytest.mark.component
 
@@ -28,7 +28,7 @@ WEATHER = {
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[DirectGateway]:
     aliases = {"model_aliases": ALIASES}
     front_aliases = {"o[13]*": "auto", "team-model": "auto"}
     with running_gateway(
@@ -38,7 +38,7 @@ def gateway() -> Iterator[Gateway]:
 
 
 @pytest.fixture
-async def http(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
+async def http(gateway: DirectGateway) -> AsyncIterator[aiohttp.ClientSession]:
     async with client_session(gateway) as session:
         yield session
 

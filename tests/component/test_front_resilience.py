@@ -21,7 +21,7 @@ from protocol.channel import MuxClient
 from protocol.front_socket import WorkerRef
 from protocol.vocabulary import ChildState
 from tests.component.worker_support import request_ids_stopped, wait_state
-from tests.harness import API_KEY, Gateway, front_spec, start_front, start_gateway
+from tests.harness import API_KEY, DirectGateway, front_spec, start_front, start_gateway
 from tests.helpers import ChildProcesses, wait_until, wait_until_async
 
 pytestmark = pytest.mark.component
@@ -33,7 +33,7 @@ def chat_body(text: str, *, stream: bool = False) -> dict[str, object]:
     return {"model": "auto", "stream": stream, "messages": [{"role": "user", "content": text}]}
 
 
-def ranked_workers(gateway: Gateway, conversation: str) -> list[int]:
+def ranked_workers(gateway: DirectGateway, conversation: str) -> list[int]:
     """Worker indexes in the order the front will try them for this affinity header."""
     key = affinity_hash(key_scope(API_KEY), f"hdr:{conversation}")
     names = [w.spec.name for w in gateway.workers]
@@ -41,7 +41,7 @@ def ranked_workers(gateway: Gateway, conversation: str) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[DirectGateway]:
     root = Path(tempfile.mkdtemp(prefix="lgw-fr-", dir="/tmp"))
     children = ChildProcesses()
     try:
@@ -51,7 +51,7 @@ def gateway() -> Iterator[Gateway]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def workers_ready(gateway: Gateway) -> None:
+async def workers_ready(gateway: DirectGateway) -> None:
     """Every worker READY by its own word (not cooling down), then in the front's view too."""
     for worker in gateway.workers:
         client = MuxClient(worker.spec.socket_path)
@@ -63,7 +63,7 @@ async def workers_ready(gateway: Gateway) -> None:
 
 
 @pytest.fixture
-async def http(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
+async def http(gateway: DirectGateway) -> AsyncIterator[aiohttp.ClientSession]:
     gateway.set_script([])
     await workers_ready(gateway)
     async with aiohttp.ClientSession(base_url=gateway.base_url) as session:
@@ -71,7 +71,7 @@ async def http(gateway: Gateway) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def test_upstream_429_moves_the_request_to_the_next_account(
-    gateway: Gateway, http: aiohttp.ClientSession
+    gateway: DirectGateway, http: aiohttp.ClientSession
 ) -> None:
     first, second = ranked_workers(gateway, "conv-429")
     gateway.workers[first].set_script(
@@ -91,7 +91,7 @@ async def test_upstream_429_moves_the_request_to_the_next_account(
 
 
 async def test_429_on_every_account_is_429_with_retry_after(
-    gateway: Gateway, http: aiohttp.ClientSession
+    gateway: DirectGateway, http: aiohttp.ClientSession
 ) -> None:
     gateway.set_script([{"match": "busy", "error": {"status": 429, "message": "slow down"}}])
     async with http.post(
@@ -104,7 +104,7 @@ async def test_429_on_every_account_is_429_with_retry_after(
 
 
 async def test_failure_after_the_first_byte_ends_each_stream_in_band(
-    gateway: Gateway, http: aiohttp.ClientSession
+    gateway: DirectGateway, http: aiohttp.ClientSession
 ) -> None:
     gateway.set_script(
         [{"match": "explode", "reply": "partial", "error": {"status": 500, "message": "boom"}}]
@@ -121,7 +121,7 @@ async def test_failure_after_the_first_byte_ends_each_stream_in_band(
     assert text.rstrip().split("\n\n")[-1].startswith("event: response.failed")
 
 
-async def test_client_disconnect_cancels_the_upstream_answer(gateway: Gateway) -> None:
+async def test_client_disconnect_cancels_the_upstream_answer(gateway: DirectGateway) -> None:
     await workers_ready(gateway)
     gateway.set_script([{"match": "slowpoke", "delay_ms": 4000, "reply": "too late"}])
     before = {i: request_ids_stopped(w.emulator_log()) for i, w in enumerate(gateway.workers)}
@@ -151,7 +151,7 @@ async def test_client_disconnect_cancels_the_upstream_answer(gateway: Gateway) -
     wait_until(lambda: int(gateway.health()["in_flight"]) == 0, 5, "the front to release the slot")
 
 
-async def test_admission_queue_timeout_is_429_and_deadline_is_504(gateway: Gateway) -> None:
+async def test_admission_queue_timeout_is_429_and_deadline_is_504(gateway: DirectGateway) -> None:
     await workers_ready(gateway)
     gateway.set_script([{"match": "slowpoke", "delay_ms": 3000, "reply": "late"}])
     children = ChildProcesses()
@@ -193,7 +193,7 @@ async def test_admission_queue_timeout_is_429_and_deadline_is_504(gateway: Gatew
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def test_no_ready_account_is_503(gateway: Gateway) -> None:
+async def test_no_ready_account_is_503(gateway: DirectGateway) -> None:
     children = ChildProcesses()
     root = Path(tempfile.mkdtemp(prefix="lgw-fn-", dir="/tmp"))
     try:
@@ -255,7 +255,7 @@ def test_worker_killed_before_the_first_byte_is_retried() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _kill_first_ranked_mid_request(gateway: Gateway) -> None:
+async def _kill_first_ranked_mid_request(gateway: DirectGateway) -> None:
     first, second = ranked_workers(gateway, "conv-kill")
     gateway.set_script([{"match": "slowpoke", "delay_ms": 1500, "reply": "survived"}])
     headers = {**AUTH, "x-lingma-affinity": "conv-kill"}

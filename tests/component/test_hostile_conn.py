@@ -27,7 +27,7 @@ from tests.component.hostile_support import (
     read_answer,
     send,
 )
-from tests.harness import ADMIN_TOKEN, API_KEY, Gateway, front_spec, start_front
+from tests.harness import ADMIN_TOKEN, API_KEY, DirectGateway, front_spec, start_front
 from tests.helpers import ChildProcesses, wait_until
 
 pytestmark = pytest.mark.component
@@ -46,7 +46,7 @@ ADMIN_ROUTES = [
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[DirectGateway]:
     overrides = {"max_body_bytes": LIMIT, "idle_timeout_s": IDLE_S, "body_timeout_s": BODY_S}
     with hostile_gateway("lgw-hc-", **overrides) as gw:
         yield gw
@@ -73,14 +73,14 @@ def closed_by_server(sock: socket.socket, within: float, trickle: bytes = b"") -
     return None
 
 
-def test_slow_headers_are_cut_off(gateway: Gateway) -> None:
+def test_slow_headers_are_cut_off(gateway: DirectGateway) -> None:
     with socket.create_connection(("127.0.0.1", port_of(gateway)), timeout=5) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         took = closed_by_server(sock, IDLE_S + 5, trickle=b"a")
     assert took is not None and took < IDLE_S + 3, took
 
 
-def test_slow_body_gets_408_in_shape(gateway: Gateway) -> None:
+def test_slow_body_gets_408_in_shape(gateway: DirectGateway) -> None:
     head = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 400\r\n"
     head += b"x-api-key: " + API_KEY.encode() + b"\r\nContent-Type: application/json\r\n\r\n"
     started = time.monotonic()
@@ -95,7 +95,7 @@ def test_slow_body_gets_408_in_shape(gateway: Gateway) -> None:
     assert_well_answered("/v1/messages", answer)
 
 
-def test_many_idle_connections_neither_block_nor_linger(gateway: Gateway) -> None:
+def test_many_idle_connections_neither_block_nor_linger(gateway: DirectGateway) -> None:
     port = port_of(gateway)
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
     try:
@@ -111,7 +111,7 @@ def test_many_idle_connections_neither_block_nor_linger(gateway: Gateway) -> Non
             sock.close()
 
 
-def test_declared_huge_body_is_413_before_it_is_sent(gateway: Gateway) -> None:
+def test_declared_huge_body_is_413_before_it_is_sent(gateway: DirectGateway) -> None:
     head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n"
     head += b"Authorization: Bearer " + API_KEY.encode() + b"\r\n\r\n"
     started = time.monotonic()
@@ -122,7 +122,7 @@ def test_declared_huge_body_is_413_before_it_is_sent(gateway: Gateway) -> None:
     assert answer.json()["error"]["code"] == "request_too_large"
 
 
-def test_chunked_body_over_the_limit_is_413(gateway: Gateway) -> None:
+def test_chunked_body_over_the_limit_is_413(gateway: DirectGateway) -> None:
     chunk = b" " * 65536
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(LIMIT // len(chunk) + 2))
     headers = [*JSON, (b"Transfer-Encoding", b"chunked")]
@@ -131,7 +131,7 @@ def test_chunked_body_over_the_limit_is_413(gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize("depth", [2_000, 100_000])
-def test_deeply_nested_json_is_400(gateway: Gateway, depth: int) -> None:
+def test_deeply_nested_json_is_400(gateway: DirectGateway, depth: int) -> None:
     nested = "[" * depth + "]" * depth
     tool = '{"type":"function","function":{"name":"f","parameters":{"x":NEST}}}'
     body = '{"model":"auto","messages":[{"role":"user","content":"hi"}],"tools":[TOOL]}'
@@ -144,7 +144,7 @@ def test_deeply_nested_json_is_400(gateway: Gateway, depth: int) -> None:
     assert answer.status == 400
 
 
-def test_invalid_utf8_in_body_and_headers(gateway: Gateway) -> None:
+def test_invalid_utf8_in_body_and_headers(gateway: DirectGateway) -> None:
     port = port_of(gateway)
     for path in ("/v1/chat/completions", "/v1/messages", "/v1/responses"):
         answer = send(port, "POST", path, JSON, chat().replace(b"hi", b"h\xff\xfei"))
@@ -159,7 +159,7 @@ def test_invalid_utf8_in_body_and_headers(gateway: Gateway) -> None:
     assert_well_answered("/v1/messages", answer)
 
 
-def test_ten_thousand_messages(gateway: Gateway) -> None:
+def test_ten_thousand_messages(gateway: DirectGateway) -> None:
     turns = [
         {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}"}
         for i in range(10_000)
@@ -174,7 +174,7 @@ def test_ten_thousand_messages(gateway: Gateway) -> None:
     print(f"\n[figures] 10,000 messages answered in {took:.2f}s")
 
 
-def test_admin_routes_refuse_without_the_admin_token(gateway: Gateway) -> None:
+def test_admin_routes_refuse_without_the_admin_token(gateway: DirectGateway) -> None:
     port = port_of(gateway)
     wrong = [
         [],
@@ -193,7 +193,7 @@ def test_admin_routes_refuse_without_the_admin_token(gateway: Gateway) -> None:
         assert answer.status == 200, (path, answer)
 
 
-def test_admin_routes_refuse_everyone_when_the_token_is_unset(gateway: Gateway) -> None:
+def test_admin_routes_refuse_everyone_when_the_token_is_unset(gateway: DirectGateway) -> None:
     root = Path(tempfile.mkdtemp(prefix="lgw-hu-", dir="/tmp"))
     children = ChildProcesses()
     try:
@@ -228,7 +228,7 @@ def test_admin_routes_refuse_everyone_when_the_token_is_unset(gateway: Gateway) 
     ],
 )
 def test_unparsable_http_gets_a_json_400_that_does_not_echo_it(
-    gateway: Gateway, raw: bytes, echo: bytes
+    gateway: DirectGateway, raw: bytes, echo: bytes
 ) -> None:
     """aiohttp rejects these before any handler runs; the answer is still JSON both SDKs read."""
     with socket.create_connection(("127.0.0.1", port_of(gateway)), timeout=5) as sock:

@@ -27,7 +27,7 @@ from tests.component.hostile_support import (
     port_of,
     send,
 )
-from tests.harness import ADMIN_TOKEN, API_KEY, Gateway
+from tests.harness import ADMIN_TOKEN, API_KEY, DirectGateway
 
 pytestmark = pytest.mark.component
 
@@ -53,7 +53,7 @@ HELLO = b'{"model": "auto", "max_tokens": 50, "messages": [{"role": "user", "con
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[DirectGateway]:
     with hostile_gateway("lgw-hf-", max_body_bytes=256 * 1024, request_timeout_s=20.0) as gw:
         yield gw
         assert_no_crash(gw)
@@ -237,7 +237,7 @@ def with_auth(path: str, auth: list[Header]) -> list[Header]:
 
 @FUZZ
 @given(path=st.sampled_from(POST_PATHS), body=bodies(), auth=auth_headers)
-def test_fuzzed_bodies(gateway: Gateway, path: str, body: bytes, auth: list[Header]) -> None:
+def test_fuzzed_bodies(gateway: DirectGateway, path: str, body: bytes, auth: list[Header]) -> None:
     CASES["body"] += 1
     headers = [*auth, (b"Content-Type", b"application/json")]
     answer = send(port_of(gateway), "POST", path, headers, body)
@@ -252,7 +252,7 @@ def test_fuzzed_bodies(gateway: Gateway, path: str, body: bytes, auth: list[Head
     body=st.sampled_from([HELLO, HELLO.replace(b"}]", b'}], "stream": true')]) | bodies(),
 )
 def test_fuzzed_headers(
-    gateway: Gateway, path: str, headers: list[Header], auth: list[Header], body: bytes
+    gateway: DirectGateway, path: str, headers: list[Header], auth: list[Header], body: bytes
 ) -> None:
     CASES["headers"] += 1
     answer = send(port_of(gateway), "POST", path, [*with_auth(path, auth), *headers], body)
@@ -261,7 +261,7 @@ def test_fuzzed_headers(
 
 @FUZZ
 @given(path=st.sampled_from(GET_PATHS + POST_PATHS), query=queries, auth=auth_headers)
-def test_fuzzed_queries(gateway: Gateway, path: str, query: str, auth: list[Header]) -> None:
+def test_fuzzed_queries(gateway: DirectGateway, path: str, query: str, auth: list[Header]) -> None:
     CASES["query"] += 1
     method = "GET" if path in GET_PATHS else "POST"
     body = None if method == "GET" else b'{"model":"auto","input":"hi","messages":[]}'
@@ -271,7 +271,7 @@ def test_fuzzed_queries(gateway: Gateway, path: str, query: str, auth: list[Head
 
 @FUZZ
 @given(target=st.binary(min_size=1, max_size=60), method=st.sampled_from(["GET", "POST", "PUT"]))
-def test_fuzzed_request_targets(gateway: Gateway, target: bytes, method: str) -> None:
+def test_fuzzed_request_targets(gateway: DirectGateway, target: bytes, method: str) -> None:
     """Odd paths and methods: 404/405/400 in the shape the path suggests, never a 5xx."""
     CASES["target"] += 1
     clean = b"/" + target.replace(b" ", b"%20").replace(b"\r", b"").replace(b"\n", b"")

@@ -18,7 +18,7 @@ import pytest
 
 from protocol.control_socket import (
     ErrorReply,
-    ExportSessionRequest,
+    ExportLoginBundleRequest,
     LoginRequest,
     MetricsReply,
     MetricsRequest,
@@ -152,7 +152,7 @@ async def check_forwarded_commands(control: str) -> None:
     login = await request(control, LoginRequest(name="a"))
     assert isinstance(login, OkReply)
     assert login.data["url"] == "http://login.test/x" and login.data["login"] == "logged_in"
-    bundle = await request(control, ExportSessionRequest(name="b"))
+    bundle = await request(control, ExportLoginBundleRequest(name="b"))
     assert isinstance(bundle, OkReply)
     assert bundle.data == {"account": "b", "raw_bytes": 3, "bundle_b64": "QUJD"}
     unknown = await request(control, LoginRequest(name="zz"))

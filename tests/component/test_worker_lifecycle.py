@@ -19,7 +19,7 @@ from protocol.chat import ChatRequest, Failure, Message
 from protocol.child_socket import Drain, Ok
 from protocol.specs import LoginSpec
 from protocol.vocabulary import EXIT_CANNOT_START, BinaryState, ChildState, ErrorCode
-from protocol.worker_socket import LoginInfo, LoginStatusQuery, SessionBundle, SessionExport
+from protocol.worker_socket import LoginBundle, LoginBundleQuery, LoginInfo, LoginStatusQuery
 from tests.component.worker_support import (
     chat,
     login_via_callback,
@@ -94,20 +94,20 @@ async def test_bundle_export_then_import_logs_a_fresh_work_dir_in(
     client = MuxClient(first.spec.socket_path)
     try:
         await wait_state(client, ChildState.DEGRADED)
-        refused = await client.call(lambda i: SessionExport(id=i), 10.0)
+        refused = await client.call(lambda i: LoginBundleQuery(id=i), 10.0)
         assert isinstance(refused, Failure) and refused.code is ErrorCode.NOT_LOGGED_IN
         assert (await chat(client, "too soon")).failure.code is ErrorCode.NOT_LOGGED_IN
         await login_via_callback(client, user="bundle-user")
-        bundle = await client.call(lambda i: SessionExport(id=i), 10.0)
+        bundle = await client.call(lambda i: LoginBundleQuery(id=i), 10.0)
     finally:
         await client.close()
-    assert isinstance(bundle, SessionBundle) and bundle.raw_bytes > 0
+    assert isinstance(bundle, LoginBundle) and bundle.raw_bytes > 0
     second_root = sock_dir / "b"
     second_root.mkdir()
     spec = make_spec(
         second_root,
         name="acct-b",
-        login=LoginSpec(auto_login=False, session_bundle_b64=bundle.bundle_b64),
+        login=LoginSpec(auto_login=False, bundle_b64=bundle.bundle_b64),
     )
     second = start_worker(children, spec, second_root)
     client = MuxClient(second.spec.socket_path)

@@ -22,7 +22,7 @@ import aiohttp
 
 from protocol.vocabulary import ChildState
 from tests.helpers import ChildProcesses, free_port, wait_until_async
-from tests.process.gateway import API_KEY, EMULATOR, LINGMA_GW, Gateway, render_config
+from tests.process.gateway import API_KEY, EMULATOR, LINGMA_GW, SupervisedGateway, render_config
 
 HOST_A = {"a1": EMULATOR, "a2": EMULATOR}
 HOST_B = {"b1": EMULATOR}
@@ -34,7 +34,7 @@ LONG_REPLY = " ".join(f"word{i}" for i in range(75))  # 1.5 s at the emulators' 
 
 def start_host(
     children: ChildProcesses, root: Path, accounts: dict[str, str], emulator_env: dict[str, str]
-) -> Gateway:
+) -> SupervisedGateway:
     """One host, as gateway.py's start_gateway plus a [lingma] env table for the binaries."""
     (root / "rt").mkdir(mode=0o700, parents=True, exist_ok=True)
     port = free_port()
@@ -46,26 +46,26 @@ def start_host(
         ["/bin/sh", "-c", redirect, *LINGMA_GW, "serve", "--config", str(root / "gw.toml")],
         env={"LGW_LOG": str(root / "gw.log")},
     )
-    return Gateway(root=root, port=port, proc=proc)
+    return SupervisedGateway(root=root, port=port, proc=proc)
 
 
 @dataclass
 class Cluster:
-    a: Gateway
-    b: Gateway
+    a: SupervisedGateway
+    b: SupervisedGateway
     front_url: str = ""  # the balancer's base URL, once it runs
 
     @property
     def upstreams(self) -> list[str]:
         return [self.address(self.a), self.address(self.b)]
 
-    def address(self, host: Gateway) -> str:
+    def address(self, host: SupervisedGateway) -> str:
         return f"127.0.0.1:{host.port}"
 
-    def record(self, host: Gateway) -> Path:
+    def record(self, host: SupervisedGateway) -> Path:
         return host.root / "upstream.jsonl"
 
-    def host_of(self, account: str) -> Gateway:
+    def host_of(self, account: str) -> SupervisedGateway:
         return self.a if account in HOST_A else self.b
 
 
@@ -94,13 +94,15 @@ async def bring_up(cluster: Cluster, http: aiohttp.ClientSession) -> None:
     await wait_health(cluster.a, http, "ready")
 
 
-async def health(host: Gateway, http: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:
+async def health(
+    host: SupervisedGateway, http: aiohttp.ClientSession
+) -> tuple[int, dict[str, Any]]:
     async with http.get(f"{host.base_url}/healthz") as response:
         payload: dict[str, Any] = await response.json()
         return response.status, payload
 
 
-async def wait_health(host: Gateway, http: aiohttp.ClientSession, status: str) -> None:
+async def wait_health(host: SupervisedGateway, http: aiohttp.ClientSession, status: str) -> None:
     """The front's own view (it learns worker states from the supervisor a moment later)."""
 
     async def reached() -> bool:
@@ -109,7 +111,7 @@ async def wait_health(host: Gateway, http: aiohttp.ClientSession, status: str) -
     await wait_until_async(reached, 15, f"{host.base_url}/healthz status {status}")
 
 
-async def wait_not_serving(host: Gateway, http: aiohttp.ClientSession) -> None:
+async def wait_not_serving(host: SupervisedGateway, http: aiohttp.ClientSession) -> None:
     async def refusing() -> bool:
         try:
             return (await health(host, http))[0] == 503  # draining

@@ -54,7 +54,7 @@ def render_config(root: Path, port: int, accounts: dict[str, str], *, fronts: in
 
 
 @dataclass
-class Gateway:
+class SupervisedGateway:
     root: Path
     port: int
     proc: subprocess.Popen[bytes]
@@ -161,9 +161,9 @@ def start_gateway(
     env: dict[str, str] | None = None,
     *,
     extra: str = "",
-) -> Gateway:
+) -> SupervisedGateway:
     (root / "rt").mkdir(mode=0o700, exist_ok=True)
-    gateway = Gateway(root=root, port=free_port(), proc=None)  # type: ignore[arg-type]
+    gateway = SupervisedGateway(root=root, port=free_port(), proc=None)  # type: ignore[arg-type]
     gateway.write_config(accounts, extra)
     # The shell only redirects and execs (same pid): the log file is never held open here.
     redirect = 'exec "$0" "$@" >> "$LGW_LOG" 2>&1'

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from tests.helpers import ChildProcesses
-from tests.process.gateway import API_KEY, LINGMA_GW, Gateway
+from tests.process.gateway import API_KEY, LINGMA_GW, SupervisedGateway
 
 ADMIN_TOKEN = "adm-SECRET-9f1c7e"
 PASSWORD = "pw-SECRET-41d2b8"
@@ -101,10 +101,10 @@ def render_config(
     return "\n".join(lines) + "\n"
 
 
-def start_serve(children: ChildProcesses, root: Path, port: int, config: str) -> Gateway:
+def start_serve(children: ChildProcesses, root: Path, port: int, config: str) -> SupervisedGateway:
     """`lingma-gw serve` on `config`, its stdout and stderr in root/gw.log."""
     (root / "rt").mkdir(mode=0o700, exist_ok=True)
-    gateway = Gateway(root=root, port=port, proc=None)  # type: ignore[arg-type]
+    gateway = SupervisedGateway(root=root, port=port, proc=None)  # type: ignore[arg-type]
     gateway.config_path.write_text(config)
     redirect = 'exec "$0" "$@" >> "$LGW_LOG" 2>&1'
     gateway.proc = children.start(

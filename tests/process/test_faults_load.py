@@ -25,7 +25,7 @@ import pytest
 from protocol.control_socket import ChildStatus
 from protocol.vocabulary import ChildState
 from tests.helpers import ChildProcesses, assert_all_gone, free_port, wait_until_async
-from tests.process.gateway import API_KEY, Gateway, wait_exit
+from tests.process.gateway import API_KEY, SupervisedGateway, wait_exit
 from tests.process.load_support import (
     Figures,
     Kind,
@@ -50,7 +50,7 @@ AFTER = 80  # results after recovery: it flows again
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[SupervisedGateway]:
     root = Path(tempfile.mkdtemp(prefix="lgw-fl-", dir="/tmp"))
     children = ChildProcesses()
     try:
@@ -67,7 +67,7 @@ def gateway() -> Iterator[Gateway]:
 
 
 @pytest.fixture(scope="module")
-def figures(gateway: Gateway) -> Figures:
+def figures(gateway: SupervisedGateway) -> Figures:
     return Figures(gateway.root / "figures.json")
 
 
@@ -77,7 +77,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def all_ready(gw: Gateway, timeout: float = 40) -> dict[str, ChildStatus]:
+async def all_ready(gw: SupervisedGateway, timeout: float = 40) -> dict[str, ChildStatus]:
     """Every worker and front READY, and every front routing to both workers."""
     await gw.wait_states({name: S.READY for name in [*ACCOUNTS, *FRONTS]}, timeout)
 
@@ -94,7 +94,9 @@ async def all_ready(gw: Gateway, timeout: float = 40) -> dict[str, ChildStatus]:
     return await gw.rows()
 
 
-async def wait_replaced(gw: Gateway, name: str, old_pid: int, timeout: float = 40) -> float:
+async def wait_replaced(
+    gw: SupervisedGateway, name: str, old_pid: int, timeout: float = 40
+) -> float:
     """Seconds until `name` is READY again with a new pid."""
     started = time.monotonic()
 
@@ -132,7 +134,7 @@ def assert_only_streams_in_flight_failed(results: list[Result], fault_at: float)
 
 
 async def test_sigkill_worker_under_load(
-    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
 ) -> None:
     rows = await all_ready(gateway)
     victim = rows["acct-a"]
@@ -160,7 +162,7 @@ async def test_sigkill_worker_under_load(
 
 
 async def test_sigkill_lingma_binary_under_load(
-    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
 ) -> None:
     rows = await all_ready(gateway)
     worker, binary = rows["acct-b"].pid, rows["acct-b"].binary_pid
@@ -199,7 +201,7 @@ async def test_sigkill_lingma_binary_under_load(
 
 
 async def test_sigstop_worker_is_replaced(
-    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
 ) -> None:
     rows = await all_ready(gateway)
     victim = rows["acct-b"].pid
@@ -233,7 +235,7 @@ async def test_sigstop_worker_is_replaced(
 
 
 async def test_sigkill_front_other_front_keeps_serving(
-    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
 ) -> None:
     rows = await all_ready(gateway)
     victim = rows["front-0"].pid
@@ -308,7 +310,7 @@ def fault_text(client: int, serial: int) -> str:
 
 
 async def test_emulator_faults_under_load(
-    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
 ) -> None:
     await all_ready(gateway)
     set_script(gateway.root, "acct-a", ONLY_A + FAULT_RULES)
@@ -357,7 +359,7 @@ async def test_emulator_faults_under_load(
 
 
 async def test_a_dropped_runtime_connection_under_load(
-    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
 ) -> None:
     """The runtime drops a connection that ACP chats share (§3.6): every chat on it loses it.
 
@@ -393,7 +395,7 @@ async def test_a_dropped_runtime_connection_under_load(
     figures.record("dropped_shared_connection", sent=len(results), streams_lost=len(lost))
 
 
-async def wait_cooled_and_back(gw: Gateway, names: list[str]) -> None:
+async def wait_cooled_and_back(gw: SupervisedGateway, names: list[str]) -> None:
     """Every account in `names` cools down (DEGRADED), then comes back READY by itself."""
     seen: set[str] = set()
 
@@ -406,7 +408,7 @@ async def wait_cooled_and_back(gw: Gateway, names: list[str]) -> None:
 
 
 async def post(
-    http: aiohttp.ClientSession, gw: Gateway, body: dict[str, Any]
+    http: aiohttp.ClientSession, gw: SupervisedGateway, body: dict[str, Any]
 ) -> tuple[int, str, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     async with http.post(
@@ -416,7 +418,7 @@ async def post(
 
 
 async def test_sighup_reload_under_load_fails_nothing(
-    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
 ) -> None:
     """A reload that replaces acct-a's worker and both fronts, under load: 0 failed requests."""
     before = await all_ready(gateway)
@@ -456,7 +458,7 @@ async def test_sighup_reload_under_load_fails_nothing(
 
 
 async def test_sigterm_finishes_open_streams_then_exits_clean(
-    gateway: Gateway, figures: Figures, http: aiohttp.ClientSession
+    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
 ) -> None:
     """Last: streams open at SIGTERM finish within the grace period, new requests get 503."""
     await all_ready(gateway)

@@ -14,7 +14,7 @@ import pytest
 
 from protocol.vocabulary import ChildState
 from tests.helpers import REPO, ChildProcesses
-from tests.process.gateway import EMULATOR, Gateway, start_gateway
+from tests.process.gateway import EMULATOR, SupervisedGateway, start_gateway
 
 pytestmark = pytest.mark.process
 
@@ -65,7 +65,7 @@ async def test_operator_view(children: ChildProcesses, sock_dir: Path) -> None:
     assert rules and {family(n) for n in rules} <= declared, {family(n) for n in rules} - declared
 
 
-async def check_status_hints(gw: Gateway) -> None:
+async def check_status_hints(gw: SupervisedGateway) -> None:
     code, out, _ = await gw.cli("status")
     assert code == 1, out  # degraded
     assert "\033[" not in out  # not a terminal: no colours

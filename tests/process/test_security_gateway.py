@@ -30,7 +30,7 @@ from protocol.control_socket import StatusRequest
 from protocol.framing import HEADER, MAX_FRAME, encode_frame
 from protocol.vocabulary import ChildState
 from tests.helpers import PYTHON, REPO, ChildProcesses, assert_all_gone, free_port
-from tests.process.gateway import API_KEY, Gateway, wait_exit
+from tests.process.gateway import API_KEY, SupervisedGateway, wait_exit
 from tests.process.load_support import (
     ADMIN_TOKEN,
     PASSWORD,
@@ -54,7 +54,7 @@ SETTINGS: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[Gateway]:
+def gateway() -> Iterator[SupervisedGateway]:
     root = Path(tempfile.mkdtemp(prefix="lgw-sec-", dir="/tmp"))
     children = ChildProcesses()
     try:
@@ -84,7 +84,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-async def test_sockets_and_state_are_private(gateway: Gateway) -> None:
+async def test_sockets_and_state_are_private(gateway: SupervisedGateway) -> None:
     runtime = gateway.root / "rt"
     assert mode(runtime) == 0o700
     sockets = sorted(runtime.glob("*.sock"))
@@ -123,7 +123,7 @@ def bad_frame(reply: Any) -> bool:
 
 
 async def test_hostile_frames_on_every_socket(
-    gateway: Gateway, http: aiohttp.ClientSession
+    gateway: SupervisedGateway, http: aiohttp.ClientSession
 ) -> None:
     before = await gateway.rows()
     runtime = gateway.root / "rt"
@@ -159,7 +159,9 @@ async def test_hostile_frames_on_every_socket(
     assert status == 200, body
 
 
-async def test_secrets_stay_out_of_every_log(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+async def test_secrets_stay_out_of_every_log(
+    gateway: SupervisedGateway, http: aiohttp.ClientSession
+) -> None:
     """Last: traffic carrying every kind of secret, a bundle carried by the config, then stop."""
     base = gateway.base_url
     secret_headers = {"Authorization": f"Bearer {API_KEY}", "Cookie": f"session={COOKIE}"}

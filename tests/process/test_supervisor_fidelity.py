@@ -12,7 +12,7 @@ import pytest
 
 from protocol.vocabulary import ChildState
 from tests.helpers import ChildProcesses
-from tests.process.gateway import EMULATOR, Gateway, start_gateway
+from tests.process.gateway import EMULATOR, SupervisedGateway, start_gateway
 
 pytestmark = pytest.mark.process
 
@@ -22,11 +22,11 @@ ONE_CLIENT_LEGACY = 'env = { LINGMA_EMULATOR_SINGLE_CLIENT = "1", LINGMA_EMULATO
 ONE_CLIENT_ACP = 'env = { LINGMA_EMULATOR_SINGLE_CLIENT = "1" }\n'
 
 
-def runtime_log(gw: Gateway) -> str:
+def runtime_log(gw: SupervisedGateway) -> str:
     return (gw.root / "st" / "accounts" / "acct-a" / "logs" / "lingma.log").read_text()
 
 
-async def chats_all_succeed(gw: Gateway, texts: list[str]) -> None:
+async def chats_all_succeed(gw: SupervisedGateway, texts: list[str]) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         replies = await asyncio.gather(*(gw.chat(http, text) for text in texts))
     for text, (status, body) in zip(texts, replies, strict=True):

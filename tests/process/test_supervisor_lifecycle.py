@@ -15,7 +15,13 @@ import pytest
 
 from protocol.vocabulary import ChildState, LoginState
 from tests.helpers import ChildProcesses, alive, assert_all_gone, wait_until_async
-from tests.process.gateway import EMULATOR, Gateway, decode_status, start_gateway, wait_exit
+from tests.process.gateway import (
+    EMULATOR,
+    SupervisedGateway,
+    decode_status,
+    start_gateway,
+    wait_exit,
+)
 
 pytestmark = pytest.mark.process
 
@@ -53,7 +59,7 @@ async def test_serve_recover_and_drain(children: ChildProcesses, sock_dir: Path)
     assert "stopped" in gw.log
 
 
-async def check_status_cli(gw: Gateway) -> None:
+async def check_status_cli(gw: SupervisedGateway) -> None:
     code, out, _ = await gw.cli("status", "--json")
     assert code == 1  # running but degraded: "broken" is FATAL
     reply = decode_status(out)
@@ -82,7 +88,7 @@ async def check_status_cli(gw: Gateway) -> None:
     assert code == 1 and "no account named 'nobody'" in err
 
 
-async def kill_worker_while_serving(gw: Gateway, http: aiohttp.ClientSession) -> None:
+async def kill_worker_while_serving(gw: SupervisedGateway, http: aiohttp.ClientSession) -> None:
     """SIGKILL acct-a's worker: it comes back READY (restarts+1), acct-b serves throughout."""
     old_pid = (await gw.rows())["acct-a"].pid
     assert old_pid is not None
@@ -100,7 +106,7 @@ async def kill_worker_while_serving(gw: Gateway, http: aiohttp.ClientSession) ->
     assert statuses and set(statuses) == {200}
 
 
-async def kill_front(gw: Gateway, http: aiohttp.ClientSession) -> None:
+async def kill_front(gw: SupervisedGateway, http: aiohttp.ClientSession) -> None:
     old = (await gw.rows())["front-0"]
     assert old.pid is not None
     os.kill(old.pid, signal.SIGKILL)
@@ -115,7 +121,7 @@ async def kill_front(gw: Gateway, http: aiohttp.ClientSession) -> None:
     assert not alive(psutil.Process(old.pid)) if psutil.pid_exists(old.pid) else True
 
 
-async def check_metrics(gw: Gateway, http: aiohttp.ClientSession) -> None:
+async def check_metrics(gw: SupervisedGateway, http: aiohttp.ClientSession) -> None:
     text = await gw.metrics(http)
     for account in ("acct-a", "acct-b"):
         assert f'lingma_worker_upstream_429_total{{account="{account}"}} 0.0' in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from protocol.vocabulary import ErrorCode
-from worker.cloud.errors import Kind, classify, failure_for, parse_retry_after
+from worker.cloud.errors import FailureKind, classify, failure_for, parse_retry_after
 
 pytestmark = pytest.mark.unit
 
@@ -13,31 +13,46 @@ pytestmark = pytest.mark.unit
 @pytest.mark.parametrize(
     ("status", "body", "kind", "code"),
     [
-        (403, '{"code":"101","message":"Signature invalid"}', Kind.AUTH, ErrorCode.NOT_LOGGED_IN),
-        (403, '{"code":"105","message":"Login expired"}', Kind.AUTH, ErrorCode.NOT_LOGGED_IN),
-        (403, "Request discarded", Kind.AUTH, ErrorCode.NOT_LOGGED_IN),
-        (401, "", Kind.AUTH, ErrorCode.NOT_LOGGED_IN),
+        (
+            403,
+            '{"code":"101","message":"Signature invalid"}',
+            FailureKind.AUTH,
+            ErrorCode.NOT_LOGGED_IN,
+        ),
+        (
+            403,
+            '{"code":"105","message":"Login expired"}',
+            FailureKind.AUTH,
+            ErrorCode.NOT_LOGGED_IN,
+        ),
+        (403, "Request discarded", FailureKind.AUTH, ErrorCode.NOT_LOGGED_IN),
+        (401, "", FailureKind.AUTH, ErrorCode.NOT_LOGGED_IN),
         (
             403,
             '{"code":"110","message":"quota"}',
-            Kind.RATE_LIMITED,
+            FailureKind.RATE_LIMITED,
             ErrorCode.UPSTREAM_RATE_LIMITED,
         ),
         (
             200,
             '{"code":"10605","isQueued":true}',
-            Kind.RATE_LIMITED,
+            FailureKind.RATE_LIMITED,
             ErrorCode.UPSTREAM_RATE_LIMITED,
         ),
-        (429, "", Kind.RATE_LIMITED, ErrorCode.UPSTREAM_RATE_LIMITED),
-        (404, "", Kind.WRONG_DOMAIN, ErrorCode.UPSTREAM_ERROR),
-        (200, "<Error><Code>NoSuchKey</Code></Error>", Kind.WRONG_DOMAIN, ErrorCode.UPSTREAM_ERROR),
-        (500, '{"code":"500"}', Kind.SERVER, ErrorCode.UPSTREAM_ERROR),
-        (408, "", Kind.TIMEOUT, ErrorCode.UPSTREAM_TIMEOUT),
-        (400, '{"message":"bad"}', Kind.REJECTED, ErrorCode.UPSTREAM_ERROR),
+        (429, "", FailureKind.RATE_LIMITED, ErrorCode.UPSTREAM_RATE_LIMITED),
+        (404, "", FailureKind.WRONG_DOMAIN, ErrorCode.UPSTREAM_ERROR),
+        (
+            200,
+            "<Error><Code>NoSuchKey</Code></Error>",
+            FailureKind.WRONG_DOMAIN,
+            ErrorCode.UPSTREAM_ERROR,
+        ),
+        (500, '{"code":"500"}', FailureKind.SERVER, ErrorCode.UPSTREAM_ERROR),
+        (408, "", FailureKind.TIMEOUT, ErrorCode.UPSTREAM_TIMEOUT),
+        (400, '{"message":"bad"}', FailureKind.REJECTED, ErrorCode.UPSTREAM_ERROR),
     ],
 )
-def test_classification(status: int, body: str, kind: Kind, code: ErrorCode) -> None:
+def test_classification(status: int, body: str, kind: FailureKind, code: ErrorCode) -> None:
     failure = classify(status, body)
     assert failure.kind is kind and failure.error_code is code
     assert str(status) in failure.message
@@ -49,7 +64,7 @@ def test_wrong_domain_message_and_retry_rules() -> None:
     assert not classify(403, '{"code":"105"}').may_succeed_elsewhere
     assert not classify(429, "").may_succeed_elsewhere  # the relay handles 429 on its own
     inband = failure_for(429, "429", "Too many requests", where="chat stream")
-    assert inband.kind is Kind.RATE_LIMITED and "Too many requests" in inband.message
+    assert inband.kind is FailureKind.RATE_LIMITED and "Too many requests" in inband.message
 
 
 def test_retry_after() -> None:

@@ -14,7 +14,7 @@ from emulator.cloud_auth import (
     Verifier,
 )
 from emulator.cloud_settings import CloudKnobs, DoneForm
-from emulator.cloud_wire import Wire, decode_body, encode_body
+from emulator.cloud_wire import ChatStreamWire, decode_body, encode_body
 from worker.cloud.credential import Credential
 from worker.cloud.signing import signed_headers
 
@@ -88,7 +88,7 @@ def test_knob_variants() -> None:
 
 
 def test_wire_forms() -> None:
-    plain = Wire(CloudKnobs(), "kmodel")
+    plain = ChatStreamWire(CloudKnobs(), "kmodel")
     line = plain.chunk({"content": "hi"})
     assert line.startswith(b"data:{") and line.endswith(b"\n\n")
     envelope = msgspec.json.decode(line[len(b"data:") :])
@@ -98,6 +98,8 @@ def test_wire_forms() -> None:
     assert plain.done() == b"data:[DONE]\n\n"
     error = msgspec.json.decode(plain.error(429, "429", "slow down")[len(b"data:") :])
     assert error["statusCode"] == "TOO_MANY_REQUESTS" and error["statusCodeValue"] == 429
-    varied = Wire(CloudKnobs(data_space=True, done=DoneForm.ENVELOPE, bare_chunks=True), "m")
+    varied = ChatStreamWire(
+        CloudKnobs(data_space=True, done=DoneForm.ENVELOPE, bare_chunks=True), "m"
+    )
     assert varied.chunk({})[:7] == b"data: {" and b'"body"' not in varied.chunk({})
     assert b'"body":"[DONE]"' in varied.done()

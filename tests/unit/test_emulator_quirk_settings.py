@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from emulator.connection import RpcConnection
+from emulator.connection import ClientConnection
 from emulator.delivery import AskChain, Attribution, acked_within, attribution_for
 from emulator.settings import Knobs, SettingsError, knobs_from_env
 
@@ -71,17 +71,17 @@ def test_bad_quirk_values_are_refused(name: str, value: str) -> None:
         knobs_from_env({f"LINGMA_EMULATOR_{name}": value})
 
 
-def connection() -> RpcConnection:
+def connection() -> ClientConnection:
     async def sink(text: str) -> None:
         return None
 
     async def closer() -> None:
         return None
 
-    async def handler(conn: RpcConnection, method: str, params: Any) -> Any:
+    async def handler(conn: ClientConnection, method: str, params: Any) -> Any:
         return None
 
-    return RpcConnection(sink=sink, closer=closer, handler=handler, knobs=Knobs(users={}))
+    return ClientConnection(sink=sink, closer=closer, handler=handler, knobs=Knobs(users={}))
 
 
 async def test_each_accepted_ask_is_the_successor_of_the_previous_one_on_its_connection() -> None:

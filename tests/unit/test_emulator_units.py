@@ -10,9 +10,9 @@ import pytest
 from emulator.rpc_framing import FrameDecoder, frame
 from emulator.scripts import (
     Action,
-    ErrorKind,
     ErrorSpec,
     ScriptBook,
+    ScriptedErrorKind,
     default_reply,
     latest_user_turn,
 )
@@ -117,10 +117,10 @@ def test_settings_from_env() -> None:
 
 
 def test_error_kinds_are_worded_as_the_spec_shows() -> None:
-    limited = ErrorSpec(kind=ErrorKind.RATE_LIMIT).worded()
+    limited = ErrorSpec(kind=ScriptedErrorKind.RATE_LIMIT).worded()
     assert limited.status == 429 and limited.message.startswith('TOO_MANY_REQUESTS {"code":"429"')
-    quota = ErrorSpec(kind=ErrorKind.QUOTA, message="月额度已用完").worded()
+    quota = ErrorSpec(kind=ScriptedErrorKind.QUOTA, message="月额度已用完").worded()
     assert (quota.status, quota.message) == (403, '{"code":"110","message":"月额度已用完"}')
-    assert ErrorSpec(kind=ErrorKind.LOGIN).worded().message.endswith('"Login expired"}')
+    assert ErrorSpec(kind=ScriptedErrorKind.LOGIN).worded().message.endswith('"Login expired"}')
     plain = ErrorSpec(status=500, message="boom")
     assert plain.worded() is plain

@@ -21,7 +21,7 @@ from front.plan import ChatPlan
 from front.schemas_anthropic import MessagesBody
 from front.schemas_openai import ChatCompletionsBody, ResponsesBody
 from front.tools import ACTION_FENCE_OPEN
-from front.workers import WorkerLink
+from front.worker_pool import WorkerLink
 from protocol.chat import ChatTurn, Delta, ImageInput, Message, ToolCall, ToolSpec
 from protocol.child_socket import Pong
 from protocol.front_socket import WorkerRef

@@ -36,7 +36,7 @@ from protocol.control_socket import (
     ControlReply,
     ControlRequest,
     ErrorReply,
-    ExportSessionRequest,
+    ExportLoginBundleRequest,
     LoginRequest,
     MetricsReply,
     MetricsRequest,
@@ -52,6 +52,8 @@ from protocol.specs import FrontSpec, WorkerSpec
 from protocol.vocabulary import ChildKind, ChildState, ErrorCode, LoginState
 from protocol.worker_socket import (
     ClearCooldown,
+    LoginBundle,
+    LoginBundleQuery,
     LoginInfo,
     LoginStart,
     LoginStatusQuery,
@@ -60,8 +62,6 @@ from protocol.worker_socket import (
     ModelsQuery,
     ModelsRaw,
     ModelsRawQuery,
-    SessionBundle,
-    SessionExport,
     WorkerReply,
     WorkerRequest,
 )
@@ -89,7 +89,7 @@ WORKER_REQUESTS: list[Any] = [
     StatsQuery(id=6),
     LoginStart(id=7),
     LoginStatusQuery(id=8),
-    SessionExport(id=9),
+    LoginBundleQuery(id=9),
     ClearCooldown(id=10),
     Drain(id=11, grace_s=3.0),
 ]
@@ -135,7 +135,7 @@ WORKER_REPLIES: list[Any] = [
         ],
     ),
     LoginInfo(id=6, account="a", login=LoginState.LOGGING_IN, url="http://127.0.0.1/x"),
-    SessionBundle(id=7, account="a", raw_bytes=10, bundle_b64="AAAA"),
+    LoginBundle(id=7, account="a", raw_bytes=10, bundle_b64="AAAA"),
     Ok(id=8, message="done"),
 ]
 
@@ -144,7 +144,7 @@ CONTROL_REQUESTS: list[Any] = [
     ReloadRequest(),
     RestartWorkerRequest(name="acct-a"),
     LoginRequest(name="acct-a"),
-    ExportSessionRequest(name="acct-a"),
+    ExportLoginBundleRequest(name="acct-a"),
     StatsRequest(),
     MetricsRequest(),
 ]

@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from worker.admission import Admission, Overloaded
+from worker.slots import Overloaded, UpstreamSlots
 
 pytestmark = pytest.mark.unit
 
 
 async def test_a_full_worker_queues_then_overloads_and_frees_slots() -> None:
-    admission = Admission(limit=1, queue_timeout_s=0.0)
+    admission = UpstreamSlots(limit=1, queue_timeout_s=0.0)
     async with admission.slot():
         assert (admission.in_flight, admission.queued) == (1, 0)
         with pytest.raises(Overloaded) as info:
@@ -25,7 +25,7 @@ async def test_a_full_worker_queues_then_overloads_and_frees_slots() -> None:
 
 
 async def test_waiters_get_the_slot_in_turn() -> None:
-    admission = Admission(limit=1, queue_timeout_s=5.0)
+    admission = UpstreamSlots(limit=1, queue_timeout_s=5.0)
     order: list[str] = []
     gate = asyncio.Event()
 

@@ -6,17 +6,19 @@ from __future__ import annotations
 import pytest
 
 from protocol.backoff import Backoff
-from worker.autologin import Outcome
+from worker.autologin import LoginOutcome
 from worker.login import run_attempts
 
 pytestmark = pytest.mark.unit
 
 
-async def run(script: list[Outcome], attempts: int) -> tuple[Outcome, list[int], list[float]]:
+async def run(
+    script: list[LoginOutcome], attempts: int
+) -> tuple[LoginOutcome, list[int], list[float]]:
     tried: list[int] = []
     slept: list[float] = []
 
-    async def attempt(number: int) -> Outcome:
+    async def attempt(number: int) -> LoginOutcome:
         tried.append(number)
         return script[number - 1]
 
@@ -30,16 +32,16 @@ async def run(script: list[Outcome], attempts: int) -> tuple[Outcome, list[int],
 
 async def test_timeouts_and_errors_are_retried_with_growing_pauses() -> None:
     outcome, tried, slept = await run(
-        [Outcome.TIMED_OUT, Outcome.ERROR, Outcome.SUCCEEDED], attempts=3
+        [LoginOutcome.TIMED_OUT, LoginOutcome.ERROR, LoginOutcome.SUCCEEDED], attempts=3
     )
-    assert (outcome, tried, slept) == (Outcome.SUCCEEDED, [1, 2, 3], [5.0, 10.0])
+    assert (outcome, tried, slept) == (LoginOutcome.SUCCEEDED, [1, 2, 3], [5.0, 10.0])
 
 
 async def test_an_explicit_rejection_ends_the_retries_at_once() -> None:
-    outcome, tried, slept = await run([Outcome.REJECTED, Outcome.SUCCEEDED], attempts=3)
-    assert (outcome, tried, slept) == (Outcome.REJECTED, [1], [])
+    outcome, tried, slept = await run([LoginOutcome.REJECTED, LoginOutcome.SUCCEEDED], attempts=3)
+    assert (outcome, tried, slept) == (LoginOutcome.REJECTED, [1], [])
 
 
 async def test_the_last_outcome_is_reported_without_a_pause_after_it() -> None:
-    outcome, tried, slept = await run([Outcome.TIMED_OUT, Outcome.TIMED_OUT], attempts=2)
-    assert (outcome, tried, slept) == (Outcome.TIMED_OUT, [1, 2], [5.0])
+    outcome, tried, slept = await run([LoginOutcome.TIMED_OUT, LoginOutcome.TIMED_OUT], attempts=2)
+    assert (outcome, tried, slept) == (LoginOutcome.TIMED_OUT, [1, 2], [5.0])

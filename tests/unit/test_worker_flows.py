@@ -6,11 +6,11 @@ import pytest
 
 from protocol.vocabulary import ErrorCode
 from worker.acp import acp_event, prompt_meta
+from worker.endings import check_end, end_from, rpc_failure
 from worker.legacy import LegacyFlow
 from worker.login import is_logged_in, login_url_from
-from worker.outcome import check_end, end_from, rpc_failure
 from worker.rpc import RpcError
-from worker.upstream import Ask, End, NativeTool, Text, Thought, UpstreamFailure, Usage
+from worker.upstream import Ask, ContextUsage, End, NativeTool, Text, Thought, UpstreamFailure
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +44,7 @@ def test_acp_updates_become_events() -> None:
         "type": "context_usage",
         "data": {"usedTokens": 5, "limitTokens": 9},
     }
-    assert acp_event(usage) == Usage(5, 9)
+    assert acp_event(usage) == ContextUsage(5, 9)
     finish = {
         "sessionUpdate": "notification",
         "type": "chat_finish",

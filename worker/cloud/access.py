@@ -24,10 +24,10 @@ from protocol.worker_socket import ModelInfo
 from worker.cloud import discovery
 from worker.cloud.client import CloudClient
 from worker.cloud.credential import Credential, CredentialError, CredentialStore
-from worker.cloud.errors import CloudFailure, Kind
+from worker.cloud.errors import CloudFailure, FailureKind
 from worker.models import ModelResolver, parse_models
-from worker.pool import LingmaClient
 from worker.rpc import RpcClosed, RpcError
+from worker.runtime_client import RuntimeClient
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class RuntimeView(Protocol):
     resolver: ModelResolver  # the runtime's model list: the fallback when the cloud's fails
 
     @property
-    def client(self) -> LingmaClient | None: ...
+    def client(self) -> RuntimeClient | None: ...
 
     @property
     def logged_in(self) -> bool: ...
@@ -51,7 +51,7 @@ class RuntimeView(Protocol):
 
 
 @dataclass(frozen=True)
-class Rejection:
+class LoginRejection:
     """The cloud refused this login; it lasts while the credential stays the same."""
 
     login: Credential
@@ -79,7 +79,7 @@ class CloudAccess:
         self.base_source = ""
         self.base_problem = ""
         self._models_at = 0.0
-        self._rejection: Rejection | None = None
+        self._rejection: LoginRejection | None = None
         self._wake = asyncio.Event()
 
     # ----------------------------------------------------------------- state
@@ -143,7 +143,7 @@ class CloudAccess:
             f"the cloud rejected this account's login ({failure.message}); it stays out of "
             "rotation until the runtime refreshes cache/user or `lingma-gw login` renews it"
         )
-        self._rejection = Rejection(login, reason, time.monotonic() + self.spec.cooldown_s)
+        self._rejection = LoginRejection(login, reason, time.monotonic() + self.spec.cooldown_s)
         self._wake.set()
         log.warning("cloud login rejected: %s", failure.message)
 
@@ -183,14 +183,14 @@ class CloudAccess:
             with contextlib.suppress(CloudFailure):
                 await self._load_models(self.base_url, credential)
 
-    async def _recheck_rejection(self, rejection: Rejection, credential: Credential) -> None:
+    async def _recheck_rejection(self, rejection: LoginRejection, credential: Credential) -> None:
         try:
             if self.base_url:
                 await self._load_models(self.base_url, credential)
         except CloudFailure as exc:
-            if exc.kind is Kind.AUTH:
+            if exc.kind is FailureKind.AUTH:
                 later = time.monotonic() + self.spec.cooldown_s
-                self._rejection = Rejection(rejection.login, rejection.reason, later)
+                self._rejection = LoginRejection(rejection.login, rejection.reason, later)
                 return
         self._rejection = None
         log.info("cloud login accepted again")
@@ -219,7 +219,7 @@ class CloudAccess:
             try:
                 await self._load_models(candidate.url, credential)
             except CloudFailure as exc:
-                if exc.kind is Kind.AUTH:  # the login, not the host: any host would say so
+                if exc.kind is FailureKind.AUTH:  # the login, not the host: any host would say so
                     self._use_base(candidate, "")
                     self._reject(credential, exc)
                     return
@@ -230,7 +230,7 @@ class CloudAccess:
         problem = "cloud model list failed on every base URL: " + "; ".join(problems)
         self._use_base(found[0], problem)
 
-    def _use_base(self, candidate: discovery.Candidate, problem: str) -> None:
+    def _use_base(self, candidate: discovery.BaseUrlCandidate, problem: str) -> None:
         self.base_url, self.base_source = candidate.url, candidate.source
         self.base_problem = problem
         log.info("cloud base URL %s (from %s)", candidate.url, candidate.source)

@@ -16,11 +16,11 @@ from protocol.chat import ChatEvent, ChatRequest, Failure
 from protocol.specs import WorkerSpec
 from protocol.vocabulary import ErrorCode
 from protocol.worker_socket import ModelInfo
-from worker.admission import Admission
 from worker.cloud.access import CloudAccess, RuntimeView
 from worker.cloud.client import CloudClient
 from worker.cloud.service import CloudChatService
 from worker.metrics import WorkerMetrics
+from worker.slots import UpstreamSlots
 
 
 class CloudBackend:
@@ -29,7 +29,7 @@ class CloudBackend:
         spec: WorkerSpec,
         *,
         runtime: RuntimeView,
-        admission: Admission,
+        slots: UpstreamSlots,
         metrics: WorkerMetrics,
     ) -> None:
         self.spec = spec
@@ -39,7 +39,7 @@ class CloudBackend:
             spec,
             access=self.access,
             client=self.client,
-            admission=admission,
+            slots=slots,
             metrics=metrics,
             runtime_models=runtime.resolver,
             on_rate_limited=runtime.cool_down,

@@ -18,7 +18,7 @@ import msgspec
 
 from protocol.chat import ImageInput
 from worker.cloud.credential import Credential
-from worker.cloud.errors import CloudFailure, Kind, classify, parse_retry_after
+from worker.cloud.errors import CloudFailure, FailureKind, classify, parse_retry_after
 from worker.cloud.signing import signed_headers
 from worker.cloud.sse import CloudEvent, SseDecoder, StreamError
 
@@ -34,15 +34,15 @@ READ_CHUNK = 64 * 1024
 
 def _transport_failure(exc: BaseException, where: str) -> CloudFailure:
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError is one too
-        return CloudFailure(Kind.TIMEOUT, f"cloud {where}: no data for too long")
+        return CloudFailure(FailureKind.TIMEOUT, f"cloud {where}: no data for too long")
     if where.endswith("stream"):
-        return CloudFailure(Kind.CUT, f"the cloud {where} broke off ({type(exc).__name__})")
-    return CloudFailure(Kind.CUT, f"cloud {where}: connection failed ({type(exc).__name__})")
+        return CloudFailure(FailureKind.CUT, f"the cloud {where} broke off ({type(exc).__name__})")
+    return CloudFailure(FailureKind.CUT, f"cloud {where}: connection failed ({type(exc).__name__})")
 
 
 class CloudClient:
     def __init__(self, *, timeout_s: float) -> None:
-        self._session = aiohttp.ClientSession(
+        self._http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s),
             trust_env=True,
@@ -50,7 +50,7 @@ class CloudClient:
         self._upload_paths = list(UPLOAD_PATHS)
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._http.close()
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse, where: str) -> None:
         if response.status < 400:
@@ -72,7 +72,7 @@ class CloudClient:
         """A signed GET; the decoded JSON body (None if not JSON), raising on status >= 400."""
         headers = signed_headers(credential, path=path, body=b"", accept="application/json")
         try:
-            async with self._session.get(base_url + path, headers=headers) as response:
+            async with self._http.get(base_url + path, headers=headers) as response:
                 await self._raise_for_status(response, where)
                 raw = await response.read()
         except aiohttp.ClientError as exc:
@@ -88,7 +88,7 @@ class CloudClient:
         _status, payload = await self.get_json(base_url, MODELS_PATH, credential, "model list")
         if not isinstance(payload, dict):
             raise CloudFailure(
-                Kind.WRONG_DOMAIN,
+                FailureKind.WRONG_DOMAIN,
                 "cloud model list is not a JSON object - the base URL is probably wrong",
             )
         return payload
@@ -100,7 +100,7 @@ class CloudClient:
         """POST the signed body; yields the stream of decoded events (raises CloudFailure)."""
         headers = signed_headers(credential, path=CHAT_PATH, body=body)
         try:
-            response = await self._session.post(
+            response = await self._http.post(
                 base_url + CHAT_PATH + CHAT_QUERY, data=body, headers=headers
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -120,7 +120,7 @@ class CloudClient:
             for event in decoder.close():
                 yield event
         except StreamError as exc:
-            raise CloudFailure(Kind.CUT, f"cloud chat: {exc}") from None
+            raise CloudFailure(FailureKind.CUT, f"cloud chat: {exc}") from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_failure(exc, "chat stream") from None
 
@@ -132,7 +132,7 @@ class CloudClient:
             try:
                 return await self._upload(base_url, path, credential, uri)
             except CloudFailure as exc:
-                if exc.kind is not Kind.WRONG_DOMAIN:
+                if exc.kind is not FailureKind.WRONG_DOMAIN:
                     raise
                 last = exc
                 self._upload_paths.remove(path)
@@ -146,7 +146,7 @@ class CloudClient:
         target = f"{path}?request_id={request_id}"
         headers = signed_headers(credential, path=target, body=body, accept="application/json")
         try:
-            async with self._session.post(base_url + target, data=body, headers=headers) as resp:
+            async with self._http.post(base_url + target, data=body, headers=headers) as resp:
                 await self._raise_for_status(resp, "image upload")
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -162,5 +162,5 @@ def _uploaded_url(raw: bytes) -> str:
     data = payload.get("Data") if isinstance(payload, dict) else None
     url = data.get("ImageUrl") if isinstance(data, dict) and data.get("Success") else None
     if not isinstance(url, str) or not url:
-        raise CloudFailure(Kind.REJECTED, "cloud image upload did not return an image URL")
+        raise CloudFailure(FailureKind.REJECTED, "cloud image upload did not return an image URL")
     return url

@@ -43,7 +43,7 @@ _URL = re.compile(r"h?ttps?://[^\s\"'<>),\]}]+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
-class Candidate:
+class BaseUrlCandidate:
     url: str
     source: str
 
@@ -172,22 +172,22 @@ def _recent_log_files(work_dir: Path) -> list[Path]:
     return [p for d in dirs for p in sorted(d.rglob("*.log")) if "lingma" in p.name.lower()]
 
 
-def file_candidates(work_dir: Path) -> list[Candidate]:
-    found: list[Candidate] = []
+def file_candidates(work_dir: Path) -> list[BaseUrlCandidate]:
+    found: list[BaseUrlCandidate] = []
     for name in CONFIG_FILES:
         url = from_config_text(_read_tail(work_dir / name))
         if url:
-            found.append(Candidate(url, name))
+            found.append(BaseUrlCandidate(url, name))
     for path in [*(work_dir / name for name in LOG_FILES), *_recent_log_files(work_dir)]:
         url = from_log_text(_read_tail(path))
         if url:
-            found.append(Candidate(url, str(path.relative_to(work_dir))))
+            found.append(BaseUrlCandidate(url, str(path.relative_to(work_dir))))
     return found
 
 
-def unique(candidates: Iterable[Candidate]) -> list[Candidate]:
+def unique(candidates: Iterable[BaseUrlCandidate]) -> list[BaseUrlCandidate]:
     seen: set[str] = set()
-    out: list[Candidate] = []
+    out: list[BaseUrlCandidate] = []
     for candidate in candidates:
         if candidate.url and candidate.url not in seen:
             seen.add(candidate.url)
@@ -202,15 +202,17 @@ def candidates(
     dedicated_domain: str,
     binary_args: Sequence[str],
     work_dir: Path,
-) -> list[Candidate]:
+) -> list[BaseUrlCandidate]:
     """Where to look, best first; an explicit setting is the only candidate."""
     if explicit:
-        return [Candidate(normalize_base(explicit) or explicit.rstrip("/"), "cloud_base_url")]
+        return [
+            BaseUrlCandidate(normalize_base(explicit) or explicit.rstrip("/"), "cloud_base_url")
+        ]
     found = [
-        Candidate(normalize_base(runtime_endpoint), "runtime config/getEndpoint"),
-        Candidate(normalize_base(dedicated_domain), "dedicated_domain_url"),
-        Candidate(endpoint_flag(binary_args), "--endpoint"),
+        BaseUrlCandidate(normalize_base(runtime_endpoint), "runtime config/getEndpoint"),
+        BaseUrlCandidate(normalize_base(dedicated_domain), "dedicated_domain_url"),
+        BaseUrlCandidate(endpoint_flag(binary_args), "--endpoint"),
         *file_candidates(work_dir),
-        Candidate(region_default(work_dir), "region default"),
+        BaseUrlCandidate(region_default(work_dir), "region default"),
     ]
     return unique(found)

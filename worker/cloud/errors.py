@@ -21,7 +21,7 @@ QUOTA_CODES = frozenset({"110", "112", "10605", "429"})
 MAX_RETRY_AFTER_S = 3600.0
 
 
-class Kind(enum.Enum):
+class FailureKind(enum.Enum):
     AUTH = "auth"  # bad signature, expired or rejected login
     RATE_LIMITED = "rate_limited"  # 429, quota, queueing
     WRONG_DOMAIN = "wrong_domain"  # 404 / NoSuchKey: not a Lingma cloud base URL
@@ -35,7 +35,7 @@ class Kind(enum.Enum):
 class CloudFailure(Exception):
     def __init__(
         self,
-        kind: Kind,
+        kind: FailureKind,
         message: str,
         *,
         status: int = 0,
@@ -52,15 +52,21 @@ class CloudFailure(Exception):
     @property
     def error_code(self) -> ErrorCode:
         return {
-            Kind.AUTH: ErrorCode.NOT_LOGGED_IN,
-            Kind.RATE_LIMITED: ErrorCode.UPSTREAM_RATE_LIMITED,
-            Kind.TIMEOUT: ErrorCode.UPSTREAM_TIMEOUT,
+            FailureKind.AUTH: ErrorCode.NOT_LOGGED_IN,
+            FailureKind.RATE_LIMITED: ErrorCode.UPSTREAM_RATE_LIMITED,
+            FailureKind.TIMEOUT: ErrorCode.UPSTREAM_TIMEOUT,
         }.get(self.kind, ErrorCode.UPSTREAM_ERROR)
 
     @property
     def may_succeed_elsewhere(self) -> bool:
         """Worth another attempt (here once, or on another account) if nothing was sent yet."""
-        return self.kind in (Kind.SERVER, Kind.CUT, Kind.EMPTY, Kind.WRONG_DOMAIN, Kind.TIMEOUT)
+        return self.kind in (
+            FailureKind.SERVER,
+            FailureKind.CUT,
+            FailureKind.EMPTY,
+            FailureKind.WRONG_DOMAIN,
+            FailureKind.TIMEOUT,
+        )
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -99,7 +105,7 @@ def failure_for(
     detail = f"cloud {where} answered {status}" + (f" code {code}" if code else "")
     detail += f": {message}" if message else ""
     kind = _kind(status, code, raw or message)
-    if kind is Kind.WRONG_DOMAIN:
+    if kind is FailureKind.WRONG_DOMAIN:
         detail += (
             " - the base URL is probably not Lingma's cloud API (set cloud_base_url to the "
             "official or your enterprise dedicated domain)"
@@ -107,15 +113,15 @@ def failure_for(
     return CloudFailure(kind, detail, status=status, code=code, retry_after=retry_after)
 
 
-def _kind(status: int, code: str, body: str) -> Kind:
+def _kind(status: int, code: str, body: str) -> FailureKind:
     if status == 429 or code in QUOTA_CODES:
-        return Kind.RATE_LIMITED
+        return FailureKind.RATE_LIMITED
     if status in (401, 403) or code in AUTH_CODES:
-        return Kind.AUTH
+        return FailureKind.AUTH
     if status == 404 or "NoSuchKey" in body:
-        return Kind.WRONG_DOMAIN
+        return FailureKind.WRONG_DOMAIN
     if status == 408:
-        return Kind.TIMEOUT
+        return FailureKind.TIMEOUT
     if status >= 500:
-        return Kind.SERVER
-    return Kind.REJECTED
+        return FailureKind.SERVER
+    return FailureKind.REJECTED

@@ -64,7 +64,7 @@ class Step:
 
 
 @dataclass
-class Report:
+class ProbeReport:
     base_url: str
     base_source: str
     credential: dict[str, Any]
@@ -170,7 +170,7 @@ async def probe_chat(
     return step
 
 
-async def run_probe(args: argparse.Namespace) -> Report:
+async def run_probe(args: argparse.Namespace) -> ProbeReport:
     work_dir = Path(args.work_dir)
     found = discovery.candidates(
         explicit=args.base_url,
@@ -179,7 +179,7 @@ async def run_probe(args: argparse.Namespace) -> Report:
         binary_args=[],
         work_dir=work_dir,
     )
-    report = Report(found[0].url, found[0].source, {})
+    report = ProbeReport(found[0].url, found[0].source, {})
     try:
         credential = CredentialStore(work_dir, args.credential_file or "").current()
     except CredentialError as exc:
@@ -203,7 +203,7 @@ async def run_probe(args: argparse.Namespace) -> Report:
     return report
 
 
-def render(report: Report) -> str:
+def render(report: ProbeReport) -> str:
     lines = [f"cloud base URL: {report.base_url} (from {report.base_source})"]
     if report.credential:
         lines.append(f"credential: {report.credential}")

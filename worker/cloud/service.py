@@ -33,16 +33,16 @@ from protocol.logs import request_id_var
 from protocol.specs import WorkerSpec
 from protocol.tokens import estimate_tokens
 from protocol.vocabulary import ErrorCode
-from worker.admission import Admission, Overloaded
 from worker.cloud import sse
 from worker.cloud.access import CloudAccess
 from worker.cloud.body import AUTO_MODEL, BodyInput, build_body
 from worker.cloud.calls import ToolCallAssembler
 from worker.cloud.client import CloudClient
 from worker.cloud.credential import Credential, CredentialError
-from worker.cloud.errors import CloudFailure, Kind, failure_for
+from worker.cloud.errors import CloudFailure, FailureKind, failure_for
 from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
+from worker.slots import Overloaded, UpstreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class ChatRefused(Exception):
 
 
 @dataclass
-class CloudTurn:
+class CloudChat:
     """One chat's progress on the cloud path."""
 
     request: ChatRequest
@@ -89,7 +89,7 @@ class CloudChatService:
         *,
         access: CloudAccess,
         client: CloudClient,
-        admission: Admission,
+        slots: UpstreamSlots,
         metrics: WorkerMetrics,
         runtime_models: ModelResolver,
         on_rate_limited: Callable[[float], None],
@@ -97,7 +97,7 @@ class CloudChatService:
         self.spec = spec
         self.access = access
         self.client = client
-        self.admission = admission
+        self.slots = slots
         self.metrics = metrics
         self.runtime_models = runtime_models
         self._on_rate_limited = on_rate_limited
@@ -107,11 +107,11 @@ class CloudChatService:
     async def run(self, request: ChatRequest, emit: Emit) -> None:
         """Serve one chat; always emits exactly one Finish or Failure (also when cancelled)."""
         request_id_var.set(request.request_id)
-        turn: CloudTurn | None = None
+        turn: CloudChat | None = None
         status = "ok"
         try:
-            turn = CloudTurn(request, self._resolve(request), time.monotonic())
-            async with self.admission.slot():
+            turn = CloudChat(request, self._resolve(request), time.monotonic())
+            async with self.slots.slot():
                 emit(await self._serve(turn, emit))
         except Overloaded as exc:
             status = ErrorCode.OVERLOADED.value
@@ -147,15 +147,15 @@ class CloudChatService:
         )
 
     def _from_cloud(
-        self, request: ChatRequest, turn: CloudTurn | None, exc: CloudFailure
+        self, request: ChatRequest, turn: CloudChat | None, exc: CloudFailure
     ) -> Failure:
         retry_after = exc.retry_after
-        if exc.kind is Kind.RATE_LIMITED:
+        if exc.kind is FailureKind.RATE_LIMITED:
             retry_after = retry_after or self.spec.cooldown_s
             self.metrics.rate_limited()
             self._on_rate_limited(retry_after)
         started = turn is not None and turn.emitted
-        retryable = not started and (exc.may_succeed_elsewhere or exc.kind is Kind.AUTH)
+        retryable = not started and (exc.may_succeed_elsewhere or exc.kind is FailureKind.AUTH)
         return self._failure(request, exc.error_code, exc.message, retry_after, retryable=retryable)
 
     def _resolve(self, request: ChatRequest) -> str:
@@ -169,7 +169,7 @@ class CloudChatService:
                 return AUTO_MODEL
             raise ChatRefused(ErrorCode.UNKNOWN_MODEL, str(exc)) from None
 
-    def _account(self, turn: CloudTurn | None, request: ChatRequest, status: str) -> None:
+    def _account(self, turn: CloudChat | None, request: ChatRequest, status: str) -> None:
         if turn is None:
             self.metrics.requests.labels(model="unresolved", status=status).inc()
             log.info("chat refused: %s", status, extra={"model": request.model})
@@ -199,7 +199,7 @@ class CloudChatService:
             limit = min(limit, loop_now + (request.deadline - time.time()))
         return limit
 
-    async def _serve(self, turn: CloudTurn, emit: Emit) -> Finish:
+    async def _serve(self, turn: CloudChat, emit: Emit) -> Finish:
         scope = asyncio.timeout_at(self._deadline(turn.request))
         try:
             async with scope:
@@ -220,7 +220,7 @@ class CloudChatService:
                 ErrorCode.NOT_LOGGED_IN, f"cloud credential unusable: {exc}", retryable=True
             ) from None
 
-    async def _attempts(self, turn: CloudTurn, emit: Emit) -> None:
+    async def _attempts(self, turn: CloudChat, emit: Emit) -> None:
         credential = self._credential()
         base_url = self.access.base_url
         images = await self._upload_images(turn.request, base_url, credential)
@@ -231,7 +231,7 @@ class CloudChatService:
             except CloudFailure as exc:
                 if turn.emitted:
                     raise
-                if exc.kind is Kind.AUTH and not auth_retried:
+                if exc.kind is FailureKind.AUTH and not auth_retried:
                     auth_retried = True
                     fresh = self.access.after_auth_failure(credential, exc)
                     if fresh is None:
@@ -258,7 +258,7 @@ class CloudChatService:
 
     async def _attempt(
         self,
-        turn: CloudTurn,
+        turn: CloudChat,
         base_url: str,
         credential: Credential,
         images: dict[int, list[str]],
@@ -284,7 +284,7 @@ class CloudChatService:
         self._complete(turn, emit)
 
     async def _relay(
-        self, turn: CloudTurn, events: AsyncIterator[sse.CloudEvent], emit: Emit
+        self, turn: CloudChat, events: AsyncIterator[sse.CloudEvent], emit: Emit
     ) -> None:
         rid = turn.request.id
         async for event in events:
@@ -314,19 +314,21 @@ class CloudChatService:
                 raise failure_for(event.status, event.code, event.message, where="chat stream")
 
     @staticmethod
-    def _mark(turn: CloudTurn) -> None:
+    def _mark(turn: CloudChat) -> None:
         turn.emitted = True
         if turn.first_token_at is None:
             turn.first_token_at = time.monotonic()
 
-    def _complete(self, turn: CloudTurn, emit: Emit) -> None:
+    def _complete(self, turn: CloudChat, emit: Emit) -> None:
         """The stream ended: a whole answer emits its tool calls; anything else is a failure."""
         if not (turn.done or turn.finish_reason):
             where = "mid-answer" if turn.emitted else "before any output"
-            raise CloudFailure(Kind.CUT, f"the cloud stream ended without a finish ({where})")
+            raise CloudFailure(
+                FailureKind.CUT, f"the cloud stream ended without a finish ({where})"
+            )
         calls = turn.calls.calls()
         if not turn.answer and not calls:
-            raise CloudFailure(Kind.EMPTY, "the cloud finished with an empty answer")
+            raise CloudFailure(FailureKind.EMPTY, "the cloud finished with an empty answer")
         for call in calls:
             self._mark(turn)
             emit(
@@ -339,7 +341,7 @@ class CloudChatService:
             )
         turn.tool_calls = len(calls)
 
-    def _usage(self, turn: CloudTurn) -> tuple[int, int]:
+    def _usage(self, turn: CloudChat) -> tuple[int, int]:
         usage = turn.usage
         if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
             return usage.prompt_tokens, usage.completion_tokens
@@ -348,7 +350,7 @@ class CloudChatService:
             estimate_tokens("".join(turn.answer)) + turn.reasoning_chars // 4,
         )
 
-    def _finished(self, turn: CloudTurn) -> Finish:
+    def _finished(self, turn: CloudChat) -> Finish:
         if turn.tool_calls:
             reason = FinishReason.TOOL_CALLS
         elif turn.finish_reason == "length":

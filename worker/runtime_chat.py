@@ -1,6 +1,6 @@
 """Runs in the worker: one chat's upstream progress, and the bounds it runs under.
 
-A `Turn` records what was asked upstream, on which connection, under which subscription, and
+A `RuntimeChat` records what was asked upstream, on which connection, under which subscription, and
 how it ended; the chat service (worker/chat.py) drives it. `timers_from` turns the worker's
 spec into the turn's clocks (worker/upstream.py).
 """
@@ -41,7 +41,7 @@ def timers_from(spec: WorkerSpec) -> Timers:
 
 
 @dataclass
-class Turn:
+class RuntimeChat:
     """One chat's progress: what was asked upstream, on which connection, what came back."""
 
     request: ChatRequest

@@ -45,7 +45,7 @@ class AcpSupport(enum.StrEnum):
     NO = "no"  # session/new failed or hung: legacy chat/ask for this binary's life
 
 
-class LingmaClient:
+class RuntimeClient:
     def __init__(
         self, work_dir: Path, *, rpc_timeout: float, max_idle: int, shared: int = 1
     ) -> None:
@@ -60,7 +60,7 @@ class LingmaClient:
         # No connector cap (legacy asks each lease a WebSocket) and no session-wide `total`
         # timeout: aiohttp keeps that timer armed for a WebSocket's whole life. Connecting is
         # bounded by RpcConnection.open, calls by their own timeouts.
-        self._session = aiohttp.ClientSession(
+        self._http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
         )
         self._shared: list[RpcConnection | None] = [None] * max(1, shared)
@@ -159,7 +159,7 @@ class LingmaClient:
         try:
             await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
         finally:  # even when shutdown cancels us mid-way: no "Unclosed client session"
-            await self._session.close()
+            await self._http.close()
 
     # ----------------------------------------------------------------- connections
 
@@ -191,7 +191,7 @@ class LingmaClient:
             raise RpcClosed("client closed")
         started = self._last_open_started = time.monotonic()
         connection = await RpcConnection.open(
-            self._session, self.port, timeout=timeout, headers=machine_token_headers(self.work_dir)
+            self._http, self.port, timeout=timeout, headers=machine_token_headers(self.work_dir)
         )
         connection.on_lost = self._lost
         try:

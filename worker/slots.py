@@ -13,7 +13,7 @@ class Overloaded(Exception):
         self.retry_after = 1.0
 
 
-class Admission:
+class UpstreamSlots:
     """At most `limit` chats upstream at once; the rest wait up to `queue_timeout_s`."""
 
     def __init__(self, limit: int, queue_timeout_s: float) -> None:
