@@ -20,42 +20,42 @@ class WorkerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "lingma_worker_requests",
+            "lingma_gw_worker_requests",
             "Chat requests by model and result",
             ["model", "status"],
             registry=r,
         )
         self.latency = Histogram(
-            "lingma_worker_request_seconds",
+            "lingma_gw_worker_request_duration_seconds",
             "Chat duration until Finish/Failure",
             ["model"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.ttft = Histogram(
-            "lingma_worker_ttft_seconds",
+            "lingma_gw_worker_time_to_first_token_seconds",
             "Time to the first answer token",
             ["model"],
             buckets=TTFT_BUCKETS,
             registry=r,
         )
         self.session_cache = Counter(
-            "lingma_worker_session_cache", "Session cache lookups", ["result"], registry=r
+            "lingma_gw_worker_session_cache", "Session cache lookups", ["result"], registry=r
         )
         self.upstream_429 = Counter(
-            "lingma_worker_upstream_429", "Upstream rate-limit answers", registry=r
+            "lingma_gw_worker_upstream_429", "Upstream rate-limit answers", registry=r
         )
         self.tokens = Counter(
-            "lingma_worker_tokens", "Estimated tokens by kind", ["kind"], registry=r
+            "lingma_gw_worker_tokens", "Estimated tokens by kind", ["kind"], registry=r
         )
         self.binary_restarts = Counter(
-            "lingma_worker_binary_restarts", "Lingma binary restarts", registry=r
+            "lingma_gw_worker_binary_restarts", "Lingma binary restarts", registry=r
         )
-        self.in_flight = Gauge("lingma_worker_in_flight", "Chats running upstream", registry=r)
-        self.queued = Gauge("lingma_worker_queued", "Chats waiting for a slot", registry=r)
-        self.sessions = Gauge("lingma_worker_sessions", "Cached upstream sessions", registry=r)
+        self.in_flight = Gauge("lingma_gw_worker_in_flight", "Chats running upstream", registry=r)
+        self.queued = Gauge("lingma_gw_worker_queue_depth", "Chats waiting for a slot", registry=r)
+        self.sessions = Gauge("lingma_gw_worker_sessions", "Cached upstream sessions", registry=r)
         self.sessions_deleted = Counter(
-            "lingma_worker_sessions_deleted",
+            "lingma_gw_worker_sessions_deleted",
             "Throw-away upstream sessions by what deleting them did",
             ["outcome"],
             registry=r,

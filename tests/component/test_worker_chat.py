@@ -313,12 +313,12 @@ async def test_models_stats_and_ping(client: MuxClient) -> None:
     assert isinstance(stats, Stats) and stats.stats.requests_total >= 1
     families = {f.name: f for f in stats.metrics}
     assert {
-        "lingma_worker_requests",
-        "lingma_worker_ttft_seconds",
-        "lingma_worker_session_cache",
-        "lingma_worker_upstream_429",
+        "lingma_gw_worker_requests",
+        "lingma_gw_worker_time_to_first_token_seconds",
+        "lingma_gw_worker_session_cache",
+        "lingma_gw_worker_upstream_429",
     } <= set(families)
-    samples = families["lingma_worker_requests"].samples
+    samples = families["lingma_gw_worker_requests"].samples
     assert any(s.labels == {"model": "auto", "status": "ok"} and s.value >= 1 for s in samples)
     now = time.time()
     reply = await client.call(lambda i: Ping(id=i, sent_at=now), 5.0)

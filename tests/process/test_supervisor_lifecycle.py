@@ -124,10 +124,10 @@ async def kill_front(gw: SupervisedGateway, http: aiohttp.ClientSession) -> None
 async def check_metrics(gw: SupervisedGateway, http: aiohttp.ClientSession) -> None:
     text = await gw.metrics(http)
     for account in ("acct-a", "acct-b"):
-        assert f'lingma_worker_upstream_429_total{{account="{account}"}} 0.0' in text
+        assert f'lingma_gw_worker_upstream_429_total{{account="{account}"}} 0.0' in text
         assert f'lingma_gw_worker_state{{account="{account}",state="ready"}} 1.0' in text
         assert f'lingma_gw_process_resident_memory_bytes{{process="lingma-{account}"}}' in text
-    assert 'lingma_worker_requests_total{account="acct-b",model="auto",status="ok"}' in text
+    assert 'lingma_gw_worker_requests_total{account="acct-b",model="auto",status="ok"}' in text
     assert 'lingma_gw_worker_restarts_total{account="acct-a"} 1.0' in text
     assert 'lingma_gw_worker_state{account="broken",state="fatal"} 1.0' in text
     assert 'lingma_gw_front_restarts_total{front="0"} 1.0' in text
