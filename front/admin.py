@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from front.auth import require_admin
@@ -18,10 +19,12 @@ from front.context import CONTEXT, FrontContext
 from front.control import front_stats
 from front.errors import ApiError, ErrorKind, from_failure
 from front.httpkit import json_response
+from front.supervisor_link import ask_supervisor
 from front.worker_pool import WorkerLink
 from protocol.chat import Failure
 from protocol.child_socket import ChildStats, Stats, StatsQuery
 from protocol.framing import FrameError
+from protocol.usage import UsageGrouping, UsageReply, UsageRequest, parse_since
 from protocol.vocabulary import ErrorCode, LoginState
 from protocol.worker_socket import (
     LoginBundle,
@@ -204,9 +207,26 @@ def session_cache_totals(reported: list[ChildStats]) -> dict[str, float]:
     }
 
 
+async def usage(request: web.Request) -> web.Response:
+    """`lingma-gw usage --json` over HTTP: ?by=key|account|model&since=24h."""
+    ctx = _admin_context(request)
+    try:
+        by = UsageGrouping(request.query.get("by", "key"))
+        since_s = parse_since(request.query.get("since", "24h"))
+    except ValueError as exc:
+        raise ApiError(ErrorKind.BAD_REQUEST, f"{exc} (by: key, account or model)") from None
+    reply = await ask_supervisor(ctx.spec.control_socket, UsageRequest(by=by, since_s=since_s), 10)
+    if not isinstance(reply, UsageReply):
+        raise ApiError(
+            ErrorKind.UNAVAILABLE, "the supervisor did not answer the usage query", retry_after=5
+        )
+    return json_response(msgspec.to_builtins(reply))
+
+
 def add_admin_routes(app: web.Application) -> None:
     app.router.add_post("/internal/auto-login/start", auto_login_start)
     app.router.add_get("/internal/auto-login/status", auto_login_status)
     app.router.add_post("/internal/session/export", session_export)
     app.router.add_get("/internal/models/raw", models_raw)
     app.router.add_get("/internal/stats", internal_stats)
+    app.router.add_get("/internal/usage", usage)

@@ -16,10 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from front.anthropic_stream import AnthropicStreamRenderer, messages_body
-from front.auth import require_api_key
 from front.context import CONTEXT
 from front.errors import ApiFlavor
-from front.httpkit import admit_chat, json_response, read_body
+from front.httpkit import admit_chat, authenticate, json_response, read_body
 from front.images import ImageCounter, from_base64, from_url
 from front.plan import (
     ChatPlan,
@@ -238,7 +237,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 async def count_tokens(request: web.Request) -> web.Response:
     """Claude Code probes this: the estimate (protocol/tokens.py) the reply's usage will report."""
     ctx = request.app[CONTEXT]
-    require_api_key(request.headers, ctx.spec.api_keys)
+    authenticate(request)
     body = await read_body(request, MessagesBody)
     plan = plan_messages(body, default_model=ctx.spec.default_model, affinity_header=None)
     payload: dict[str, Any] = {"input_tokens": plan.prompt_tokens}

@@ -239,7 +239,7 @@ async def serve(spec: FrontSpec) -> int:
     ctx = FrontContext.from_spec(spec)
     logging.getLogger("aiohttp.server").addFilter(OneLineBadRequests())
     log_auth_posture(
-        api_keys=spec.api_keys, admin_token=spec.admin_token, metrics_public=spec.metrics_public
+        keys=len(spec.keys), admin_token=spec.admin_token, metrics_public=spec.metrics_public
     )
     try:
         sock = listen_socket(spec.host, spec.port, spec.reuse_port)
@@ -269,6 +269,7 @@ async def serve(spec: FrontSpec) -> int:
         site = web.SockSite(runner, sock, shutdown_timeout=1.0)
         await site.start()
         _install_signals(ctx)
+        ctx.usage.start()
         ctx.state = ServeState.SERVING
         log.info(
             "front %d listening on %s:%d, %d workers",
@@ -283,6 +284,8 @@ async def serve(spec: FrontSpec) -> int:
         await _drain(ctx)
     finally:
         await runner.cleanup()
+        await ctx.usage.stop()  # after the last request ended: its row goes too
+        ctx.gate.close()
         await control.close()
         await ctx.pool.close()
         with contextlib.suppress(OSError):

@@ -11,16 +11,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from front.errors import ApiError, ErrorKind
 
 log = logging.getLogger(__name__)
 
 ANONYMOUS_SCOPE = "anonymous"
-INVALID_KEY_MESSAGE = (
-    "invalid API key: use a key from the gateway's [auth] api_keys (or its API_KEYS variable)"
-)
 
 
 def _raw(text: str) -> bytes:
@@ -57,21 +54,6 @@ def key_scope(key: str) -> str:
     return hashlib.sha256(b"lingma-gw-key\0" + _raw(key)).hexdigest()[:16]
 
 
-def require_api_key(headers: Mapping[str, str], api_keys: Sequence[str]) -> str:
-    """Return the accepted key ("" in open mode); raise 401 otherwise."""
-    key = presented_key(headers)
-    if not api_keys:
-        return key
-    if not key:
-        raise ApiError(
-            ErrorKind.UNAUTHORIZED,
-            "missing API key: send `Authorization: Bearer KEY` or `x-api-key: KEY`",
-        )
-    if not matches_any(key, api_keys):
-        raise ApiError(ErrorKind.UNAUTHORIZED, INVALID_KEY_MESSAGE)
-    return key
-
-
 def require_admin(headers: Mapping[str, str], admin_token: str) -> None:
     if not admin_token:
         raise ApiError(ErrorKind.FORBIDDEN, "admin endpoints are disabled: ADMIN_TOKEN is not set")
@@ -85,24 +67,25 @@ def require_admin(headers: Mapping[str, str], admin_token: str) -> None:
 def require_metrics(
     headers: Mapping[str, str],
     *,
-    api_keys: Sequence[str],
+    authenticate: Callable[[Mapping[str, str]], object],
     metrics_token: str,
     public: bool,
 ) -> None:
+    """Open when public; else the metrics token when one is set; else any valid API key."""
     if public:
         return
     if metrics_token:
         if not matches_any(bearer_token(headers), [metrics_token]):
             raise ApiError(ErrorKind.UNAUTHORIZED, "invalid or missing metrics token")
         return
-    require_api_key(headers, api_keys)
+    authenticate(headers)
 
 
-def log_auth_posture(*, api_keys: Sequence[str], admin_token: str, metrics_public: bool) -> None:
+def log_auth_posture(*, keys: int, admin_token: str, metrics_public: bool) -> None:
     """Loud warnings for risky settings, so an operator cannot miss them in the journal."""
-    if not api_keys:
+    if not keys:
         log.warning(
-            "AUTH DISABLED: API_KEYS is empty, /v1/* is wide open. "
+            "AUTH DISABLED: no API key is configured, /v1/* is wide open. "
             "Set API_KEYS before exposing this gateway to anything other than localhost."
         )
     if not admin_token:

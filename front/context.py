@@ -1,7 +1,8 @@
 """Runs in the front: the process-wide state every handler reaches through the aiohttp app.
 
-Owned here: the spec, the worker pool, admission control, the metrics registry, and the
-serving state (STARTING → SERVING → DRAINING) that the middleware and /healthz consult.
+Owned here: the spec, the worker pool, admission control, the metrics registry, the key
+table with its limits gate and usage recorder (front/keys.py, front/usage.py), and the serving
+state (STARTING → SERVING → DRAINING) that the middleware and /healthz consult.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from front.admission import Admission
+from front.keys import KeyGate, KeyTable
 from front.metrics import FrontMetrics
+from front.usage import UsageRecorder
 from front.worker_pool import WorkerPool
 from protocol.specs import FrontSpec
 
@@ -31,6 +34,9 @@ class FrontContext:
     pool: WorkerPool
     admission: Admission
     metrics: FrontMetrics
+    keys: KeyTable
+    gate: KeyGate
+    usage: UsageRecorder
     started_at: float = field(default_factory=time.time)
     state: ServeState = ServeState.STARTING
     requests_total: int = 0
@@ -46,6 +52,9 @@ class FrontContext:
             pool=WorkerPool(spec.workers, ping_interval_s=spec.ping_interval_s),
             admission=Admission(spec.max_in_flight, spec.queue_timeout_s),
             metrics=FrontMetrics(),
+            keys=KeyTable(spec.keys),
+            gate=KeyGate.attach(spec.limits_table, spec.limits_column),
+            usage=UsageRecorder(spec.control_socket, spec.index, enabled=spec.usage_record),
         )
         # Gauges read live state at scrape time instead of being kept in step by hand.
         ctx.metrics.in_flight.set_function(lambda: ctx.admission.in_flight)

@@ -1,9 +1,9 @@
 """Runs in the front: its own Unix socket for the supervisor, and the client for /metrics.
 
 The supervisor pings the front (Pong: serving state, in-flight), collects its metrics
-(StatsQuery → Stats with a registry snapshot), pushes the worker set (WorkersUpdate) and asks
-it to drain (Drain). `/metrics` asks the supervisor for the aggregate over its control
-socket; without a supervisor the front serves its own registry.
+(StatsQuery → Stats with a registry snapshot), pushes the worker set (WorkersUpdate) and the
+key table (KeysUpdate), and asks it to drain (Drain). `/metrics` asks the supervisor for the
+aggregate over its control socket; without a supervisor the front serves its own registry.
 """
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ import logging
 import os
 
 from front.context import FrontContext, ServeState
+from front.supervisor_link import ask_supervisor
 from protocol.chat import Failure
 from protocol.child_socket import ChildStats, Drain, Ok, Ping, Pong, Stats, StatsQuery
-from protocol.control_socket import ControlReply, MetricsReply, MetricsRequest
+from protocol.control_socket import MetricsReply, MetricsRequest
 from protocol.framing import (
     FrameDecodeError,
     FramedStream,
     FrameError,
-    open_framed,
     start_unix_server,
 )
 from protocol.front_socket import FrontReply, FrontRequest, WorkersUpdate
+from protocol.keys import KeysUpdate
 from protocol.vocabulary import ChildState, ErrorCode
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ def reply_to(ctx: FrontContext, message: object) -> FrontReply:
         case WorkersUpdate(id=rid, workers=workers):
             ctx.pool.update(workers)
             return Ok(id=rid, message=f"{len(workers)} workers")
+        case KeysUpdate(id=rid, keys=keys):
+            ctx.keys.replace(keys)
+            return Ok(id=rid, message=f"{len(keys)} keys")
         case Drain(id=rid, grace_s=grace_s, handover=handover):
             ctx.request_drain(grace_s, handover=handover)
             return Ok(id=rid, message="draining")
@@ -122,19 +126,5 @@ class FrontControlServer:
 
 async def supervisor_metrics(control_socket: str, timeout: float = 3.0) -> str | None:
     """The supervisor's aggregate exposition, or None when it cannot be had."""
-    if not control_socket:
-        return None
-    try:
-        stream = await open_framed(control_socket, ControlReply, timeout=timeout)
-    except (OSError, TimeoutError):
-        return None
-    try:
-        async with asyncio.timeout(timeout):
-            await stream.send(MetricsRequest())
-            reply = await stream.recv()
-    except (FrameError, OSError, TimeoutError) as exc:
-        log.warning("supervisor metrics unavailable: %s", type(exc).__name__)
-        return None
-    finally:
-        await stream.close()
+    reply = await ask_supervisor(control_socket, MetricsRequest(), timeout)
     return reply.text if isinstance(reply, MetricsReply) else None

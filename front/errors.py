@@ -44,6 +44,8 @@ class ErrorKind(enum.Enum):
     TOO_LARGE = (413, "invalid_request_error", "request_too_large", "request_too_large")
     OVERLOADED = (429, "rate_limit_error", "overloaded", "rate_limit_error")
     UPSTREAM_RATE_LIMITED = (429, "rate_limit_error", "upstream_rate_limited", "rate_limit_error")
+    # A named key over its own rpm / tokens-per-day / concurrency limit (front/keys.py).
+    KEY_LIMITED = (429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error")
     INTERNAL = (500, "server_error", "internal_error", "api_error")
     UPSTREAM = (502, "upstream_error", "upstream_error", "api_error")
     UNAVAILABLE = (503, "service_unavailable", "no_ready_account", "overloaded_error")

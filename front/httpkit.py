@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,12 +14,16 @@ import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from front.auth import key_scope, require_api_key
+from front.auth import key_scope, presented_key
 from front.context import CONTEXT, FrontContext
-from front.errors import ApiError, ErrorKind
+from front.errors import ApiError, ErrorKind, flavor_for_path
+from front.keys import check_model, key_name
 from front.plan import ChatPlan
 from front.relay import RequestMeta
 from front.routing import affinity_hash
+from front.usage import UsageRecorder
+from protocol.keys import KeyEntry
+from protocol.usage import UsageRow
 
 T = TypeVar("T")
 
@@ -108,11 +113,44 @@ async def admit_chat(
 ) -> tuple[FrontContext, T, ChatPlan, RequestMeta]:
     """What every chat endpoint does first: the key, the body, the plan, the request's metadata."""
     ctx = request.app[CONTEXT]
-    api_key = require_api_key(request.headers, ctx.spec.api_keys)
-    body = await read_body(request, body_type)
-    plan = planner(
-        body,
-        default_model=ctx.spec.default_model,
-        affinity_header=request.headers.get(AFFINITY_HEADER),
+    entry = authenticate(request)
+    model = ""
+    try:
+        body = await read_body(request, body_type)
+        plan = planner(
+            body,
+            default_model=ctx.spec.default_model,
+            affinity_header=request.headers.get(AFFINITY_HEADER),
+        )
+        model = plan.model
+        check_model(entry, model)
+    except ApiError as err:  # a known key's bad request or forbidden model is on its record
+        record_refusal(ctx.usage, request, entry, model, err.status)
+        raise
+    meta = request_meta(request, ctx, presented_key(request.headers), plan.affinity_source)
+    meta.key = entry
+    return ctx, body, plan, meta
+
+
+def record_refusal(
+    recorder: UsageRecorder, request: web.Request, entry: KeyEntry | None, model: str, status: int
+) -> None:
+    latency_s = asyncio.get_running_loop().time() - request.get(STARTED, 0.0)
+    recorder.add(
+        UsageRow(
+            ts=time.time() - latency_s,
+            key=key_name(entry),
+            account="",
+            model=model,
+            api=flavor_for_path(request.path).value,
+            status=status,
+            latency_ms=round(latency_s * 1000, 3),
+            front=recorder.front,
+            request_id=request.get(REQUEST_ID, ""),
+        )
     )
-    return ctx, body, plan, request_meta(request, ctx, api_key, plan.affinity_source)
+
+
+def authenticate(request: web.Request) -> KeyEntry | None:
+    """The request's named key (None in open mode), or a 401 in the path's API shape."""
+    return request.app[CONTEXT].keys.authenticate(request.headers, time.time())

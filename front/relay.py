@@ -23,11 +23,14 @@ from front.backends import RequestForms
 from front.context import FrontContext
 from front.errors import ApiError, ErrorKind, from_failure, no_ready_account_message
 from front.forced import needs_call, reply_with_call
+from front.keys import Ticket
 from front.pipeline import EventPipeline, FrontEvent, Outcome
 from front.plan import ChatPlan
 from front.sse import CoalescingWriter, StreamRenderer, open_stream
+from front.usage import settle
 from protocol.chat import Delta, Failure, Finish, Reasoning, ToolCall
 from protocol.framing import FrameError
+from protocol.keys import KeyEntry
 from protocol.vocabulary import Backend, ErrorCode
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ class RequestMeta:
     started: float  # event-loop time
     served_by: str = ""
     backend: Backend = Backend.RUNTIME  # of the worker that answers
+    key: KeyEntry | None = None  # the named key (None in open mode)
+    ticket: Ticket | None = None  # counted against the key's host-wide limits until settled
 
 
 @dataclass(slots=True)
@@ -224,6 +229,7 @@ def _record(
     ctx.requests_total += 1
     if status >= 400:
         ctx.failures_total += 1
+    settle(ctx.usage, gate=ctx.gate, meta=meta, plan=plan, status=status, outcome=outcome)
     log.info(
         "chat %s model=%s account=%s status=%d in %.0fms",
         plan.api.value,
@@ -297,6 +303,7 @@ async def stream_response(
     status = CLIENT_GONE
     try:
         try:
+            meta.ticket = ctx.gate.admit(meta.key)  # a key over its limits: 429 before anything
             async with asyncio.timeout_at(meta.deadline):
                 async with contextlib.aclosing(chat_items(ctx, plan, meta)) as items:
                     async for item in items:
@@ -328,6 +335,7 @@ async def collect(ctx: FrontContext, plan: ChatPlan, meta: RequestMeta) -> Colle
     result = Collected()
     status = CLIENT_GONE
     try:
+        meta.ticket = ctx.gate.admit(meta.key)
         async with asyncio.timeout_at(meta.deadline):
             async with contextlib.aclosing(chat_items(ctx, plan, meta)) as items:
                 async for item in items:

@@ -15,11 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from front.auth import require_api_key, require_metrics
+from front.auth import require_metrics
 from front.context import CONTEXT, FrontContext, ServeState
 from front.control import supervisor_metrics
 from front.errors import ApiError, ErrorKind, no_ready_account_message
-from front.httpkit import json_response
+from front.httpkit import authenticate, json_response
+from front.keys import allowed_models
 from front.metrics import CONTENT_TYPE
 from front.relay import RECHECK_TIMEOUT_S
 from front.worker_pool import WorkerLink
@@ -54,6 +55,8 @@ def health_payload(ctx: FrontContext) -> tuple[int, dict[str, Any]]:
         "in_flight": ctx.admission.in_flight,
         "queued": ctx.admission.queued,
         "instances": [link.describe() for link in links],
+        "keys": len(ctx.keys),
+        "ledger": ctx.usage.health(),
     }
 
 
@@ -122,7 +125,7 @@ def models_payload(replies: list[Models], configured_aliases: dict[str, str]) ->
 
 async def list_models(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    require_api_key(request.headers, ctx.spec.api_keys)
+    entry = authenticate(request)
     links = ctx.pool.ready_links()
     if not links:
         await ctx.pool.recheck(timeout=RECHECK_TIMEOUT_S)
@@ -137,7 +140,10 @@ async def list_models(request: web.Request) -> web.Response:
     replies = [a for a in answers if a is not None]
     if not replies:
         raise ApiError(ErrorKind.UPSTREAM, "no worker answered the model query")
-    return json_response(models_payload(replies, ctx.spec.model_aliases))
+    payload = models_payload(replies, ctx.spec.model_aliases)
+    shown = set(allowed_models(entry, [model["id"] for model in payload["data"]]))
+    payload["data"] = [model for model in payload["data"] if model["id"] in shown]
+    return json_response(payload)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -145,7 +151,7 @@ async def metrics(request: web.Request) -> web.Response:
     spec = ctx.spec
     require_metrics(
         request.headers,
-        api_keys=spec.api_keys,
+        authenticate=lambda _: authenticate(request),
         metrics_token=spec.metrics_token,
         public=spec.metrics_public,
     )

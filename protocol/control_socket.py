@@ -1,18 +1,20 @@
 """Shared by supervisor, front and the `lingma-gw` CLI: the supervisor's control socket.
 
 One request per connection, each carrying `api_version` (a CLI of another version gets a clear
-refusal): `lingma-gw status | reload | restart-worker | login | export-session`, and the
-fronts' `/metrics`. Every `...Request` gets one `...Reply`: `StatusReply`, `MetricsReply`, or
-the generic `OkReply` (a message and data) and `ErrorReply` (an `ErrorCode` and why).
+refusal): `lingma-gw status | reload | restart-worker | login | export-session`, the
+fronts' `/metrics`, and the named keys and usage ledger (protocol/keys.py, protocol/usage.py).
+Every `...Request` gets one `...Reply`: `StatusReply`, `MetricsReply`, or the generic
+`OkReply` (a message and data) and `ErrorReply` (an `ErrorCode` and why).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from protocol.keys import KeysReply, KeysRequest
+from protocol.usage import LedgerState, UsageReply, UsageReport, UsageRequest
+from protocol.version import API_VERSION
 from protocol.vocabulary import Base, BinaryState, ChildKind, ChildState, ErrorCode, LoginState
-
-API_VERSION = 1
 
 
 class StatusRequest(Base, tag_field="type", tag="status", frozen=True, kw_only=True):
@@ -58,6 +60,9 @@ ControlRequest = (
     | ExportLoginBundleRequest
     | StatsRequest
     | MetricsRequest
+    | KeysRequest  # protocol/keys.py: `lingma-gw keys ...`
+    | UsageReport  # protocol/usage.py: a front's usage rows
+    | UsageRequest  # `lingma-gw usage`, /internal/usage
 )
 
 # --------------------------------------------------------------------------- replies
@@ -93,6 +98,8 @@ class StatusReply(Base, tag_field="type", tag="status_reply", frozen=True, kw_on
     listen: str
     workers: list[ChildStatus]
     fronts: list[ChildStatus]
+    ledger: LedgerState = LedgerState.OK  # the usage ledger (supervisor/ledger.py)
+    ledger_note: str = ""
 
 
 class OkReply(Base, tag_field="type", tag="control_ok", frozen=True, kw_only=True):
@@ -109,4 +116,4 @@ class MetricsReply(Base, tag_field="type", tag="metrics_reply", frozen=True, kw_
     text: str
 
 
-ControlReply = StatusReply | OkReply | ErrorReply | MetricsReply
+ControlReply = StatusReply | OkReply | ErrorReply | MetricsReply | KeysReply | UsageReply

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 
 from protocol.front_socket import WorkerRef
+from protocol.keys import KeyEntry
 from protocol.vocabulary import Backend, Base
 
 
@@ -76,7 +77,13 @@ class FrontSpec(Base, frozen=True, kw_only=True):
     socket_path: str  # this front's own Unix socket (supervisor pings it there)
     control_socket: str  # the supervisor's control socket (for /metrics and admin routing)
     workers: list[WorkerRef]
-    api_keys: list[str] = []
+    # Named keys (protocol/keys.py): the table at spawn, kept current by KeysUpdate; an empty
+    # table means no authentication. The limits table and this front's column in it (see
+    # protocol/limits_table.py); usage rows go to the supervisor unless usage_record is off.
+    keys: list[KeyEntry] = []
+    limits_table: str = ""
+    limits_column: int = 0
+    usage_record: bool = True
     admin_token: str = ""
     metrics_token: str = ""
     metrics_public: bool = False

@@ -21,6 +21,8 @@ import os
 import sys
 from typing import Any
 
+from supervisor import keys_cli
+
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_NOT_RUNNING = 3
@@ -85,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[control], help=text)
         command.add_argument("name", metavar="NAME", help="the account name")
         command.set_defaults(handler=handler)
+    keys_cli.add_parsers(sub, control)
     return parser
 
 
@@ -121,6 +124,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK")
     print(f"  listen {summary['listen']} with {summary['fronts']} front(s), accounts: {names}")
     print(f"  runtime_dir {summary['runtime_dir']}, state_dir {summary['state_dir']}")
+    print(
+        f"  keys: {len(summary['keys'])} named, {summary['api_keys']} in api_keys; "
+        f"usage ledger {summary['usage_database']}"
+    )
     for warning in config_warnings(config):
         print(f"  warning: {warning}")
     return EXIT_OK
@@ -148,7 +155,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging("supervisor", config.server.log_level)
     for warning in config_warnings(config):
         logging.getLogger("supervisor").warning("%s", warning)
-    for variable in SECRET_VARIABLES:
+    for variable in [*SECRET_VARIABLES, *(key.secret_env for key in config.keys)]:
         os.environ.pop(variable, None)  # children get their secrets from their spec only
     supervisor = Supervisor(
         config,

@@ -32,6 +32,8 @@ from protocol.control_socket import (
     StatusRequest,
 )
 from protocol.framing import FrameError
+from protocol.keys import KeysRequest
+from protocol.usage import UsageReport, UsageRequest
 from protocol.vocabulary import Backend, BinaryState, ErrorCode, LoginState
 from protocol.worker_socket import LoginBundle, LoginBundleQuery, LoginInfo, LoginStart
 from supervisor.handle import ChildHandle, NotConnected
@@ -74,6 +76,8 @@ class Commands:
             case MetricsRequest():
                 await self._sup.metrics.refresh(METRICS_MAX_AGE_S)
                 return MetricsReply(text=self._sup.metrics.render())
+            case KeysRequest() | UsageReport() | UsageRequest():
+                return await self._sup.keys.handle(request)
         return ErrorReply(code=ErrorCode.UNSUPPORTED, message="unknown control request")
 
     def _worker(self, name: str) -> ChildHandle | ErrorReply:
@@ -123,6 +127,8 @@ class Commands:
             listen=sup.config.server.listen,
             workers=[self._row(h) for h in sup.workers.values()],
             fronts=[self._row(h) for h in sup.fronts],
+            ledger=sup.keys.ledger.state,
+            ledger_note=sup.keys.ledger.note,
         )
 
     def _row(self, handle: ChildHandle) -> ChildStatus:

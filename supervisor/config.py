@@ -23,6 +23,14 @@ import msgspec
 from protocol.specs import ChatFlow
 from protocol.vocabulary import Backend
 from supervisor.envconfig import EnvConfigError, apply_env_overrides
+from supervisor.keyconfig import (
+    KeyConfig,
+    KeyConfigError,
+    UsageConfig,
+    check_keys,
+    resolve_keys,
+    stringify_dates,
+)
 
 ACCOUNT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 # Unix socket paths must stay below 108 bytes; the longest one we build is
@@ -145,6 +153,8 @@ class Config(_Section, frozen=True, kw_only=True):
     sessions: SessionsConfig = SessionsConfig()
     browser: BrowserConfig = BrowserConfig()
     accounts: list[AccountConfig] = []
+    keys: list[KeyConfig] = []  # named API keys (supervisor/keyconfig.py)
+    usage: UsageConfig = UsageConfig()
 
     @property
     def host(self) -> str:
@@ -169,6 +179,10 @@ class Config(_Section, frozen=True, kw_only=True):
 
     def work_dir(self, name: str) -> str:
         return os.path.join(self.server.state_dir, "accounts", name)
+
+    @property
+    def usage_database(self) -> str:
+        return self.usage.database or os.path.join(self.server.state_dir, "usage.db")
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -199,11 +213,20 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         env_sources = apply_env_overrides(raw, os.environ if environ is None else environ)
     except EnvConfigError as exc:
         raise ConfigError(str(exc)) from None
+    stringify_dates(raw)
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, env_sources)) from None
-    return _validated(_resolved(config, config_path.parent))
+    config = _validated(_resolved(config, config_path.parent))
+    try:
+        keys = resolve_keys(
+            config.keys, config_path.parent, os.environ if environ is None else environ
+        )
+        check_keys(keys, config.auth.api_keys)
+    except KeyConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return msgspec.structs.replace(config, keys=keys)
 
 
 def _describe_validation_error(exc: msgspec.ValidationError, env_sources: dict[str, str]) -> str:
@@ -268,6 +291,9 @@ def _resolved(config: Config, base: Path) -> Config:
         config.browser,
         executable_path=_resolve_path(config.browser.executable_path, base),
     )
+    usage = msgspec.structs.replace(
+        config.usage, database=_resolve_path(config.usage.database, base)
+    )
     accounts = [
         msgspec.structs.replace(
             account,
@@ -277,7 +303,7 @@ def _resolved(config: Config, base: Path) -> Config:
         for account in config.accounts
     ]
     return msgspec.structs.replace(
-        config, server=server, lingma=lingma, browser=browser, accounts=accounts
+        config, server=server, lingma=lingma, browser=browser, accounts=accounts, usage=usage
     )
 
 
@@ -327,8 +353,11 @@ def _check_cloud_base_url(value: str, key: str) -> None:
 def config_warnings(config: Config) -> list[str]:
     """Things that are legal but probably wrong; `check-config` and `serve` print them."""
     warnings: list[str] = []
-    if not config.auth.api_keys:
-        warnings.append("auth.api_keys is empty: /v1/* is open to anyone who can connect")
+    if not config.auth.api_keys and not config.keys:
+        warnings.append(
+            "auth.api_keys and [[keys]] are empty: /v1/* is open to anyone who can connect "
+            "(until a key is added with `lingma-gw keys add`)"
+        )
     if not config.auth.admin_token:
         warnings.append("auth.admin_token is empty: the /internal/* admin endpoints answer 403")
     if config.auth.metrics_public:
@@ -383,4 +412,6 @@ def describe(config: Config) -> dict[str, Any]:
             for account in config.accounts
         ],
         "api_keys": len(config.auth.api_keys),
+        "keys": [key.name for key in config.keys],
+        "usage_database": config.usage_database,
     }

@@ -100,7 +100,7 @@ def banner(config: Config, socket: str) -> str:
     base = f"http://{'[' + host + ']' if ':' in host else host}:{config.port}"
     emulated = all(is_emulated(config.account_binary(a)) for a in config.accounts)
     keys = config.auth.api_keys
-    key = (keys[0] if emulated else keys[0][:3] + "...") if keys else "(none: auth disabled)"
+    key = (keys[0] if emulated else keys[0][:3] + "...") if keys else _no_flat_key(config)
     names = ", ".join(f"{a.name} ({config.account_backend(a).value})" for a in config.accounts)
     kind = "EMULATED (lingma-emulator, not real Lingma)" if emulated else "Lingma"
     model = config.lingma.default_model
@@ -128,3 +128,9 @@ def banner(config: Config, socket: str) -> str:
             "",
         ]
     )
+
+
+def _no_flat_key(config: Config) -> str:
+    if config.keys:
+        return "named keys only (`lingma-gw keys list`)"
+    return "(none: auth disabled unless `lingma-gw keys add` made one)"

@@ -17,7 +17,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from protocol.control_socket import API_VERSION, ControlReply, ControlRequest, ErrorReply
+from protocol.control_socket import ControlReply, ControlRequest, ErrorReply
 from protocol.framing import (
     FrameDecodeError,
     FramedStream,
@@ -25,6 +25,7 @@ from protocol.framing import (
     open_framed,
     start_unix_server,
 )
+from protocol.version import API_VERSION
 from protocol.vocabulary import ErrorCode
 
 log = logging.getLogger(__name__)

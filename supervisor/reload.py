@@ -110,7 +110,9 @@ class Reloader:
             sup.notifier.reloading()
             plan = plan_reload(sup.config, new)
             sup.config = new
+            sup.keys.reconfigure(new)
             self._apply(plan, new)
+            await sup.keys.push()  # the new keys work on every front once reload returns
             sup.notifier.ready(f"reloaded: {plan.summary()}")
             log.info("reload: %s", plan.summary())
             sup.console.line(f"reloaded {sup.config_path}: {plan.summary()}")

@@ -15,6 +15,8 @@ from protocol.front_socket import WorkerRef
 from protocol.specs import FrontSpec, LoginSpec, WorkerSpec
 from supervisor.config import AccountConfig, Config
 
+LIMITS_FILE = "key-limits.shm"  # the host-wide key limits table (protocol/limits_table.py)
+
 
 def worker_socket_path(config: Config, name: str, serial: int = 0) -> str:
     suffix = f".{serial}" if serial else ""
@@ -87,7 +89,8 @@ def front_spec(config: Config, index: int, socket_path: str, workers: list[Worke
         socket_path=socket_path,
         control_socket=config.control_socket,
         workers=workers,
-        api_keys=list(auth.api_keys),
+        usage_record=config.usage.record,
+        limits_table=os.path.join(config.server.runtime_dir, LIMITS_FILE),
         admin_token=auth.admin_token,
         metrics_token=auth.metrics_token,
         metrics_public=auth.metrics_public,
@@ -114,10 +117,10 @@ def worker_specs(config: Config) -> dict[str, WorkerSpec]:
 def spec_changed(old: msgspec.Struct, new: msgspec.Struct) -> bool:
     """True when a child started with `old` must be replaced to run with `new`.
 
-    Socket paths and the front's initial worker list are where the supervisor put things,
-    not settings: WorkersUpdate keeps a front's worker list current without a restart.
+    Socket paths, the front's initial worker list, key table and limits column are where the
+    supervisor put things, not settings: WorkersUpdate and KeysUpdate keep a front current.
     """
-    ignore: dict[str, object] = {"socket_path": "", "workers": []}
+    ignore: dict[str, object] = {"socket_path": "", "workers": [], "keys": [], "limits_column": 0}
     old_fields = {**msgspec.structs.asdict(old), **_present(old, ignore)}
     new_fields = {**msgspec.structs.asdict(new), **_present(new, ignore)}
     return old_fields != new_fields

@@ -2,7 +2,8 @@
 
 Exit codes follow LSB `status` conventions where they exist:
   0  running, every worker and front READY
-  1  running but degraded (some account not READY: logging in, cooling down, backoff, FATAL)
+  1  running but degraded (some account not READY: logging in, cooling down, backoff, FATAL;
+     or the usage ledger cannot be written)
   3  not running (no control socket, or nothing listening on it)
   4  status unknown (permission denied, timeout, unexpected reply)
 """
@@ -10,6 +11,7 @@ Exit codes follow LSB `status` conventions where they exist:
 from __future__ import annotations
 
 from protocol.control_socket import ChildStatus, StatusReply
+from protocol.usage import LedgerState
 from protocol.vocabulary import BinaryState, ChildState, LoginState
 
 EXIT_OK = 0
@@ -38,7 +40,8 @@ FRONT_COLUMNS = ("FRONT", "STATE", "PID", "UPTIME", "RESTARTS", "IN-FLIGHT", "RS
 
 def exit_code(reply: StatusReply) -> int:
     rows = [*reply.workers, *reply.fronts]
-    if reply.workers and all(row.state == ChildState.READY for row in rows):
+    ledger_ok = reply.ledger is not LedgerState.DEGRADED
+    if reply.workers and all(row.state == ChildState.READY for row in rows) and ledger_ok:
         return EXIT_OK
     return EXIT_DEGRADED
 
@@ -124,6 +127,9 @@ def render(reply: StatusReply, color: bool = False) -> str:
     lines += _table(WORKER_COLUMNS, reply.workers, [_worker_cells(w) for w in reply.workers], color)
     lines.append("")
     lines += _table(FRONT_COLUMNS, reply.fronts, [_front_cells(f) for f in reply.fronts], color)
+    if reply.ledger is not LedgerState.OK:
+        note = f" ({reply.ledger_note})" if reply.ledger_note else ""
+        lines += ["", f"   usage ledger: {reply.ledger.value}{note}"]
     problems = [w for w in reply.workers if w.last_exit and w.state != ChildState.READY]
     if problems:
         lines.append("")

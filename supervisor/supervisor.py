@@ -29,6 +29,7 @@ from supervisor.config import AccountConfig, Config
 from supervisor.console import Console
 from supervisor.control import ControlServer, ControlUnavailable, request
 from supervisor.handle import ChildHandle, NotConnected, Timings
+from supervisor.keyservice import KeyService, KeyStoreError
 from supervisor.metrics import MetricsAggregate
 from supervisor.reload import Reloader
 from supervisor.spawn import FRONT_MODULE, WORKER_MODULE
@@ -81,6 +82,10 @@ class Supervisor:
         # Which module each kind of child runs (tests substitute stand-ins).
         self.modules = {ChildKind.WORKER: WORKER_MODULE, ChildKind.FRONT: FRONT_MODULE}
         self.metrics = MetricsAggregate(self.routed_handles)
+        self.keys = KeyService(
+            config, lambda: [h for h in self.all_handles() if h.kind is ChildKind.FRONT]
+        )
+        self.metrics.registry.register(self.keys.metrics)
         self.commands = Commands(self)
         self.reloader = Reloader(self)
         self.shutting_down = False
@@ -143,9 +148,11 @@ class Supervisor:
     def new_front(self, index: int) -> ChildHandle:
         path = self.free_socket_path(ChildKind.FRONT, index)
         template: FrontSpec = front_spec(self.config, index, path, [])
+        self.keys.claim_column(path)
 
-        def make_spec() -> FrontSpec:  # the worker set as it is at each (re)spawn
-            return msgspec.structs.replace(template, workers=self.worker_refs())
+        def make_spec() -> FrontSpec:  # the worker set and key table as they are at each spawn
+            keys = self.keys.spawn_fields(path)
+            return msgspec.structs.replace(template, workers=self.worker_refs(), **keys)
 
         return ChildHandle(
             kind=ChildKind.FRONT,
@@ -178,6 +185,7 @@ class Supervisor:
             await self.broadcast_workers()
             await handle.stop(self.config.server.grace_period_s, handover=True)
         finally:
+            self.keys.release_column(handle.socket_path)
             with contextlib.suppress(ValueError):
                 self.retiring.remove(handle)
 
@@ -203,11 +211,16 @@ class Supervisor:
                     f"another lingma-gw answers on {self.config.control_socket}: "
                     "stop it or use another runtime_dir"
                 )
+            await self.keys.open()
             await control.start()
         except OSError as exc:
+            await self.keys.close()
             raise CannotStart(
                 f"cannot prepare {server.runtime_dir} / {server.state_dir}: {exc}"
             ) from exc
+        except KeyStoreError as exc:
+            await self.keys.close()
+            raise CannotStart(str(exc)) from None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._record_signal, sig)
@@ -227,6 +240,7 @@ class Supervisor:
                 handle.force_kill()
             for task in list(self._background):
                 task.cancel()
+            await self.keys.close()  # after the fronts' last rows arrived: commit them
             await control.close()
             self.notifier.close()
 
@@ -294,6 +308,7 @@ class Supervisor:
     async def broadcast_workers(self) -> None:
         refs = self.worker_refs()
         await asyncio.gather(*(self._send_workers(front, refs) for front in self.fronts))
+        await self.keys.push()  # a front that just got READY may have missed a key change
 
     @staticmethod
     async def _send_workers(front: ChildHandle, refs: list[WorkerRef]) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from protocol.front_socket import WorkerRef
+from protocol.keys import KeyEntry, KeySource, secret_digest
 from protocol.specs import FrontSpec
 from tests.component.worker_support import (
     WorkerProcess,
@@ -105,13 +106,18 @@ def front_spec(root: Path, workers: Sequence[WorkerProcess], **overrides: Any) -
         "socket_path": str(root / "front.sock"),
         "control_socket": str(root / "control.sock"),  # nobody listens: /metrics is the front's own
         "workers": [WorkerRef(name=w.spec.name, socket_path=w.spec.socket_path) for w in workers],
-        "api_keys": [API_KEY],
+        "keys": [api_key_entry(API_KEY)],
         "admin_token": ADMIN_TOKEN,
         "ping_interval_s": 0.2,
         "request_timeout_s": 30.0,
     }
     fields.update(overrides)
     return FrontSpec(**fields)
+
+
+def api_key_entry(secret: str, name: str = "api-key-1", slot: int = 0) -> KeyEntry:
+    """One flat key as the supervisor would push it (no limits, so no limits table needed)."""
+    return KeyEntry(name=name, sha256=secret_digest(secret), source=KeySource.API_KEYS, slot=slot)
 
 
 def start_front(children: ChildProcesses, root: Path, spec: FrontSpec, name: str = "front") -> Any:

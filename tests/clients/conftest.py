@@ -16,6 +16,7 @@ import anthropic
 import openai
 import pytest
 
+from protocol.limits_table import LimitsTable
 from protocol.vocabulary import Backend
 from tests.harness import DirectGateway, start_gateway
 from tests.helpers import ChildProcesses
@@ -31,8 +32,16 @@ CLOUD_WORKERS = {
 def gateway() -> Iterator[DirectGateway]:
     root = Path(tempfile.mkdtemp(prefix="lgw-cl-", dir="/tmp"))
     children = ChildProcesses()
+    limits = root / "key-limits.shm"  # what the supervisor would create (test_key_limits_sdk)
+    LimitsTable.create(str(limits), rows=8, columns=2).close()
     try:
-        yield start_gateway(children, root, workers=2, model_aliases={"house-model": "auto"})
+        yield start_gateway(
+            children,
+            root,
+            workers=2,
+            model_aliases={"house-model": "auto"},
+            limits_table=str(limits),
+        )
     finally:
         children.kill_all()
         shutil.rmtree(root, ignore_errors=True)

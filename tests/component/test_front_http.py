@@ -188,7 +188,7 @@ async def test_admin_refuses_without_admin_token(gateway: DirectGateway) -> None
     children = ChildProcesses()
     root = Path(tempfile.mkdtemp(prefix="lgw-fa-", dir="/tmp"))
     try:
-        spec = front_spec(root, gateway.workers, admin_token="", api_keys=[], metrics_public=True)
+        spec = front_spec(root, gateway.workers, admin_token="", keys=[], metrics_public=True)
         proc = start_front(children, root, spec)
         base = f"http://127.0.0.1:{spec.port}"
 

@@ -30,14 +30,14 @@ def section(title: str) -> str:
 
 def documented_keys(text: str) -> set[str]:
     """The first-column keys of the section's table rows."""
-    return set(re.findall(r"^\| `([a-z_]+)` \|", text, flags=re.MULTILINE))
+    return set(re.findall(r"^\| `([a-z0-9_]+)` \|", text, flags=re.MULTILINE))
 
 
 @pytest.mark.parametrize("field", msgspec.structs.fields(Config), ids=lambda f: f.name)
 def test_every_key_of_every_section(field: msgspec.structs.FieldInfo) -> None:
     kind = field.type
-    if field.name == "accounts":
-        title, struct = "`[[accounts]]`", kind.__args__[0]
+    if field.name in ("accounts", "keys"):
+        title, struct = f"`[[{field.name}]]`", kind.__args__[0]
     else:
         title, struct = f"`[{field.name}]`", kind
     keys = {f.name for f in msgspec.structs.fields(struct)}

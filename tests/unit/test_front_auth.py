@@ -1,8 +1,12 @@
-"""Auth rules and error shapes: keys, admin token (refuses when unset), metrics access."""
+"""Auth rules and error shapes: key scopes, admin token (refuses when unset), metrics access.
+
+Named keys (lookup, expiry, limits) are tested in test_front_keys.py.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import pytest
 
@@ -11,35 +15,29 @@ from front.auth import (
     key_scope,
     matches_any,
     require_admin,
-    require_api_key,
     require_metrics,
 )
 from front.errors import ApiError, ApiFlavor, ErrorKind, error_body, flavor_for_path, from_failure
+from front.keys import KeyTable
 from protocol.chat import Failure
+from protocol.keys import KeyEntry, KeySource, secret_digest
 from protocol.vocabulary import ErrorCode
 
 pytestmark = pytest.mark.unit
 
-KEYS = ["sk-one", "sk-two"]
-
-
-def test_api_key_by_bearer_or_x_api_key() -> None:
-    assert require_api_key({"authorization": "Bearer sk-two"}, KEYS) == "sk-two"
-    assert require_api_key({"x-api-key": "sk-one"}, KEYS) == "sk-one"
-    assert require_api_key({"authorization": "bearer  sk-one "}, KEYS) == "sk-one"
-
-
-@pytest.mark.parametrize(
-    "headers", [{}, {"authorization": "Bearer nope"}, {"authorization": "Basic sk-one"}]
+KEYS = KeyTable(
+    [
+        KeyEntry(name=f"k{i}", sha256=secret_digest(k), source=KeySource.API_KEYS, slot=i)
+        for i, k in enumerate(["sk-one", "sk-two"])
+    ]
 )
-def test_bad_key_is_401(headers: dict[str, str]) -> None:
-    with pytest.raises(ApiError) as info:
-        require_api_key(headers, KEYS)
-    assert info.value.status == 401
 
 
-def test_open_mode_accepts_anything() -> None:
-    assert require_api_key({}, []) == ""
+def authenticate(headers: Mapping[str, str]) -> object:
+    return KEYS.authenticate(headers, 0.0)
+
+
+def test_key_scope_is_stable_and_opaque() -> None:
     assert key_scope("") == ANONYMOUS_SCOPE
     assert key_scope("sk-one") != key_scope("sk-two") and "sk" not in key_scope("sk-one")
 
@@ -65,17 +63,20 @@ def test_admin_refuses_when_unset_and_checks_token() -> None:
 
 
 def test_metrics_access_rules() -> None:
-    require_metrics({}, api_keys=KEYS, metrics_token="", public=True)
-    require_metrics({"authorization": "Bearer mt"}, api_keys=KEYS, metrics_token="mt", public=False)
-    with pytest.raises(ApiError):
-        require_metrics(
-            {"authorization": "Bearer sk-one"}, api_keys=KEYS, metrics_token="mt", public=False
-        )
+    check = authenticate
+    require_metrics({}, authenticate=check, metrics_token="", public=True)
     require_metrics(
-        {"authorization": "Bearer sk-one"}, api_keys=KEYS, metrics_token="", public=False
+        {"authorization": "Bearer mt"}, authenticate=check, metrics_token="mt", public=False
     )
     with pytest.raises(ApiError):
-        require_metrics({}, api_keys=KEYS, metrics_token="", public=False)
+        require_metrics(
+            {"authorization": "Bearer sk-one"}, authenticate=check, metrics_token="mt", public=False
+        )
+    require_metrics(
+        {"authorization": "Bearer sk-one"}, authenticate=check, metrics_token="", public=False
+    )
+    with pytest.raises(ApiError):
+        require_metrics({}, authenticate=check, metrics_token="", public=False)
 
 
 def test_error_shapes() -> None:

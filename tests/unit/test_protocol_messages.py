@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from protocol import keys, usage
 from protocol.chat import (
     Cancel,
     ChatRequest,
@@ -147,6 +148,13 @@ CONTROL_REQUESTS: list[Any] = [
     ExportLoginBundleRequest(name="acct-a"),
     StatsRequest(),
     MetricsRequest(),
+    keys.KeysRequest(
+        action=keys.KeyAction.ADD, name="alice", sha256="ab" * 32, limits=keys.KeyLimits(rpm=5)
+    ),
+    usage.UsageReport(
+        rows=[usage.UsageRow(ts=1.0, key="alice", account="a", model="m", api="openai", status=200)]
+    ),
+    usage.UsageRequest(by=usage.UsageGrouping.MODEL, since_s=60.0),
 ]
 
 CONTROL_REPLIES: list[Any] = [
@@ -161,6 +169,15 @@ CONTROL_REPLIES: list[Any] = [
     OkReply(message="ok", data={"url": "x"}),
     ErrorReply(code=ErrorCode.NOT_FOUND, message="no such worker"),
     MetricsReply(text="# HELP x\n"),
+    keys.KeysReply(
+        message="ok",
+        keys=[
+            keys.KeyInfo(
+                name="alice", source=keys.KeySource.CLI, limits=keys.KeyLimits(), state="active"
+            )
+        ],
+    ),
+    usage.UsageReply(ledger=usage.LedgerState.DEGRADED, ledger_note="locked"),
 ]
 
 FRONT_REQUESTS: list[Any] = [
@@ -168,6 +185,10 @@ FRONT_REQUESTS: list[Any] = [
     StatsQuery(id=2),
     WorkersUpdate(id=3, workers=[WorkerRef(name="a", socket_path="/run/x.sock")]),
     Drain(id=4),
+    keys.KeysUpdate(
+        id=5,
+        keys=[keys.KeyEntry(name="a", sha256="ab" * 32, source=keys.KeySource.CONFIG, slot=0)],
+    ),
 ]
 
 CASES = (

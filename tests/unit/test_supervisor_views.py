@@ -126,7 +126,7 @@ def test_reload_plan(tmp_path: Path) -> None:
     assert plan_reload(old, removed).removed == ["acct-b"]
     keys = config(tmp_path, BASE.replace('"sk-secret-1"', '"sk-secret-2"'), "e.toml")
     plan = plan_reload(old, keys)
-    assert plan.fronts_changed and not plan.changed  # workers never see API keys
+    assert not plan.fronts_changed and not plan.changed  # keys reach fronts as KeysUpdate
     more = config(tmp_path, BASE.replace("[server]\n", "[server]\nfronts = 3\n"), "f.toml")
     assert plan_reload(old, more).fronts_added == [1, 2]
     assert plan_reload(more, old).fronts_removed == [1, 2]
@@ -140,7 +140,8 @@ def test_specs_carry_the_config(tmp_path: Path) -> None:
     assert spec.binary == "/opt/Lingma"
     front = front_spec(cfg, 0, "/run/gw/front-0.sock", [])
     assert (front.host, front.port, front.reuse_port) == ("127.0.0.1", 8080, True)
-    assert front.control_socket == "/run/gw/control.sock" and front.api_keys == ["sk-secret-1"]
+    assert front.control_socket == "/run/gw/control.sock" and "sk-secret-1" not in repr(front)
+    assert front.limits_table == "/run/gw/key-limits.shm" and front.usage_record
     limits = "\n[limits]\nidle_timeout_s = 5\nbody_timeout_s = 2.5\n"
     slow = config(tmp_path, BASE + limits, "s.toml")
     slow_front = front_spec(slow, 0, "/run/gw/front-0.sock", [])
