@@ -76,6 +76,7 @@ class GatewaySetup:
     session_reuse: bool = True
     record: bool = False
     backend: str = "runtime"  # "cloud": chat through the emulator's cloud side (issue 17)
+    extra_config: str = ""  # TOML appended after the account (keys scenario: [[keys]], [usage])
 
 
 @dataclass
@@ -153,7 +154,7 @@ auto_login = false
 [[accounts]]
 name = "{ACCOUNT}"
 max_concurrency = 8192
-"""
+{self.setup.extra_config}"""
         path = self.dir / "gateway.toml"
         path.write_text(text)
         return path

@@ -63,6 +63,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         **_streaming(results),
         **_footprint(results),
         **_cloud_path(results),
+        **_named_keys(results),
         **_context(results),
     }
 
@@ -145,6 +146,24 @@ def _cloud_path(results: dict[str, Any]) -> dict[str, Any]:
         "cloud_added_p99_ms_at_1": added_1.get("added_p99_ms"),
         "cloud_throughput_share_of_direct_at_64": added_64.get("throughput_share_of_direct"),
         "cloud_litellm_added_p50_ms_at_1": litellm_1.get("added_p50_ms"),
+    }
+
+
+def _named_keys(results: dict[str, Any]) -> dict[str, Any]:
+    """Scenario 9: a named key's own work per request, and end to end (keys on - off)."""
+    keys = results.get("keys") or {}
+    work = keys.get("per_request") or {}
+    added = (keys.get("end_to_end") or {}).get("added_latency")
+
+    def work_ms(fronts: str) -> float | None:
+        p50 = (work.get(fronts) or {}).get("p50_us")
+        return round(p50 / 1000, 4) if p50 is not None else None
+
+    return {
+        "keys_work_p50_ms_1_front": work_ms("fronts_1"),
+        "keys_work_p50_ms_2_fronts": work_ms("fronts_2"),
+        "keys_added_p50_ms_at_1": (_row_at(added, 1) or {}).get("added_p50_ms"),
+        "keys_added_p50_ms_at_64": (_row_at(added, 64) or {}).get("added_p50_ms"),
     }
 
 

@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench import cloud, fixed_rate, litellm_env, scale, scenarios, sessions, streaming
+from bench import cloud, fixed_rate, keys, litellm_env, scale, scenarios, sessions, streaming
 from bench.gateway import BenchGateway, GatewaySetup, make_login_cache
 from bench.litellm_env import ALL_CORES, ONE_WORKER, LiteLLMProxy
 from bench.loadgen import LoadGenerator
@@ -34,6 +34,7 @@ SCENARIOS = frozenset(
         "sessions",
         "chunks",
         "scale",
+        "keys",
     }
 )
 # Which gateways (see gateway_setups) each scenario needs.
@@ -46,6 +47,7 @@ NEEDS = {
     "sessions": {"main", "no_cache"},
     "chunks": {"long"},
     "scale": {"slow"},
+    "keys": {"keys_on", "keys_off"},
 }
 INSTANT = {"LINGMA_EMULATOR_FIRST_TOKEN_MS": "0", "LINGMA_EMULATOR_TOKENS_PER_S": "0"}
 
@@ -70,6 +72,7 @@ def gateway_setups(plan: Plan) -> dict[str, GatewaySetup]:
         "long": GatewaySetup("long", long_env),
         "slow": GatewaySetup("slow", slow_env),
         "cloud": cloud.gateway_setup(INSTANT),
+        **keys.setups(INSTANT),
     }
 
 
@@ -275,6 +278,10 @@ class Run:
             self.results["cloud"] = await self.guarded("cloud", path)
         self.stop_litellm()
         self.stop_gateways("cloud")
+        if self.wants("keys"):
+            named = keys.named_keys(load, plan, gw.get("keys_on"), gw.get("keys_off"))
+            self.results["keys"] = await self.guarded("keys", named)
+        self.stop_gateways("keys_on", "keys_off")
 
     async def streaming_scenarios(self) -> None:
         plan, load, gw = self.plan, self.load, self.gateways

@@ -75,6 +75,24 @@ def _cloud_rows(results: dict[str, Any]) -> list[str]:
     return ["", title, *_system_rows(cloud, systems)]
 
 
+def _keys_rows(results: dict[str, Any]) -> list[str]:
+    keys = results.get("keys") or {}
+    if not keys:
+        return []
+    lines = ["", "named keys: key check + limits + ledger row (bench/keys.py)"]
+    for fronts, row in (keys.get("per_request") or {}).items():
+        if isinstance(row, dict):
+            cells = ", ".join(f"{k} {_fmt(v)}" for k, v in row.items())
+            lines.append(f"  per request, {fronts.replace('_', ' ')}: {cells}")
+    for row in (keys.get("end_to_end") or {}).get("added_latency") or []:
+        diffs = ", ".join(_fmt(d) for d in row["pair_diffs_p50_ms"])
+        lines.append(
+            f"  end to end, {row['concurrency']} clients: added p50 {_fmt(row['added_p50_ms'])} ms "
+            f"(median of on - off per pair: {diffs})"
+        )
+    return lines
+
+
 def _header(results: dict[str, Any]) -> list[str]:
     meta = results.get("meta") or {}
     mode = "quick" if (meta.get("plan") or {}).get("quick") else "full"
@@ -153,6 +171,7 @@ def render(results: dict[str, Any]) -> str:
     lines += _non_streaming_rows(results)
     lines += _fixed_rate_rows(results)
     lines += _cloud_rows(results)
+    lines += _keys_rows(results)
     lines += _streaming_rows(results)
     lines += _scale_rows(results)
     lines += _footprint_rows(results)
