@@ -242,7 +242,7 @@ class AcpStream:
         if answer.native_tool is not None:
             self._native_tool(answer.native_tool.name, answer.native_tool.arguments)
         if answer.action is not None:
-            await run_fault(conn, answer.action)
+            await run_fault(self.rt, conn, answer.action)
         if answer.error is not None:
             self._finish(
                 reason=error_reason(answer.error.status, answer.error.message),

@@ -192,7 +192,7 @@ class LegacyStream:
         if answer.filtered:
             await self._answer("", filtered=True)
         if answer.action is not None:
-            await run_fault(self.turn.conn, answer.action)
+            await run_fault(self.rt, self.turn.conn, answer.action)
         if answer.error is not None:
             await self._finish(reason=answer.error.message or "error", status=answer.error.status)
         else:

@@ -7,7 +7,8 @@ can rewrite it between requests.
 
 Rule keys: `match`, `model` (regexes), `reply`, `thinking`, `tool_call` (a text tool call in
 the front's format), `native_tool_call` (an ACP tool card announced and completed at once),
-`error`, `delay_ms`, `action`, `times`, and `ide_tool`. An `error` is `{status, message}` or
+`error`, `delay_ms`, `action` (hang, crash, drop, garbage, logout: see Action), `times`, and
+`ide_tool`. An `error` is `{status, message}` or
 names a `kind` worded as lingma-protocol.md §10 / §14.10 show it (status defaulted, message
 filled in): `rate_limit` (429, the in-band `TOO_MANY_REQUESTS {"code":"429",...}` envelope),
 `quota` (403 with code 110) or `login` (403 with code 105, "Login expired"). Legacy-only
@@ -70,6 +71,10 @@ class Action(StrEnum):
     CRASH = "crash"  # exit the whole process
     DROP = "drop"  # close the client's WebSocket
     GARBAGE = "garbage"  # send malformed frames, then finish the answer normally
+    # Drop the account's login (cache/user removed, so auth/status says 1), as a token the
+    # server revoked mid-run would; the turn then ends as logged out (the rule's `error`, else
+    # the `login` kind's wording). Runtime side only.
+    LOGOUT = "logout"
 
 
 class ScriptedErrorKind(StrEnum):
@@ -267,6 +272,14 @@ def _applies(compiled: _CompiledRule, latest: str, model: str) -> bool:
     return compiled.match is None or compiled.match.search(latest) is not None
 
 
+def _error_of(rule: Rule) -> ErrorSpec | None:
+    if rule.error is not None:
+        return rule.error.worded()
+    if rule.action is Action.LOGOUT:
+        return ErrorSpec(kind=ScriptedErrorKind.LOGIN).worded()
+    return None
+
+
 def _answer_from(
     rule: Rule, index: int, reasoning: bool, model: str, latest: str
 ) -> ScriptedAnswer:
@@ -290,7 +303,7 @@ def _answer_from(
         thinking=thinking,
         native_tool=rule.native_tool_call,
         ide_tool=rule.ide_tool,
-        error=rule.error.worded() if rule.error is not None else None,
+        error=_error_of(rule),
         delay_ms=rule.delay_ms,
         action=rule.action,
         overwrite=rule.overwrite,
