@@ -28,6 +28,7 @@ class LoginSpec(Base, frozen=True, kw_only=True):
     headless: bool = True
     timeout_s: float = 120.0
     max_retry: int = 2
+    retry_pause_s: float = 5.0  # the first pause between attempts; doubles up to 2 minutes
     executable_path: str = "/usr/bin/chromium"
     bundle_b64: str = ""
 

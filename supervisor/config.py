@@ -119,6 +119,7 @@ class BrowserConfig(_Section, frozen=True, kw_only=True):
     auto_login: bool = True
     login_timeout_s: PositiveFloat = 120.0
     login_max_retry: NonNegativeInt = 2
+    login_retry_pause_s: PositiveFloat = 5.0
 
 
 class AccountConfig(_Section, frozen=True, kw_only=True):

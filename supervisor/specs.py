@@ -65,6 +65,7 @@ def worker_spec(config: Config, account: AccountConfig, socket_path: str) -> Wor
             headless=browser.headless,
             timeout_s=browser.login_timeout_s,
             max_retry=browser.login_max_retry,
+            retry_pause_s=browser.login_retry_pause_s,
             executable_path=browser.executable_path,
             bundle_b64=account.session_bundle,
         ),
