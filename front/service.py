@@ -16,12 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from front.auth import require_api_key, require_metrics
+from front.candidates import RECHECK_TIMEOUT_S
 from front.context import CONTEXT, FrontContext, ServeState
 from front.control import supervisor_metrics
 from front.errors import ApiError, ErrorKind, no_ready_account_message
 from front.httpkit import json_response
 from front.metrics import CONTENT_TYPE
-from front.relay import RECHECK_TIMEOUT_S
 from front.worker_pool import WorkerLink
 from protocol.framing import FrameError
 from protocol.worker_socket import Models, ModelsQuery
