@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -198,10 +199,13 @@ def latest_user_turn(prompt_text: str) -> str:
     return _TRAILING_CUE.sub("", turn.rstrip()).strip()
 
 
-def default_reply(model: str, latest: str, reply_tokens: int) -> str:
-    """Deterministic: names the model, echoes the latest user text, pads to `reply_tokens`."""
+def default_reply(model: str, latest: str, reply_tokens: int, images: Sequence[str] = ()) -> str:
+    """Deterministic: names the model, echoes the latest user text (and says which images came
+    with the prompt), pads to `reply_tokens`."""
     echo = latest if len(latest) <= MAX_ECHO_CHARS else latest[:MAX_ECHO_CHARS] + "…"
     text = f"[lingma-emulator {model}] You said: {echo}"
+    if images:
+        text += " (images received: " + "; ".join(images) + ")"
     missing = reply_tokens - len(text.split())
     if missing > 0:
         text += " " + " ".join(_FILLER[i % len(_FILLER)] for i in range(missing))
@@ -221,15 +225,23 @@ class ScriptBook:
         self._identity: tuple[int, int, int] | None = None
         self._rules: list[_CompiledRule] = []
 
-    def answer(self, prompt_text: str, model: str, *, reasoning: bool = False) -> ScriptedAnswer:
+    def answer(
+        self,
+        prompt_text: str,
+        model: str,
+        *,
+        reasoning: bool = False,
+        images: Sequence[str] = (),
+    ) -> ScriptedAnswer:
+        """`images`: what the prompt's image items held, for the default reply to say."""
         latest = latest_user_turn(prompt_text)
         for index, compiled in enumerate(self._current_rules()):
             if _applies(compiled, latest, model):
                 compiled.used += 1
-                return _answer_from(compiled.rule, index, reasoning, model, latest)
+                return _answer_from(compiled.rule, index, reasoning, model, latest, images=images)
         thinking = default_thinking(model, latest) if reasoning else ""
         return ScriptedAnswer(
-            text=default_reply(model, latest, self.reply_tokens), thinking=thinking
+            text=default_reply(model, latest, self.reply_tokens, images), thinking=thinking
         )
 
     def _current_rules(self) -> list[_CompiledRule]:
@@ -281,7 +293,7 @@ def _error_of(rule: Rule) -> ErrorSpec | None:
 
 
 def _answer_from(
-    rule: Rule, index: int, reasoning: bool, model: str, latest: str
+    rule: Rule, index: int, reasoning: bool, model: str, latest: str, *, images: Sequence[str] = ()
 ) -> ScriptedAnswer:
     parts = [rule.reply] if rule.reply else []
     if rule.tool_call is not None:
@@ -294,7 +306,7 @@ def _answer_from(
         or rule.cloud_fault is not None
     )
     if not parts and not scripted_outcome:
-        parts.append(default_reply(model, latest, 0))
+        parts.append(default_reply(model, latest, 0, images))
     thinking = rule.thinking or ""
     if not thinking and reasoning and not scripted_outcome:
         thinking = default_thinking(model, latest)

@@ -201,7 +201,9 @@ class Recorder:
         text: str,
         request_id: str,
         accepted: bool,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        """`extra`: what only some requests carry (an ACP prompt's images)."""
         self._write(
             {
                 "flow": flow.value,
@@ -211,6 +213,7 @@ class Recorder:
                 "text": text,
                 "request_id": request_id,
                 "accepted": accepted,
+                **(extra or {}),
             }
         )
 
