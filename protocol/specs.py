@@ -48,6 +48,7 @@ class WorkerSpec(Base, frozen=True, kw_only=True):
     default_model: str = "auto"
     default_ask_mode: str = "chat"
     chat_flow: ChatFlow = ChatFlow.AUTO
+    image_uri_scheme: str = "lingma"  # ACP image items: lingma:///agent/file?path=... (§5.4)
     setup_timeout_s: float = 15.0  # session/new + set_model; past it AUTO falls back to legacy
     first_token_timeout_s: float = 120.0
     silence_timeout_s: float = 60.0  # over this chat's own pushes, once output flows
@@ -95,3 +96,7 @@ class FrontSpec(Base, frozen=True, kw_only=True):
     # requests) is closed after idle_timeout_s; a request body must arrive within body_timeout_s.
     idle_timeout_s: float = 75.0
     body_timeout_s: float = 60.0
+    # http(s) image URLs in requests: fetched by the front (public addresses only) when true;
+    # else only cloud-backend accounts take them (the cloud fetches them itself).
+    fetch_image_urls: bool = False
+    image_fetch_timeout_s: float = 10.0

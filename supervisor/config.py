@@ -77,6 +77,9 @@ class LimitsConfig(_Section, frozen=True, kw_only=True):
     # idle_timeout_s; a request body that has not arrived within body_timeout_s gets 408.
     idle_timeout_s: PositiveFloat = 75.0
     body_timeout_s: PositiveFloat = 60.0
+    # http(s) image URLs: fetched by the front only when this is on (front/image_fetch.py).
+    fetch_image_urls: bool = False
+    image_fetch_timeout_s: PositiveFloat = 10.0
 
 
 class LingmaConfig(_Section, frozen=True, kw_only=True):
@@ -87,6 +90,9 @@ class LingmaConfig(_Section, frozen=True, kw_only=True):
     default_model: str = "auto"
     default_ask_mode: str = "chat"
     chat_flow: ChatFlow = ChatFlow.AUTO
+    # ACP image items name their file `<scheme>:///agent/file?path=...` (lingma-protocol.md
+    # §5.4): "lingma" for Lingma's runtimes, "qodercn" for QoderCN's.
+    image_uri_scheme: Literal["lingma", "qodercn"] = "lingma"
     dedicated_domain_url: str = ""
     cooldown_s: PositiveFloat = 60.0
     env: dict[str, str] = {}

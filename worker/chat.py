@@ -27,10 +27,11 @@ from worker import upstream
 from worker.acp import AcpFlow
 from worker.answer import Answer
 from worker.endings import check_end
+from worker.images import ImageFiles, legacy_refusal, prompt_images
 from worker.legacy import LegacyFlow
 from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
-from worker.prompt import flatten, has_text
+from worker.prompt import flatten, has_content
 from worker.rpc import RpcClosed, RpcConnection, RpcError
 from worker.runtime_chat import ChatError, Flow, RuntimeChat, timers_from
 from worker.runtime_client import AcpSupport, RuntimeClient
@@ -62,6 +63,7 @@ class ChatService:
         self.timers = timers_from(spec)
         self.slots = UpstreamSlots(spec.max_concurrency, spec.queue_timeout_s)
         self.workspace = str(Path(spec.work_dir) / "workspace")
+        self.images = ImageFiles(Path(spec.work_dir) / "images", spec.image_uri_scheme)
         self._on_rate_limited = on_rate_limited
         self._on_not_logged_in = on_not_logged_in
         self._on_discard = on_discard  # (session id, binary generation): delete it upstream
@@ -83,7 +85,7 @@ class ChatService:
             emit(self.failure(request, ErrorCode.OVERLOADED, str(exc), exc.retry_after))
         except ChatError as exc:
             status = exc.code.value
-            emit(self.failure(request, exc.code, exc.message, exc.retry_after))
+            emit(self.failure(request, exc.code, exc.message, exc.retry_after, exc.retryable))
         except asyncio.CancelledError:
             status = ErrorCode.CANCELLED.value
             emit(self.failure(request, ErrorCode.CANCELLED, "cancelled by the caller"))
@@ -93,7 +95,12 @@ class ChatService:
                 self._on_discard(turn.ask.session_id, generation)
 
     def failure(
-        self, request: ChatRequest, code: ErrorCode, message: str, retry_after: float | None = None
+        self,
+        request: ChatRequest,
+        code: ErrorCode,
+        message: str,
+        retry_after: float | None = None,
+        retryable: bool = False,
     ) -> Failure:
         """The chat's Failure event, signed with this account (also for refusals before a run)."""
         return Failure(
@@ -102,10 +109,11 @@ class ChatService:
             message=message,
             retry_after=retry_after,
             served_by=self.spec.name,
+            retryable=retryable,
         )
 
     def _resolve(self, request: ChatRequest) -> str:
-        if not has_text(request.messages):
+        if not has_content(request.messages):
             raise ChatError(ErrorCode.BAD_REQUEST, "the conversation has no text")
         try:
             return self.resolver.resolve(request.model)
@@ -195,7 +203,7 @@ class ChatService:
         self, turn: RuntimeChat, client: RuntimeClient, generation: int
     ) -> Flow:
         if self._wants_acp(client):
-            acp = AcpFlow()
+            acp = AcpFlow(self.images)
             turn.conn = await _reach(client.shared())
             try:
                 await self._ask_with_cache(turn, acp, generation)
@@ -204,6 +212,9 @@ class ChatService:
             else:
                 client.acp = AcpSupport.YES
                 return acp
+        refusal = legacy_refusal(turn.request.messages)
+        if refusal is not None:
+            raise ChatError(ErrorCode.BAD_REQUEST, refusal, retryable=True)
         legacy = LegacyFlow()
         turn.conn = turn.leased = await _reach(client.lease())
         await self._ask_with_cache(turn, legacy, generation)
@@ -278,6 +289,7 @@ class ChatService:
             mode="agent" if turn.request.tools else self.spec.default_ask_mode,
             is_reply=bool(session_id),
             cwd=self.workspace,
+            images=tuple(prompt_images(messages)),
         )
         if not session_id:
             ask = dataclasses.replace(
