@@ -16,6 +16,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from front.auth import key_scope, require_api_key
 from front.context import CONTEXT, FrontContext
 from front.errors import ApiError, ErrorKind
+from front.image_fetch import ImageFetcher, fetch_url_images
 from front.plan import ChatPlan
 from front.relay import RequestMeta
 from front.routing import affinity_hash
@@ -115,4 +116,6 @@ async def admit_chat(
         default_model=ctx.spec.default_model,
         affinity_header=request.headers.get(AFFINITY_HEADER),
     )
+    if ctx.spec.fetch_image_urls and plan.images:
+        await fetch_url_images(plan, ImageFetcher(ctx.spec.image_fetch_timeout_s))
     return ctx, body, plan, request_meta(request, ctx, api_key, plan.affinity_source)
