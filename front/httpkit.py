@@ -117,5 +117,6 @@ async def admit_chat(
         affinity_header=request.headers.get(AFFINITY_HEADER),
     )
     if ctx.spec.fetch_image_urls and plan.images:
-        await fetch_url_images(plan, ImageFetcher(ctx.spec.image_fetch_timeout_s))
+        fetcher = ImageFetcher(ctx.spec.image_fetch_timeout_s)
+        await fetch_url_images(plan, fetcher, ctx.spec.max_body_bytes)
     return ctx, body, plan, request_meta(request, ctx, api_key, plan.affinity_source)

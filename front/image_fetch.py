@@ -183,8 +183,12 @@ def _bad(message: str, param: str) -> ApiError:
     return ApiError(ErrorKind.BAD_REQUEST, message, param=param)
 
 
-async def fetch_url_images(plan: ChatPlan, fetcher: ImageFetcher) -> None:
-    """Replace every image that is only a URL, in both forms of the plan, by its fetched bytes."""
+async def fetch_url_images(plan: ChatPlan, fetcher: ImageFetcher, budget_bytes: int) -> None:
+    """Replace every image that is only a URL, in both forms of the plan, by its fetched bytes.
+
+    The request's images may then hold at most `budget_bytes` of base64 together (the size of
+    a request body the gateway accepts), so a request never grows past what a body could carry.
+    """
     urls = {image.url for turn in plan.turns for image in turn.images if not image.data_b64}
     if not urls:
         return
@@ -194,6 +198,18 @@ async def fetch_url_images(plan: ChatPlan, fetcher: ImageFetcher) -> None:
     except* ApiError as failed:
         raise failed.exceptions[0] from None
     fetched = {url: task.result() for url, task in tasks.items()}
+    total = sum(
+        len(fetched[image.url].data_b64) if not image.data_b64 else len(image.data_b64)
+        for turn in plan.turns
+        for image in turn.images
+    )
+    if total > budget_bytes:
+        raise ApiError(
+            ErrorKind.TOO_LARGE,
+            f"the request's images come to {total} bytes of base64, over the {budget_bytes} a "
+            "request may carry ([limits] max_body_bytes)",
+            param="messages",
+        )
 
     def swap(images: list[ImageInput]) -> list[ImageInput]:
         return [fetched.get(image.url, image) if not image.data_b64 else image for image in images]

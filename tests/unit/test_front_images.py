@@ -126,10 +126,14 @@ def test_fetched_images_replace_the_urls_in_both_forms() -> None:
         }
     )
     fetcher = FakeFetcher()
-    asyncio.run(fetch_url_images(plan, fetcher))
+    asyncio.run(fetch_url_images(plan, fetcher, budget_bytes=1024))
     assert fetcher.asked == [url]  # once per distinct URL
     assert plan.turns[0].images == [DATA, DATA] and plan.messages[0].images == [DATA, DATA]
     assert plan.turns[1].images[0].media_type == "image/gif"
     broken = chat({"messages": [{"role": "user", "content": [image_part("https://bad/x")]}]})
     with pytest.raises(ApiError, match="refused"):
-        asyncio.run(fetch_url_images(broken, FakeFetcher()))
+        asyncio.run(fetch_url_images(broken, FakeFetcher(), budget_bytes=1024))
+    many = chat({"messages": [{"role": "user", "content": [image_part(url)] * 8}]})
+    with pytest.raises(ApiError, match="max_body_bytes") as caught:
+        asyncio.run(fetch_url_images(many, FakeFetcher(), budget_bytes=4 * len(PNG)))
+    assert caught.value.kind is ErrorKind.TOO_LARGE
