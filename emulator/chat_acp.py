@@ -254,7 +254,7 @@ class AcpStream:
         if spec is not None:  # tools module: an IDE tool the client must run (tools.py)
             call = tools.IdeCall.start(spec, base)
             await tools.acp_round(self.rt, self.turn, call, say=self._say, update=self._notify)
-        async for piece in paced_chunks(answer.text, knobs):
+        async for piece in paced_chunks(answer.text, knobs, answer.chunk_delay_ms):
             self.sent.append(piece)
             self._update("agent_message_chunk", piece)
         if answer.native_tool is not None:

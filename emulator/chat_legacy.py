@@ -182,7 +182,7 @@ class LegacyStream:
             await self._think_events(answer)
         await self._ide_tool(answer)
         first = True
-        async for piece in paced_chunks(text, knobs):
+        async for piece in paced_chunks(text, knobs, answer.chunk_delay_ms):
             await self._answer(piece)
             if first:
                 await self._answer("")  # the real runtime interleaves empty deltas

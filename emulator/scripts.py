@@ -23,11 +23,12 @@ text, the turn announces the tool, sends a `tool/invoke` request and waits for t
 verdict (its reply, or a `tool/invokeResult` call) up to LINGMA_EMULATOR_TOOL_TIMEOUT_MS. Else
 it is ignored, and the rule answers as if the key were absent.
 
-The cloud side (cloud_server.py) reads the same rules against the latest user message: `reply`
-and `thinking` stream as deltas, `tool_call` becomes a native tool call whose arguments arrive
-in several fragments, `delay_ms` delays the first chunk, and two keys are its own:
-`chunk_delay_ms` (a slow stream) and `cloud_fault` (a CloudFault below; `retry_after_s` goes
-with the rate limits).
+`chunk_delay_ms` makes a slow stream: that pause between two chunks of the answer (the runtime
+side then sends one token per chunk). The cloud side (cloud_server.py) reads the same rules
+against the latest user message: `reply` and `thinking` stream as deltas, `tool_call` becomes a
+native tool call whose arguments arrive in several fragments, `delay_ms` delays the first
+chunk, and one key is its own: `cloud_fault` (a CloudFault below; `retry_after_s` goes with the
+rate limits).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # carrying this text, or one with `isFiltered: true`.
     overwrite: str | None = None
     filtered: bool = False
-    chunk_delay_ms: int = 0  # cloud: pause between two chunks
+    chunk_delay_ms: int = 0  # pause between two chunks of the answer (both sides)
     cloud_fault: CloudFault | None = None  # cloud: how the chat goes wrong
     retry_after_s: int | None = None  # cloud rate limits: the Retry-After to send
 
