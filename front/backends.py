@@ -33,16 +33,15 @@ class RequestForms:
         self._fields = {"request_id": request_id, "scope": scope, "affinity": affinity}
         self._built: dict[Backend, ChatRequest] = {}
 
-    def for_backend(self, backend: Backend, deadline: float) -> ChatRequest:
-        """The request for a worker of `backend`; `deadline` is event-loop time."""
+    def for_backend(self, backend: Backend, deadline: float | None) -> ChatRequest:
+        """The request for a worker of `backend`; `deadline` is event-loop time (None: none)."""
         built = self._built.get(backend)
         if built is None:
             built = self._built[backend] = self._build(backend, deadline)
         return built
 
-    def _build(self, backend: Backend, deadline: float) -> ChatRequest:
+    def _build(self, backend: Backend, deadline: float | None) -> ChatRequest:
         plan = self.plan
-        remaining = deadline - asyncio.get_running_loop().time()
         cloud = backend is Backend.CLOUD
         return ChatRequest(
             id=0,
@@ -52,7 +51,7 @@ class RequestForms:
             tool_choice=plan.tool_choice,
             max_tokens=plan.max_tokens,
             stream=plan.stream,
-            deadline=time.time() + max(0.0, remaining),
+            deadline=_wall_clock(deadline),
             turns=plan.turns if cloud else [],
             temperature=plan.temperature if cloud else None,
             reasoning_effort=plan.reasoning_effort if cloud else "",
@@ -66,3 +65,11 @@ class RequestForms:
         if not any(link.backend is Backend.CLOUD for link in known):
             raise ApiError(ErrorKind.BAD_REQUEST, IMAGE_URLS_NEED_CLOUD, param="messages")
         return [link for link in links if link.backend is Backend.CLOUD]
+
+
+def _wall_clock(deadline: float | None) -> float:
+    """An event-loop deadline as the epoch time a worker reads; 0 = none."""
+    if deadline is None:
+        return 0.0
+    remaining = deadline - asyncio.get_running_loop().time()
+    return time.time() + max(0.001, remaining)

@@ -28,12 +28,12 @@ LOGIN_RETRY_AFTER_S = 5.0
 
 
 async def candidate_links(
-    ctx: FrontContext, forms: RequestForms, affinity: str, deadline: float
+    ctx: FrontContext, forms: RequestForms, affinity: str, deadline: float | None
 ) -> list[WorkerLink]:
     """Workers to try in order; [] when none is READY (the caller answers 503).
 
     Raises 429 when READY workers exist but all are at their limit, 503 when the accounts the
-    request waited for did not finish logging in. `deadline` is event-loop time.
+    request waited for did not finish logging in. `deadline` is event-loop time (None: none).
     """
     pool = ctx.pool
 
@@ -61,7 +61,7 @@ async def _wait_for_login(
     ctx: FrontContext,
     forms: RequestForms,
     routable: Callable[[], list[WorkerLink]],
-    deadline: float,
+    deadline: float | None,
 ) -> list[WorkerLink]:
     pool = ctx.pool
 
@@ -72,7 +72,9 @@ async def _wait_for_login(
     if not waited_for:
         return []
     loop = asyncio.get_running_loop()
-    until = min(loop.time() + ctx.spec.queue_timeout_s, deadline)
+    until = loop.time() + ctx.spec.queue_timeout_s
+    if deadline is not None:
+        until = min(until, deadline)
     log.info(
         "no READY account: waiting up to %.1fs for %s to log in",
         max(0.0, until - loop.time()),

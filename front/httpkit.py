@@ -89,19 +89,28 @@ def json_response(
     )
 
 
-def request_meta(request: web.Request, ctx: FrontContext, api_key: str, source: str) -> RequestMeta:
+def request_meta(
+    request: web.Request, ctx: FrontContext, api_key: str, source: str, *, stream: bool
+) -> RequestMeta:
     """Per-chat metadata; also stores the affinity hash so the response echoes it."""
     scope = key_scope(api_key)
     affinity = affinity_hash(scope, source)
     request[AFFINITY] = affinity
     started = request.get(STARTED) or asyncio.get_running_loop().time()
+    cap = total_cap(ctx.spec.stream_timeout_s if stream else ctx.spec.request_timeout_s)
     return RequestMeta(
         request_id=request.get(REQUEST_ID, ""),
         scope=scope,
         affinity=affinity,
-        deadline=started + ctx.spec.request_timeout_s,
+        deadline=None if cap is None else started + cap,
         started=started,
     )
+
+
+def total_cap(seconds: float) -> float | None:
+    """A configured total cap: 0 (or less) means none. A stream still producing is never cut;
+    the workers' first-token and silence timeouts end the ones that stall."""
+    return seconds if seconds > 0 else None
 
 
 async def admit_chat(
@@ -119,4 +128,5 @@ async def admit_chat(
     if ctx.spec.fetch_image_urls and plan.images:
         fetcher = ImageFetcher(ctx.spec.image_fetch_timeout_s)
         await fetch_url_images(plan, fetcher, ctx.spec.max_body_bytes)
-    return ctx, body, plan, request_meta(request, ctx, api_key, plan.affinity_source)
+    meta = request_meta(request, ctx, api_key, plan.affinity_source, stream=plan.stream)
+    return ctx, body, plan, meta

@@ -60,7 +60,7 @@ class RequestMeta:
     request_id: str
     scope: str
     affinity: str
-    deadline: float  # event-loop time
+    deadline: float | None  # event-loop time; None: no total cap (front/httpkit.py)
     started: float  # event-loop time
     served_by: str = ""
     backend: Backend = Backend.RUNTIME  # of the worker that answers
@@ -145,7 +145,7 @@ def _retry_elsewhere(event: object) -> bool:
 async def run_chat(
     ctx: FrontContext, plan: ChatPlan, meta: RequestMeta
 ) -> AsyncGenerator[FrontEvent | Outcome | Restart, None]:
-    remaining = meta.deadline - asyncio.get_running_loop().time()
+    remaining = None if meta.deadline is None else meta.deadline - asyncio.get_running_loop().time()
     try:
         await ctx.admission.acquire(max_wait=remaining)
     except AdmissionRejected as exc:

@@ -96,7 +96,7 @@ class ChatRequest(Base, tag_field="type", tag="chat", frozen=True, kw_only=True)
     stream: bool = True
     affinity: str = ""
     scope: str = ""  # hashed API key: session-cache entries never cross keys
-    deadline: float = 0.0  # wall-clock epoch seconds; 0 = worker default
+    deadline: float = 0.0  # wall-clock epoch seconds; 0 = none given (the worker's own cap)
     # Cloud backend only: the conversation structured (`messages` may then be empty), and the
     # sampling hints the cloud body carries (lingma-protocol.md §14.7).
     turns: list[ChatTurn] = []

@@ -44,7 +44,10 @@ class WorkerSpec(Base, frozen=True, kw_only=True):
     http_port: int = 0
     startup_timeout_s: float = 30.0
     rpc_timeout_s: float = 60.0
-    request_timeout_s: float = 300.0
+    # Total caps on one chat when its request names no deadline (0 = none): streams run as long
+    # as they produce (first_token / silence timeouts catch stalls).
+    request_timeout_s: float = 600.0
+    stream_timeout_s: float = 0.0
     default_model: str = "auto"
     default_ask_mode: str = "chat"
     chat_flow: ChatFlow = ChatFlow.AUTO
@@ -85,7 +88,8 @@ class FrontSpec(Base, frozen=True, kw_only=True):
     max_in_flight: int = 256
     per_worker_max_in_flight: int = 64
     queue_timeout_s: float = 10.0
-    request_timeout_s: float = 300.0
+    request_timeout_s: float = 600.0  # total cap on a non-streamed chat; 0 = none
+    stream_timeout_s: float = 0.0  # total cap on a streamed chat; 0 = none
     max_body_bytes: int = 8 * 1024 * 1024
     default_model: str = "auto"
     model_aliases: dict[str, str] = {}

@@ -71,7 +71,11 @@ class LimitsConfig(_Section, frozen=True, kw_only=True):
     max_in_flight: PositiveInt = 256
     per_worker_max_in_flight: PositiveInt = 64
     queue_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
-    request_timeout_s: PositiveFloat = 300.0
+    # Total caps on one request, 0 = none. A stream runs as long as it produces: the first-token
+    # and silence timeouts ([lingma]) end stalled ones. A non-streamed reply shows nothing until
+    # it is complete: its cap matches the OpenAI and Anthropic SDKs' own 600 s read timeout.
+    request_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    stream_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 8 * 1024 * 1024
     # Slow clients: an idle keep-alive connection (or one still sending headers) is closed after
     # idle_timeout_s; a request body that has not arrived within body_timeout_s gets 408.

@@ -26,6 +26,7 @@ from protocol.vocabulary import ErrorCode
 from worker import upstream
 from worker.acp import AcpFlow
 from worker.answer import Answer
+from worker.deadline import chat_deadline
 from worker.endings import check_end
 from worker.images import ImageFiles, legacy_refusal, prompt_images
 from worker.legacy import LegacyFlow
@@ -158,7 +159,7 @@ class ChatService:
     async def _serve(
         self, turn: RuntimeChat, client: RuntimeClient, generation: int, emit: Emit
     ) -> Finish:
-        deadline = asyncio.timeout_at(self._deadline(turn.request))
+        deadline = asyncio.timeout_at(chat_deadline(turn.request, self.spec))
         try:
             async with deadline:
                 flow = await self._converse(turn, client, generation)
@@ -231,13 +232,6 @@ class ChatService:
         if client.acp is not AcpSupport.NO:
             log.warning("%s: legacy chat/ask until the binary restarts", exc)
             client.acp = AcpSupport.NO
-
-    def _deadline(self, request: ChatRequest) -> float:
-        loop_now = asyncio.get_running_loop().time()
-        limit = loop_now + self.spec.request_timeout_s
-        if request.deadline > 0:
-            limit = min(limit, loop_now + (request.deadline - time.time()))
-        return limit
 
     def _reuse(self, flow: Flow) -> bool:
         """Legacy reuse is opt-in: history per sessionId is undocumented for chat/ask (§5.3)."""
