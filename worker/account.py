@@ -145,9 +145,6 @@ class Account:
                 self.cooldown_until = 0.0
                 log.info("cooldown over; account re-checked", extra={"login": state})
 
-    def recheck_login(self) -> None:
-        self._recheck.set()
-
     def chat_found_logged_out(self) -> None:
         """A chat failed as logged out (ErrorCode.NOT_LOGGED_IN): check and renew the login."""
         self._login_doubted = True
