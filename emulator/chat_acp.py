@@ -7,7 +7,8 @@ rebuild the answer from the chunks (lingma-protocol.md §5.4, §12.7). An error 
 status in `reason` ("429 Too Many Requests: ..."). `ai-coding/mode` is `agent` or absent, as
 public clients send it; another value is refused. `session/load` replays a stored session,
 turn by turn, as `user_message_chunk` / `agent_message_chunk` updates to the caller only (each
-tagged with the turn's request id), then answers `{}`.
+tagged with the turn's request id), then answers `{}`. Image prompt items are read from the
+files they name (images.py) and the default reply says what arrived.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import http
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from emulator import tools
 from emulator.connection import INVALID_PARAMS, NO_REPLY, ClientConnection, MethodError
+from emulator.images import ReceivedImage, received_images
 from emulator.runtime import NOT_LOGGED_IN, Method, Runtime, param_str, require_str, run_fault
 from emulator.scripts import latest_user_turn
 from emulator.sessions import ChatRecord, Session
@@ -130,6 +133,7 @@ async def session_prompt(rt: Runtime, conn: ClientConnection, params: dict[str, 
     if not isinstance(request_id, str) or not request_id:
         raise MethodError(INVALID_PARAMS, "requestId is empty")
     text = prompt_text(params.get("prompt"))
+    images = received_images(params.get("prompt"), rt.knobs.image_uri_scheme)
     model = param_str(meta, "ai-coding/model", default=session.model)
     sent_mode = param_str(meta, "ai-coding/mode")
     if sent_mode not in ("", "agent"):
@@ -144,6 +148,7 @@ async def session_prompt(rt: Runtime, conn: ClientConnection, params: dict[str, 
         text=text,
         request_id=request_id,
         accepted=logged_in and rt.catalog.knows(model),
+        extra=_image_record(images, params.get("contextParams")),
     )
     if not logged_in:
         raise MethodError(NOT_LOGGED_IN, "user not login, please login first (lingma-emulator)")
@@ -153,10 +158,18 @@ async def session_prompt(rt: Runtime, conn: ClientConnection, params: dict[str, 
     first = rt.sessions.add_record(session, record)
     turn = Turn(request_id, session.session_id, Flow.ACP, conn)
     rt.turns.add(turn)
-    stream = AcpStream(rt, turn, text, model, mode=mode, title=first, record=record)
+    seen = [image.describe() for image in images]
+    stream = AcpStream(rt, turn, text, model, mode=mode, title=first, record=record, images=seen)
     turn.task = conn.spawn(stream.run())
     log.debug("EMULATOR ACP prompt, model: %s, request id: %s", model, request_id)
     return None
+
+
+def _image_record(images: list[ReceivedImage], context: Any) -> dict[str, Any] | None:
+    if not images:
+        return None
+    mirrored = context if isinstance(context, list) else []
+    return {"images": [image.record() for image in images], "context_params": len(mirrored)}
 
 
 async def session_cancel(rt: Runtime, conn: ClientConnection, params: dict[str, Any]) -> Any:
@@ -183,6 +196,7 @@ class AcpStream:
         mode: str,
         title: bool,
         record: ChatRecord,
+        images: Sequence[str] = (),
     ) -> None:
         self.rt = rt
         self.turn = turn
@@ -193,6 +207,7 @@ class AcpStream:
         self.mode = mode
         self.send_title = title
         self.sent: list[str] = []
+        self.images = images  # what the prompt's image items held, for the reply to say
 
     async def run(self) -> None:
         try:
@@ -208,7 +223,10 @@ class AcpStream:
         knobs = self.rt.knobs
         conn = self.turn.conn
         answer = self.rt.scripts.answer(
-            self.text, self.model, reasoning=self.rt.catalog.is_reasoning(self.model)
+            self.text,
+            self.model,
+            reasoning=self.rt.catalog.is_reasoning(self.model),
+            images=self.images,
         )
         base = {"requestId": self.turn.request_id, "sessionId": self.turn.session_id}
         await self.out.push(
@@ -236,13 +254,13 @@ class AcpStream:
         if spec is not None:  # tools module: an IDE tool the client must run (tools.py)
             call = tools.IdeCall.start(spec, base)
             await tools.acp_round(self.rt, self.turn, call, say=self._say, update=self._notify)
-        async for piece in paced_chunks(answer.text, knobs):
+        async for piece in paced_chunks(answer.text, knobs, answer.chunk_delay_ms):
             self.sent.append(piece)
             self._update("agent_message_chunk", piece)
         if answer.native_tool is not None:
             self._native_tool(answer.native_tool.name, answer.native_tool.arguments)
         if answer.action is not None:
-            await run_fault(conn, answer.action)
+            await run_fault(self.rt, conn, answer.action)
         if answer.error is not None:
             self._finish(
                 reason=error_reason(answer.error.status, answer.error.message),

@@ -182,7 +182,7 @@ class LegacyStream:
             await self._think_events(answer)
         await self._ide_tool(answer)
         first = True
-        async for piece in paced_chunks(text, knobs):
+        async for piece in paced_chunks(text, knobs, answer.chunk_delay_ms):
             await self._answer(piece)
             if first:
                 await self._answer("")  # the real runtime interleaves empty deltas
@@ -192,7 +192,7 @@ class LegacyStream:
         if answer.filtered:
             await self._answer("", filtered=True)
         if answer.action is not None:
-            await run_fault(self.turn.conn, answer.action)
+            await run_fault(self.rt, self.turn.conn, answer.action)
         if answer.error is not None:
             await self._finish(reason=answer.error.message or "error", status=answer.error.status)
         else:

@@ -112,8 +112,12 @@ GARBAGE_FRAMES = (
 )
 
 
-async def run_fault(conn: ClientConnection, action: Action) -> None:
-    """The scripted fault after a reply: hang, drop the connection, or crash the process."""
+async def run_fault(rt: Runtime, conn: ClientConnection, action: Action) -> None:
+    """The scripted fault after a reply: hang, drop the connection, crash, or log out."""
+    if action is Action.LOGOUT:
+        rt.workdir.remove_user()  # auth/status reads cache/user: it says 1 from now on
+        log.warning("EMULATOR logged out mid-answer (script): cache/user removed")
+        return
     if action is Action.GARBAGE:
         log.warning("EMULATOR sending %d malformed frames (script)", len(GARBAGE_FRAMES))
         for text in GARBAGE_FRAMES:

@@ -7,7 +7,8 @@ can rewrite it between requests.
 
 Rule keys: `match`, `model` (regexes), `reply`, `thinking`, `tool_call` (a text tool call in
 the front's format), `native_tool_call` (an ACP tool card announced and completed at once),
-`error`, `delay_ms`, `action`, `times`, and `ide_tool`. An `error` is `{status, message}` or
+`error`, `delay_ms`, `action` (hang, crash, drop, garbage, logout: see Action), `times`, and
+`ide_tool`. An `error` is `{status, message}` or
 names a `kind` worded as lingma-protocol.md §10 / §14.10 show it (status defaulted, message
 filled in): `rate_limit` (429, the in-band `TOO_MANY_REQUESTS {"code":"429",...}` envelope),
 `quota` (403 with code 110) or `login` (403 with code 105, "Login expired"). Legacy-only
@@ -22,17 +23,19 @@ text, the turn announces the tool, sends a `tool/invoke` request and waits for t
 verdict (its reply, or a `tool/invokeResult` call) up to LINGMA_EMULATOR_TOOL_TIMEOUT_MS. Else
 it is ignored, and the rule answers as if the key were absent.
 
-The cloud side (cloud_server.py) reads the same rules against the latest user message: `reply`
-and `thinking` stream as deltas, `tool_call` becomes a native tool call whose arguments arrive
-in several fragments, `delay_ms` delays the first chunk, and two keys are its own:
-`chunk_delay_ms` (a slow stream) and `cloud_fault` (a CloudFault below; `retry_after_s` goes
-with the rate limits).
+`chunk_delay_ms` makes a slow stream: that pause between two chunks of the answer (the runtime
+side then sends one token per chunk). The cloud side (cloud_server.py) reads the same rules
+against the latest user message: `reply` and `thinking` stream as deltas, `tool_call` becomes a
+native tool call whose arguments arrive in several fragments, `delay_ms` delays the first
+chunk, and one key is its own: `cloud_fault` (a CloudFault below; `retry_after_s` goes with the
+rate limits).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -70,6 +73,10 @@ class Action(StrEnum):
     CRASH = "crash"  # exit the whole process
     DROP = "drop"  # close the client's WebSocket
     GARBAGE = "garbage"  # send malformed frames, then finish the answer normally
+    # Drop the account's login (cache/user removed, so auth/status says 1), as a token the
+    # server revoked mid-run would; the turn then ends as logged out (the rule's `error`, else
+    # the `login` kind's wording). Runtime side only.
+    LOGOUT = "logout"
 
 
 class ScriptedErrorKind(StrEnum):
@@ -147,7 +154,7 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # carrying this text, or one with `isFiltered: true`.
     overwrite: str | None = None
     filtered: bool = False
-    chunk_delay_ms: int = 0  # cloud: pause between two chunks
+    chunk_delay_ms: int = 0  # pause between two chunks of the answer (both sides)
     cloud_fault: CloudFault | None = None  # cloud: how the chat goes wrong
     retry_after_s: int | None = None  # cloud rate limits: the Retry-After to send
 
@@ -193,10 +200,13 @@ def latest_user_turn(prompt_text: str) -> str:
     return _TRAILING_CUE.sub("", turn.rstrip()).strip()
 
 
-def default_reply(model: str, latest: str, reply_tokens: int) -> str:
-    """Deterministic: names the model, echoes the latest user text, pads to `reply_tokens`."""
+def default_reply(model: str, latest: str, reply_tokens: int, images: Sequence[str] = ()) -> str:
+    """Deterministic: names the model, echoes the latest user text (and says which images came
+    with the prompt), pads to `reply_tokens`."""
     echo = latest if len(latest) <= MAX_ECHO_CHARS else latest[:MAX_ECHO_CHARS] + "…"
     text = f"[lingma-emulator {model}] You said: {echo}"
+    if images:
+        text += " (images received: " + "; ".join(images) + ")"
     missing = reply_tokens - len(text.split())
     if missing > 0:
         text += " " + " ".join(_FILLER[i % len(_FILLER)] for i in range(missing))
@@ -216,15 +226,23 @@ class ScriptBook:
         self._identity: tuple[int, int, int] | None = None
         self._rules: list[_CompiledRule] = []
 
-    def answer(self, prompt_text: str, model: str, *, reasoning: bool = False) -> ScriptedAnswer:
+    def answer(
+        self,
+        prompt_text: str,
+        model: str,
+        *,
+        reasoning: bool = False,
+        images: Sequence[str] = (),
+    ) -> ScriptedAnswer:
+        """`images`: what the prompt's image items held, for the default reply to say."""
         latest = latest_user_turn(prompt_text)
         for index, compiled in enumerate(self._current_rules()):
             if _applies(compiled, latest, model):
                 compiled.used += 1
-                return _answer_from(compiled.rule, index, reasoning, model, latest)
+                return _answer_from(compiled.rule, index, reasoning, model, latest, images=images)
         thinking = default_thinking(model, latest) if reasoning else ""
         return ScriptedAnswer(
-            text=default_reply(model, latest, self.reply_tokens), thinking=thinking
+            text=default_reply(model, latest, self.reply_tokens, images), thinking=thinking
         )
 
     def _current_rules(self) -> list[_CompiledRule]:
@@ -267,8 +285,16 @@ def _applies(compiled: _CompiledRule, latest: str, model: str) -> bool:
     return compiled.match is None or compiled.match.search(latest) is not None
 
 
+def _error_of(rule: Rule) -> ErrorSpec | None:
+    if rule.error is not None:
+        return rule.error.worded()
+    if rule.action is Action.LOGOUT:
+        return ErrorSpec(kind=ScriptedErrorKind.LOGIN).worded()
+    return None
+
+
 def _answer_from(
-    rule: Rule, index: int, reasoning: bool, model: str, latest: str
+    rule: Rule, index: int, reasoning: bool, model: str, latest: str, *, images: Sequence[str] = ()
 ) -> ScriptedAnswer:
     parts = [rule.reply] if rule.reply else []
     if rule.tool_call is not None:
@@ -281,7 +307,7 @@ def _answer_from(
         or rule.cloud_fault is not None
     )
     if not parts and not scripted_outcome:
-        parts.append(default_reply(model, latest, 0))
+        parts.append(default_reply(model, latest, 0, images))
     thinking = rule.thinking or ""
     if not thinking and reasoning and not scripted_outcome:
         thinking = default_thinking(model, latest)
@@ -290,7 +316,7 @@ def _answer_from(
         thinking=thinking,
         native_tool=rule.native_tool_call,
         ide_tool=rule.ide_tool,
-        error=rule.error.worded() if rule.error is not None else None,
+        error=_error_of(rule),
         delay_ms=rule.delay_ms,
         action=rule.action,
         overwrite=rule.overwrite,

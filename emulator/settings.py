@@ -29,6 +29,8 @@ ACP_FINISH_STATUS=1    ACP chat_finish data also carries `statusCode` (by defaul
                        `reason` and `fullAnswer`, as §5.4 documents it)
 NOISE_MS=N             every N ms, unrelated pushes to every connection: `snapshot/syncAll`
                        and another session's `session/update` chunk (text NOISE)
+IMAGE_URI_SCHEME=lingma|qodercn  which `<scheme>:///agent/file?path=` URIs ACP image items
+                       must use (QoderCN reads `qodercn`, §5.4); another one is refused
 By default turns also push `snapshot/syncAll` after step_end (§5.3, §5.4: seen during turns),
 and an ACP error finish words its status in `reason` ("429 Too Many Requests: ..."). Script
 rules may name an error `kind` (rate_limit, quota, login) for the wordings of §10 / §14.10.
@@ -72,6 +74,13 @@ class ThinkStyle(StrEnum):
 
     FENCE = "fence"  # inside chat/answer between ````think:: fences (QoderCN)
     EVENT = "event"  # separate chat/think pushes (JetBrains plugin class)
+
+
+class ImageUriScheme(StrEnum):
+    """Which file URIs the runtime reads from ACP image items (lingma-protocol.md §5.4)."""
+
+    LINGMA = "lingma"  # lingma:///agent/file?path=... (lingma-proxy)
+    QODERCN = "qodercn"  # QoderCN's spelling
 
 
 class LogLevel(StrEnum):
@@ -123,6 +132,7 @@ class Knobs:
     session_new_error: int = 0  # 0: session/new works
     acp_finish_status: bool = False
     noise_ms: int = 0
+    image_uri_scheme: str = "lingma"  # ACP image items' uri: <scheme>:///agent/file?path=...
 
 
 def _text(env: Mapping[str, str], name: str) -> str:
@@ -246,4 +256,5 @@ def knobs_from_env(env: Mapping[str, str] | None = None) -> Knobs:
         session_new_error=_code(env, "SESSION_NEW_ERROR"),
         acp_finish_status=_flag(env, "ACP_FINISH_STATUS"),
         noise_ms=_int(env, "NOISE_MS", 0, high=60_000),
+        image_uri_scheme=_choice(env, "IMAGE_URI_SCHEME", ImageUriScheme, ImageUriScheme.LINGMA),
     )

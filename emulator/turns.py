@@ -164,8 +164,15 @@ async def sleep_ms(milliseconds: float) -> None:
         await asyncio.sleep(milliseconds / 1000)
 
 
-async def paced_chunks(text: str, knobs: Knobs) -> AsyncIterator[str]:
-    """Yield the answer in pieces: instant (a handful of chunks) or at TOKENS_PER_S."""
+async def paced_chunks(text: str, knobs: Knobs, pause_ms: int = 0) -> AsyncIterator[str]:
+    """Yield the answer in pieces: instant (a handful of chunks), at TOKENS_PER_S, or (a rule's
+    `chunk_delay_ms`) one token at a time with that pause between two."""
+    if pause_ms > 0:
+        for step, token in enumerate(_TOKEN.findall(text)):
+            if step:
+                await sleep_ms(pause_ms)
+            yield token
+        return
     if knobs.tokens_per_s <= 0:
         for piece in split_evenly(text, knobs.instant_chunks):
             yield piece
@@ -201,7 +208,9 @@ class Recorder:
         text: str,
         request_id: str,
         accepted: bool,
+        extra: dict[str, Any] | None = None,
     ) -> None:
+        """`extra`: what only some requests carry (an ACP prompt's images)."""
         self._write(
             {
                 "flow": flow.value,
@@ -211,6 +220,7 @@ class Recorder:
                 "text": text,
                 "request_id": request_id,
                 "accepted": accepted,
+                **(extra or {}),
             }
         )
 

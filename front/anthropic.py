@@ -1,7 +1,7 @@
 """Runs in the front: POST /v1/messages and /v1/messages/count_tokens — the Anthropic Messages API.
 
 System prompt (string or blocks), content blocks (text, tool_use, tool_result; thinking is
-dropped from history; images become structured images for cloud-backend workers, and are
+dropped from history; images travel with their user message to either backend, and are
 noted as text inside tool results) become a ChatPlan. `anthropic-version` / `anthropic-beta`
 headers and `?beta=true` are tolerated: nothing here depends on them. A `system` role inside
 `messages` (Claude Code's mid-conversation system beta) stays a system message in place.
@@ -60,7 +60,9 @@ def system_text(system: str | list[Block] | None) -> str:
     return "\n".join(b.text or "" for b in system if b.type == "text")
 
 
-def _turn(message: MessageIn, index: int, call_names: dict[str, str]) -> list[Message]:
+def _turn(
+    message: MessageIn, index: int, call_names: dict[str, str], counter: ImageCounter
+) -> list[Message]:
     if message.role == "system":  # Claude Code's mid-conversation system messages (a beta)
         text = system_text(message.content)
         return [Message(role="system", text=text)] if text else []
@@ -75,10 +77,13 @@ def _turn(message: MessageIn, index: int, call_names: dict[str, str]) -> list[Me
     texts: list[str] = []
     calls: list[ParsedCall] = []
     results: list[Message] = []
+    images: list[ImageInput] = []
     for position, block in enumerate(message.content):
         where = f"messages[{index}].content[{position}]"
         if block.type == "text":
             texts.append(block.text or "")
+        elif block.type in IMAGE_BLOCKS and message.role == "user":
+            images.append(_image(block, where, counter))
         elif block.type == "tool_use":
             name = block.name or ""
             call_names[block.id or ""] = name
@@ -96,7 +101,8 @@ def _turn(message: MessageIn, index: int, call_names: dict[str, str]) -> list[Me
     if message.role == "assistant":
         turn = render_assistant_turn(text, calls)
         return [Message(role="assistant", text=turn)] if turn else []
-    return results + ([Message(role="user", text=text)] if text else [])
+    user = Message(role="user", text=text, images=images)
+    return results + ([user] if text or images else [])
 
 
 def messages_of(body: MessagesBody) -> list[Message]:
@@ -105,8 +111,9 @@ def messages_of(body: MessagesBody) -> list[Message]:
     if system:
         messages.append(Message(role="system", text=system))
     call_names: dict[str, str] = {}
+    counter = ImageCounter()
     for index, message in enumerate(body.messages):
-        messages += _turn(message, index, call_names)
+        messages += _turn(message, index, call_names, counter)
     return messages
 
 

@@ -3,7 +3,8 @@
 A runtime-backend worker gets the flattened messages with the tool instructions (its tools are
 emulated over text); a cloud-backend worker gets the structured turns and the tools natively.
 Each form is built once, on first use, so a retry on an account of the other backend works.
-A request with images can only go to cloud-backend workers.
+Images travel in both forms: with their bytes a worker of either backend takes them; an image
+that is only a URL (not fetched by the front, front/image_fetch.py) goes to cloud workers only.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from collections.abc import Iterable
 
 from front.errors import ApiError, ErrorKind
 from front.plan import ChatPlan
+from front.turns import url_images
 from front.worker_pool import WorkerLink
 from protocol.chat import ChatRequest
 from protocol.vocabulary import Backend
 
-IMAGES_NEED_CLOUD = (
-    'image input needs an account with backend = "cloud" (lingma-protocol.md §14); this '
-    "gateway's accounts chat through the runtime, which takes text only"
+IMAGE_URLS_NEED_CLOUD = (
+    "image URLs are not fetched by this gateway ([limits] fetch_image_urls = false) and its "
+    "accounts chat through the runtime, which needs the image's bytes: send the image as "
+    'base64 (a data: URL, or a base64 source), or use an account with backend = "cloud"'
 )
 
 
@@ -30,16 +33,15 @@ class RequestForms:
         self._fields = {"request_id": request_id, "scope": scope, "affinity": affinity}
         self._built: dict[Backend, ChatRequest] = {}
 
-    def for_backend(self, backend: Backend, deadline: float) -> ChatRequest:
-        """The request for a worker of `backend`; `deadline` is event-loop time."""
+    def for_backend(self, backend: Backend, deadline: float | None) -> ChatRequest:
+        """The request for a worker of `backend`; `deadline` is event-loop time (None: none)."""
         built = self._built.get(backend)
         if built is None:
             built = self._built[backend] = self._build(backend, deadline)
         return built
 
-    def _build(self, backend: Backend, deadline: float) -> ChatRequest:
+    def _build(self, backend: Backend, deadline: float | None) -> ChatRequest:
         plan = self.plan
-        remaining = deadline - asyncio.get_running_loop().time()
         cloud = backend is Backend.CLOUD
         return ChatRequest(
             id=0,
@@ -49,7 +51,7 @@ class RequestForms:
             tool_choice=plan.tool_choice,
             max_tokens=plan.max_tokens,
             stream=plan.stream,
-            deadline=time.time() + max(0.0, remaining),
+            deadline=_wall_clock(deadline),
             turns=plan.turns if cloud else [],
             temperature=plan.temperature if cloud else None,
             reasoning_effort=plan.reasoning_effort if cloud else "",
@@ -57,9 +59,17 @@ class RequestForms:
         )
 
     def eligible(self, links: list[WorkerLink], known: Iterable[WorkerLink]) -> list[WorkerLink]:
-        """The links that can serve this plan; 400 when no account ever could (images)."""
-        if not self.plan.images:
+        """The links that can serve this plan; 400 when no account ever could (image URLs)."""
+        if not url_images(self.plan.turns):
             return links
         if not any(link.backend is Backend.CLOUD for link in known):
-            raise ApiError(ErrorKind.BAD_REQUEST, IMAGES_NEED_CLOUD, param="messages")
+            raise ApiError(ErrorKind.BAD_REQUEST, IMAGE_URLS_NEED_CLOUD, param="messages")
         return [link for link in links if link.backend is Backend.CLOUD]
+
+
+def _wall_clock(deadline: float | None) -> float:
+    """An event-loop deadline as the epoch time a worker reads; 0 = none."""
+    if deadline is None:
+        return 0.0
+    remaining = deadline - asyncio.get_running_loop().time()
+    return time.time() + max(0.001, remaining)

@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from front.auth import key_scope, presented_key
 from front.context import CONTEXT, FrontContext
 from front.errors import ApiError, ErrorKind, flavor_for_path
+from front.image_fetch import ImageFetcher, fetch_url_images
 from front.keys import check_model, key_name
 from front.plan import ChatPlan
 from front.relay import RequestMeta
@@ -93,19 +94,28 @@ def json_response(
     )
 
 
-def request_meta(request: web.Request, ctx: FrontContext, api_key: str, source: str) -> RequestMeta:
+def request_meta(
+    request: web.Request, ctx: FrontContext, api_key: str, source: str, *, stream: bool
+) -> RequestMeta:
     """Per-chat metadata; also stores the affinity hash so the response echoes it."""
     scope = key_scope(api_key)
     affinity = affinity_hash(scope, source)
     request[AFFINITY] = affinity
     started = request.get(STARTED) or asyncio.get_running_loop().time()
+    cap = total_cap(ctx.spec.stream_timeout_s if stream else ctx.spec.request_timeout_s)
     return RequestMeta(
         request_id=request.get(REQUEST_ID, ""),
         scope=scope,
         affinity=affinity,
-        deadline=started + ctx.spec.request_timeout_s,
+        deadline=None if cap is None else started + cap,
         started=started,
     )
+
+
+def total_cap(seconds: float) -> float | None:
+    """A configured total cap: 0 (or less) means none. A stream still producing is never cut;
+    the workers' first-token and silence timeouts end the ones that stall."""
+    return seconds if seconds > 0 else None
 
 
 async def admit_chat(
@@ -124,10 +134,15 @@ async def admit_chat(
         )
         model = plan.model
         check_model(entry, model)
+        if ctx.spec.fetch_image_urls and plan.images:
+            fetcher = ImageFetcher(ctx.spec.image_fetch_timeout_s)
+            await fetch_url_images(plan, fetcher, ctx.spec.max_body_bytes)
     except ApiError as err:  # a known key's bad request or forbidden model is on its record
         record_refusal(ctx.usage, request, entry, model, err.status)
         raise
-    meta = request_meta(request, ctx, presented_key(request.headers), plan.affinity_source)
+    meta = request_meta(
+        request, ctx, presented_key(request.headers), plan.affinity_source, stream=plan.stream
+    )
     meta.key = entry
     return ctx, body, plan, meta
 

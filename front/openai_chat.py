@@ -2,7 +2,8 @@
 
 Translation (body → ChatPlan) and rendering (events → chunks / one body) are pure functions
 and classes here; the handler at the bottom only wires them to auth and the relay. Images
-(`image_url` parts) only travel in the structured turns, which cloud-backend workers read.
+(`image_url` parts) travel with their user message in both forms: runtime workers pass them
+as ACP image prompt items, cloud workers upload them.
 """
 
 from __future__ import annotations
@@ -109,12 +110,20 @@ def tool_choice_of(body: ChatCompletionsBody, tools: list[ToolSpec]) -> str:
     return check_tool_choice(name, tools)
 
 
-def _message(m: ChatMessageIn, index: int, call_names: dict[str, str]) -> Message | None:
-    text = flatten_content(m.content, f"messages[{index}].content")
+def _message(
+    m: ChatMessageIn, index: int, call_names: dict[str, str], counter: ImageCounter
+) -> Message | None:
+    param = f"messages[{index}].content"
+    text = flatten_content(m.content, param)
     if m.role in ("system", "developer"):
         return Message(role="system", text=text) if text else None
     if m.role == "user":
-        return Message(role="user", text=text, name=m.name or "") if text else None
+        images = images_of(m.content, param, counter)
+        return (
+            Message(role="user", text=text, name=m.name or "", images=images)
+            if text or images
+            else None
+        )
     if m.role == "assistant":
         calls = [
             ParsedCall(c.function.name, arguments_from_json(c.function.arguments))
@@ -137,7 +146,8 @@ def _message(m: ChatMessageIn, index: int, call_names: dict[str, str]) -> Messag
 
 def messages_of(body: ChatCompletionsBody) -> list[Message]:
     call_names: dict[str, str] = {}
-    converted = (_message(m, i, call_names) for i, m in enumerate(body.messages))
+    counter = ImageCounter()
+    converted = (_message(m, i, call_names, counter) for i, m in enumerate(body.messages))
     return [m for m in converted if m is not None]
 
 

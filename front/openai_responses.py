@@ -62,13 +62,18 @@ def flatten_input(content: ResponsesContent, param: str) -> str:
     return "\n".join(t for t in texts if t)
 
 
-def _item_message(item: InputItem, index: int, call_names: dict[str, str]) -> Message | None:
+def _item_message(
+    item: InputItem, index: int, call_names: dict[str, str], counter: ImageCounter
+) -> Message | None:
     param = f"input[{index}]"
     if item.type == "message":
         text = flatten_input(item.content, f"{param}.content")
         role = {"developer": "system", "system": "system", "assistant": "assistant"}.get(
             item.role, "user"
         )
+        if role == "user":
+            images = images_of(item.content, f"{param}.content", counter)
+            return Message(role=role, text=text, images=images) if text or images else None
         return Message(role=role, text=text) if text else None
     if item.type == "function_call":
         call_names[item.call_id] = item.name
@@ -148,8 +153,9 @@ def messages_of(body: ResponsesBody) -> list[Message]:
         messages.append(Message(role="user", text=body.input))
     else:
         call_names: dict[str, str] = {}
+        counter = ImageCounter()
         for index, item in enumerate(body.input):
-            message = _item_message(item, index, call_names)
+            message = _item_message(item, index, call_names, counter)
             if message is not None:
                 messages.append(message)
     return _merge_assistant_turns(messages)

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from front.admission import AdmissionRejected
 from front.backends import RequestForms
+from front.candidates import candidate_links
 from front.context import FrontContext
 from front.errors import ApiError, ErrorKind, from_failure, no_ready_account_message
 from front.forced import needs_call, reply_with_call
@@ -62,7 +63,7 @@ class RequestMeta:
     request_id: str
     scope: str
     affinity: str
-    deadline: float  # event-loop time
+    deadline: float | None  # event-loop time; None: no total cap (front/httpkit.py)
     started: float  # event-loop time
     served_by: str = ""
     backend: Backend = Backend.RUNTIME  # of the worker that answers
@@ -78,10 +79,6 @@ class Collected:
     reasoning: list[str] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
     outcome: Outcome | None = None
-
-
-# How long a request that finds no READY worker waits for a fresh ping round before its 503.
-RECHECK_TIMEOUT_S = 1.0
 
 
 def _no_worker_error(failures: list[Failure]) -> ApiError:
@@ -106,19 +103,7 @@ async def worker_events(
     ctx: FrontContext, forms: RequestForms, meta: RequestMeta
 ) -> AsyncGenerator[object, None]:
     """The chat's events from the first worker that starts answering."""
-    known = ctx.pool.links.values()
-    links = forms.eligible(
-        ctx.pool.attempts(meta.affinity, ctx.spec.per_worker_max_in_flight), known
-    )
-    if not links and not forms.eligible(ctx.pool.ready_links(), known):
-        await ctx.pool.recheck(timeout=RECHECK_TIMEOUT_S)
-        links = forms.eligible(
-            ctx.pool.attempts(meta.affinity, ctx.spec.per_worker_max_in_flight), known
-        )
-    if not links and forms.eligible(ctx.pool.ready_links(), known):
-        raise ApiError(
-            ErrorKind.OVERLOADED, "every account is at its concurrency limit", retry_after=1.0
-        )
+    links = await candidate_links(ctx, forms, meta.affinity, meta.deadline)
     failures: list[Failure] = []
     for attempt, link in enumerate(links):
         if attempt:
@@ -165,7 +150,7 @@ def _retry_elsewhere(event: object) -> bool:
 async def run_chat(
     ctx: FrontContext, plan: ChatPlan, meta: RequestMeta
 ) -> AsyncGenerator[FrontEvent | Outcome | Restart, None]:
-    remaining = meta.deadline - asyncio.get_running_loop().time()
+    remaining = None if meta.deadline is None else meta.deadline - asyncio.get_running_loop().time()
     try:
         await ctx.admission.acquire(max_wait=remaining)
     except AdmissionRejected as exc:

@@ -16,13 +16,13 @@ from typing import Any
 from aiohttp import web
 
 from front.auth import require_metrics
+from front.candidates import RECHECK_TIMEOUT_S
 from front.context import CONTEXT, FrontContext, ServeState
 from front.control import supervisor_metrics
 from front.errors import ApiError, ErrorKind, no_ready_account_message
 from front.httpkit import authenticate, json_response
 from front.keys import allowed_models
 from front.metrics import CONTENT_TYPE
-from front.relay import RECHECK_TIMEOUT_S
 from front.worker_pool import WorkerLink
 from protocol.framing import FrameError
 from protocol.worker_socket import Models, ModelsQuery

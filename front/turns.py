@@ -55,6 +55,11 @@ def image_count(turns: Sequence[ChatTurn]) -> int:
     return sum(len(t.images) for t in turns)
 
 
+def url_images(turns: Sequence[ChatTurn]) -> int:
+    """Images that are only a URL (no bytes): the runtime cannot take them."""
+    return sum(1 for t in turns for image in t.images if not image.data_b64)
+
+
 def require_content(messages: Sequence[Message], turns: Sequence[ChatTurn]) -> None:
     """400 unless the conversation has some text or an image."""
     if not any(m.text for m in messages) and not image_count(turns):

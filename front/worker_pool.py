@@ -51,6 +51,20 @@ class WorkerLink:
         )
 
     @property
+    def logging_in(self) -> bool:
+        """Not READY because auto-login is renewing its login: worth waiting for."""
+        return (
+            self.reachable
+            and not self.retired
+            and self.pong is not None
+            and self.pong.login is LoginState.LOGGING_IN
+        )
+
+    @property
+    def login_attempt(self) -> int:
+        return self.pong.login_attempt if self.pong is not None else 0
+
+    @property
     def state(self) -> str:
         if not self.reachable or self.pong is None:
             return "unreachable"
@@ -93,6 +107,7 @@ class WorkerPool:
         # answered the old worker keeps serving, so a reload never leaves a name unroutable.
         self._incoming: dict[str, WorkerLink] = {}
         self._recheck: asyncio.Task[None] | None = None
+        self._change: asyncio.Future[None] | None = None  # resolved when a worker's state moves
 
     async def start(self) -> None:
         self.update(self._pending_refs)
@@ -147,6 +162,22 @@ class WorkerPool:
 
     def ready_links(self) -> list[WorkerLink]:
         return [link for link in self.links.values() if link.ready]
+
+    def logging_in_links(self) -> list[WorkerLink]:
+        return [link for link in self.links.values() if link.logging_in]
+
+    async def changed(self, timeout: float) -> None:
+        """Return when some worker's state or login moved (a ping saw it), or after `timeout`."""
+        if self._change is None or self._change.done():
+            self._change = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, timeout)):
+                await asyncio.shield(self._change)
+
+    def _moved(self) -> None:
+        change, self._change = self._change, None
+        if change is not None and not change.done():
+            change.set_result(None)
 
     async def recheck(self, timeout: float) -> None:
         """Ping every worker now instead of at the next tick; one recheck at a time.
@@ -215,7 +246,14 @@ class WorkerPool:
             await asyncio.sleep(self.ping_interval_s)
 
     async def _ping_once(self, link: WorkerLink, timeout: float) -> None:
-        was = link.state
+        was, was_login = link.state, link.login
+        try:
+            await self._ping(link, timeout, was)
+        finally:
+            if (link.state, link.login) != (was, was_login):
+                self._moved()
+
+    async def _ping(self, link: WorkerLink, timeout: float, was: str) -> None:
         try:
             reply = await link.client.call(lambda i: Ping(id=i, sent_at=time.time()), timeout)
         except TimeoutError:

@@ -25,12 +25,25 @@ class FinishReason(enum.StrEnum):
 # --------------------------------------------------------------------------- chat payloads
 
 
+class ImageInput(Base, frozen=True, kw_only=True):
+    """One image a client sent, checked by the front.
+
+    A runtime worker takes images with their bytes (ACP image prompt items); an image that is
+    only a URL (the front does not fetch URLs unless configured to) can go to the cloud only.
+    """
+
+    media_type: str = ""  # image/png, image/jpeg, image/gif, image/webp
+    data_b64: str = ""  # inline bytes, standard base64
+    url: str = ""  # an http(s) URL the client gave instead of bytes
+
+
 class Message(Base, frozen=True, kw_only=True):
     """One conversation turn, already flattened to text by the front."""
 
     role: str  # system | user | assistant | tool
     text: str
     name: str = ""
+    images: list[ImageInput] = []  # user turns: the images sent with it (text may be empty)
 
 
 class ToolSpec(Base, frozen=True, kw_only=True):
@@ -39,14 +52,6 @@ class ToolSpec(Base, frozen=True, kw_only=True):
     name: str
     description: str = ""
     parameters_json: str = "{}"
-
-
-class ImageInput(Base, frozen=True, kw_only=True):
-    """One image a client sent, checked by the front (only a cloud worker can pass it on)."""
-
-    media_type: str = ""  # image/png, image/jpeg, image/gif, image/webp
-    data_b64: str = ""  # inline bytes, standard base64
-    url: str = ""  # an http(s) URL the client gave instead of bytes
 
 
 class PriorToolCall(Base, frozen=True, kw_only=True):
@@ -91,7 +96,7 @@ class ChatRequest(Base, tag_field="type", tag="chat", frozen=True, kw_only=True)
     stream: bool = True
     affinity: str = ""
     scope: str = ""  # hashed API key: session-cache entries never cross keys
-    deadline: float = 0.0  # wall-clock epoch seconds; 0 = worker default
+    deadline: float = 0.0  # wall-clock epoch seconds; 0 = none given (the worker's own cap)
     # Cloud backend only: the conversation structured (`messages` may then be empty), and the
     # sampling hints the cloud body carries (lingma-protocol.md §14.7).
     turns: list[ChatTurn] = []

@@ -79,6 +79,7 @@ class Pong(Base, tag_field="type", tag="pong", frozen=True, kw_only=True):
     stats: ChildStats = ChildStats()
     # workers only: the account's login, Lingma binary, models and cooldown
     login: LoginState = LoginState.UNKNOWN
+    login_attempt: int = 0  # while LOGGING_IN: the auto-login attempt under way (0: pausing)
     binary_pid: int | None = None
     binary: BinaryState = BinaryState.STOPPED
     cooldown_until: float = 0.0

@@ -73,6 +73,7 @@ class ChildStatus(Base, frozen=True, kw_only=True):
     kind: ChildKind
     state: ChildState
     login: LoginState = LoginState.UNKNOWN
+    login_attempt: int = 0  # while logging in: the auto-login attempt under way
     pid: int | None = None
     binary_pid: int | None = None
     uptime_s: float = 0.0

@@ -184,6 +184,9 @@ def prepare_socket_dir(directory: str) -> None:
     os.chmod(directory, 0o700)
 
 
+SOCKET_BACKLOG = 100  # asyncio's own default for the servers it starts
+
+
 def bind_unix_socket(path: str) -> socket.socket:
     """Bind a fresh 0600 Unix socket at `path`, replacing a stale socket file but nothing else."""
     with contextlib.suppress(FileNotFoundError):
@@ -196,6 +199,9 @@ def bind_unix_socket(path: str) -> socket.socket:
         sock.bind(path)
     finally:
         os.umask(old_umask)
+    # Listening at once: a client that sees the file (a test, a front) is never refused in the
+    # moment before the event loop starts serving the socket.
+    sock.listen(SOCKET_BACKLOG)
     os.chmod(path, 0o600)
     return sock
 

@@ -29,6 +29,7 @@ class LoginSpec(Base, frozen=True, kw_only=True):
     headless: bool = True
     timeout_s: float = 120.0
     max_retry: int = 2
+    retry_pause_s: float = 5.0  # the first pause between attempts; doubles up to 2 minutes
     executable_path: str = "/usr/bin/chromium"
     bundle_b64: str = ""
 
@@ -44,10 +45,14 @@ class WorkerSpec(Base, frozen=True, kw_only=True):
     http_port: int = 0
     startup_timeout_s: float = 30.0
     rpc_timeout_s: float = 60.0
-    request_timeout_s: float = 300.0
+    # Total caps on one chat when its request names no deadline (0 = none): streams run as long
+    # as they produce (first_token / silence timeouts catch stalls).
+    request_timeout_s: float = 600.0
+    stream_timeout_s: float = 0.0
     default_model: str = "auto"
     default_ask_mode: str = "chat"
     chat_flow: ChatFlow = ChatFlow.AUTO
+    image_uri_scheme: str = "lingma"  # ACP image items: lingma:///agent/file?path=... (§5.4)
     setup_timeout_s: float = 15.0  # session/new + set_model; past it AUTO falls back to legacy
     first_token_timeout_s: float = 120.0
     silence_timeout_s: float = 60.0  # over this chat's own pushes, once output flows
@@ -90,7 +95,8 @@ class FrontSpec(Base, frozen=True, kw_only=True):
     max_in_flight: int = 256
     per_worker_max_in_flight: int = 64
     queue_timeout_s: float = 10.0
-    request_timeout_s: float = 300.0
+    request_timeout_s: float = 600.0  # total cap on a non-streamed chat; 0 = none
+    stream_timeout_s: float = 0.0  # total cap on a streamed chat; 0 = none
     max_body_bytes: int = 8 * 1024 * 1024
     default_model: str = "auto"
     model_aliases: dict[str, str] = {}
@@ -101,3 +107,7 @@ class FrontSpec(Base, frozen=True, kw_only=True):
     # requests) is closed after idle_timeout_s; a request body must arrive within body_timeout_s.
     idle_timeout_s: float = 75.0
     body_timeout_s: float = 60.0
+    # http(s) image URLs in requests: fetched by the front (public addresses only) when true;
+    # else only cloud-backend accounts take them (the cloud fetches them itself).
+    fetch_image_urls: bool = False
+    image_fetch_timeout_s: float = 10.0

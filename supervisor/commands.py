@@ -142,6 +142,7 @@ class Commands:
             kind=handle.kind,
             state=handle.state,
             login=pong.login if pong is not None else LoginState.UNKNOWN,
+            login_attempt=pong.login_attempt if pong is not None else 0,
             pid=pid,
             binary_pid=pong.binary_pid if pong is not None else None,
             uptime_s=time.time() - handle.started_at if pid else 0.0,

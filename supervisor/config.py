@@ -79,12 +79,19 @@ class LimitsConfig(_Section, frozen=True, kw_only=True):
     max_in_flight: PositiveInt = 256
     per_worker_max_in_flight: PositiveInt = 64
     queue_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 10.0
-    request_timeout_s: PositiveFloat = 300.0
+    # Total caps on one request, 0 = none. A stream runs as long as it produces: the first-token
+    # and silence timeouts ([lingma]) end stalled ones. A non-streamed reply shows nothing until
+    # it is complete: its cap matches the OpenAI and Anthropic SDKs' own 600 s read timeout.
+    request_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 600.0
+    stream_timeout_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 8 * 1024 * 1024
     # Slow clients: an idle keep-alive connection (or one still sending headers) is closed after
     # idle_timeout_s; a request body that has not arrived within body_timeout_s gets 408.
     idle_timeout_s: PositiveFloat = 75.0
     body_timeout_s: PositiveFloat = 60.0
+    # http(s) image URLs: fetched by the front only when this is on (front/image_fetch.py).
+    fetch_image_urls: bool = False
+    image_fetch_timeout_s: PositiveFloat = 10.0
 
 
 class LingmaConfig(_Section, frozen=True, kw_only=True):
@@ -95,6 +102,9 @@ class LingmaConfig(_Section, frozen=True, kw_only=True):
     default_model: str = "auto"
     default_ask_mode: str = "chat"
     chat_flow: ChatFlow = ChatFlow.AUTO
+    # ACP image items name their file `<scheme>:///agent/file?path=...` (lingma-protocol.md
+    # §5.4): "lingma" for Lingma's runtimes, "qodercn" for QoderCN's.
+    image_uri_scheme: Literal["lingma", "qodercn"] = "lingma"
     dedicated_domain_url: str = ""
     cooldown_s: PositiveFloat = 60.0
     env: dict[str, str] = {}
@@ -127,6 +137,7 @@ class BrowserConfig(_Section, frozen=True, kw_only=True):
     auto_login: bool = True
     login_timeout_s: PositiveFloat = 120.0
     login_max_retry: NonNegativeInt = 2
+    login_retry_pause_s: PositiveFloat = 5.0
 
 
 class AccountConfig(_Section, frozen=True, kw_only=True):

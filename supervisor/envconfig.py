@@ -126,6 +126,8 @@ ENV_OVERRIDES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "LINGMA_GW_RUNTIME_DIR": ("server", "runtime_dir", _path),
     "LINGMA_BACKEND": ("lingma", "backend", _backend),
     "LINGMA_CLOUD_BASE_URL": ("lingma", "cloud_base_url", _text),
+    "LINGMA_GW_REQUEST_TIMEOUT": ("limits", "request_timeout_s", _float),
+    "LINGMA_GW_STREAM_TIMEOUT": ("limits", "stream_timeout_s", _float),
 }
 
 # Variables that build the account list (see apply_env_overrides for their order).

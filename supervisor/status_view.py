@@ -73,10 +73,17 @@ def _paint(text: str, state: ChildState, color: bool) -> str:
     return f"{_COLORS[state]}{text}{_RESET}" if color else text
 
 
+def login_text(row: ChildStatus) -> str:
+    """The LOGIN cell: the state, and while auto-login runs which attempt it is on."""
+    if row.login is LoginState.LOGGING_IN:
+        return f"logging in, attempt {row.login_attempt}" if row.login_attempt else "logging in"
+    return row.login.value
+
+
 def _worker_cells(row: ChildStatus) -> list[str]:
     state = row.state.value + (f" ({row.cooldown_s:.0f}s cooldown)" if row.cooldown_s > 0 else "")
     return [
-        row.name, state, row.login.value, _opt(row.pid), _opt(row.binary_pid),
+        row.name, state, login_text(row), _opt(row.pid), _opt(row.binary_pid),
         human_duration(row.uptime_s) if row.pid else "-", str(row.restarts),
         str(row.in_flight), str(row.sessions), human_bytes(row.rss_bytes) if row.pid else "-",
         f"{row.cpu_percent:.1f}%" if row.pid else "-", str(row.models), row.backend or "-",

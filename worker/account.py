@@ -3,7 +3,8 @@
 The binary keeper reports the runtime up or down; on every start the session cache is dropped
 (the runtime's sessions died), the dedicated endpoint is applied and the login is checked (the
 first start may launch the browser auto-login). A watcher re-checks the login often while
-logged out, rarely while logged in, and right when an upstream-429 cooldown ends.
+logged out, rarely while logged in, right when an upstream-429 cooldown ends, and right when
+a chat failed as logged out; a login found lost is renewed by auto-login (worker/login.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from protocol.specs import WorkerSpec
 from protocol.vocabulary import LoginState
+from worker.autologin import LoginOutcome
 from worker.binary import BinaryKeeper
 from worker.login import LoginManager
 from worker.metrics import WorkerMetrics
@@ -44,11 +46,14 @@ class Account:
         self.resolver = ModelResolver(spec.model_aliases, spec.default_model)
         self.raw_models: dict[str, Any] = {}
         self.keeper = BinaryKeeper(spec, on_up=self._binary_up, on_down=self._binary_down)
-        self.login = LoginManager(spec, lambda: self.keeper.client)
+        self.login = LoginManager(
+            spec, lambda: self.keeper.client, on_attempt=self._count_login_attempt
+        )
         self.cooldown_until = 0.0
         self.settled = False  # the first binary start finished (either way) and login was checked
         self._auto_login_tried = False
         self._recheck = asyncio.Event()
+        self._login_doubted = False  # a chat failed as logged out since the last check
 
     @property
     def client(self) -> RuntimeClient | None:
@@ -132,13 +137,21 @@ class Account:
             self.sessions.prune()
             if self.client is None:
                 continue
+            if self._login_doubted:
+                self._login_doubted = False
+                await self.login.doubt()
             state = await self.refresh_login()
             if self.cooldown_until and not self.cooling_down:
                 self.cooldown_until = 0.0
                 log.info("cooldown over; account re-checked", extra={"login": state})
 
-    def recheck_login(self) -> None:
+    def chat_found_logged_out(self) -> None:
+        """A chat failed as logged out (ErrorCode.NOT_LOGGED_IN): check and renew the login."""
+        self._login_doubted = True
         self._recheck.set()
+
+    def _count_login_attempt(self, outcome: LoginOutcome) -> None:
+        self.metrics.login_attempted(outcome.value)
 
     # ----------------------------------------------------------------- cooldown
 

@@ -7,6 +7,8 @@ thoughts, tool calls and finally `notification/chat_finish`. Any `session/new` f
 silence means this runtime has no usable ACP: the AUTO flow falls back to legacy. A
 `set_model` failure only fails the chat when it says the model is unknown: the model also
 travels in `_meta["ai-coding/model"]`. Cancelling is the `session/cancel` notification.
+Images go into `session/prompt` as image items, their files written for the turn's duration
+(worker/images.py).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from protocol.vocabulary import ErrorCode
 from worker.endings import end_from, error_detail, rpc_failure
+from worker.images import ImageFiles, PromptImage
 from worker.routes import REQUEST_ID_KEY, Subscription, push_request_id
 from worker.rpc import RpcClosed, RpcConnection, RpcError
 from worker.upstream import (
@@ -80,6 +83,9 @@ def prompt_meta(ask: Ask) -> dict[str, Any]:
 class AcpFlow:
     name = "acp"
 
+    def __init__(self, images: ImageFiles | None = None) -> None:
+        self.images = images  # where a chat's images are put for the runtime to read
+
     async def open_session(self, conn: RpcConnection, ask: Ask, timers: Timers) -> str:
         """`session/new` then `session/set_model`; NoAcp when session/new is not usable."""
         params = {"cwd": ask.cwd, "mcpServers": [], "_meta": {}, "timestamp": _ms()}
@@ -122,19 +128,38 @@ class AcpFlow:
     def subscribe(self, conn: RpcConnection, pushes: PushQueue, ask: Ask) -> Subscription:
         return conn.routes.subscribe(pushes, request_id=ask.request_id, session_id=ask.session_id)
 
-    def params(self, ask: Ask) -> dict[str, Any]:
-        return {
+    def params(self, ask: Ask, images: Sequence[PromptImage] = ()) -> dict[str, Any]:
+        params: dict[str, Any] = {
             "sessionId": ask.session_id,
-            "prompt": [{"type": "text", "text": ask.question}],
+            "prompt": [{"type": "text", "text": ask.question}, *(i.item() for i in images)],
             "_meta": prompt_meta(ask),
         }
+        if images:  # mirrored as lingma-proxy sends them (§5.4)
+            params["contextParams"] = [image.item() for image in images]
+        return params
 
     async def stream(
         self, conn: RpcConnection, pushes: PushQueue, ask: Ask, timers: Timers
     ) -> AsyncGenerator[Event, None]:
+        """The turn's events; its image files exist from the prompt until the turn is over."""
+        if ask.images and self.images is None:
+            raise UpstreamFailure(ErrorCode.BAD_REQUEST, "this flow has no place for images")
+        staging = self.images.staged(ask.request_id, ask.images) if self.images else _no_images()
+        async with staging as images:
+            async for event in self._stream(conn, pushes, ask, timers, images):
+                yield event
+
+    async def _stream(
+        self,
+        conn: RpcConnection,
+        pushes: PushQueue,
+        ask: Ask,
+        timers: Timers,
+        images: Sequence[PromptImage],
+    ) -> AsyncGenerator[Event, None]:
         # Not awaited: its answer may come before, during or after the stream (§5.4).
         try:
-            prompt = await conn.begin_call("session/prompt", self.params(ask))
+            prompt = await conn.begin_call("session/prompt", self.params(ask, images))
         except RpcClosed as exc:
             raise ConnectionLost(f"Lingma connection lost before the prompt: {exc}") from None
         prompt.add_done_callback(lambda _answer: pushes.put(PROMPT_DONE, {}))
@@ -177,6 +202,11 @@ class AcpFlow:
         if method != "session/update" or push_request_id(params) not in ("", ask.request_id):
             return False
         return isinstance(acp_event(params.get("update")), End)
+
+
+@contextlib.asynccontextmanager
+async def _no_images() -> AsyncIterator[list[PromptImage]]:
+    yield []
 
 
 def _own(method: str, params: dict[str, Any], ask: Ask) -> bool:

@@ -26,11 +26,13 @@ from protocol.vocabulary import ErrorCode
 from worker import upstream
 from worker.acp import AcpFlow
 from worker.answer import Answer
+from worker.deadline import chat_deadline
 from worker.endings import check_end
+from worker.images import ImageFiles, legacy_refusal, prompt_images
 from worker.legacy import LegacyFlow
 from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
-from worker.prompt import flatten, has_text
+from worker.prompt import flatten, has_content
 from worker.rpc import RpcClosed, RpcConnection, RpcError
 from worker.runtime_chat import ChatError, Flow, RuntimeChat, timers_from
 from worker.runtime_client import AcpSupport, RuntimeClient
@@ -62,6 +64,7 @@ class ChatService:
         self.timers = timers_from(spec)
         self.slots = UpstreamSlots(spec.max_concurrency, spec.queue_timeout_s)
         self.workspace = str(Path(spec.work_dir) / "workspace")
+        self.images = ImageFiles(Path(spec.work_dir) / "images", spec.image_uri_scheme)
         self._on_rate_limited = on_rate_limited
         self._on_not_logged_in = on_not_logged_in
         self._on_discard = on_discard  # (session id, binary generation): delete it upstream
@@ -83,7 +86,7 @@ class ChatService:
             emit(self.failure(request, ErrorCode.OVERLOADED, str(exc), exc.retry_after))
         except ChatError as exc:
             status = exc.code.value
-            emit(self.failure(request, exc.code, exc.message, exc.retry_after))
+            emit(self.failure(request, exc.code, exc.message, exc.retry_after, exc.retryable))
         except asyncio.CancelledError:
             status = ErrorCode.CANCELLED.value
             emit(self.failure(request, ErrorCode.CANCELLED, "cancelled by the caller"))
@@ -93,7 +96,12 @@ class ChatService:
                 self._on_discard(turn.ask.session_id, generation)
 
     def failure(
-        self, request: ChatRequest, code: ErrorCode, message: str, retry_after: float | None = None
+        self,
+        request: ChatRequest,
+        code: ErrorCode,
+        message: str,
+        retry_after: float | None = None,
+        retryable: bool = False,
     ) -> Failure:
         """The chat's Failure event, signed with this account (also for refusals before a run)."""
         return Failure(
@@ -102,10 +110,11 @@ class ChatService:
             message=message,
             retry_after=retry_after,
             served_by=self.spec.name,
+            retryable=retryable,
         )
 
     def _resolve(self, request: ChatRequest) -> str:
-        if not has_text(request.messages):
+        if not has_content(request.messages):
             raise ChatError(ErrorCode.BAD_REQUEST, "the conversation has no text")
         try:
             return self.resolver.resolve(request.model)
@@ -150,7 +159,7 @@ class ChatService:
     async def _serve(
         self, turn: RuntimeChat, client: RuntimeClient, generation: int, emit: Emit
     ) -> Finish:
-        deadline = asyncio.timeout_at(self._deadline(turn.request))
+        deadline = asyncio.timeout_at(chat_deadline(turn.request, self.spec))
         try:
             async with deadline:
                 flow = await self._converse(turn, client, generation)
@@ -195,7 +204,7 @@ class ChatService:
         self, turn: RuntimeChat, client: RuntimeClient, generation: int
     ) -> Flow:
         if self._wants_acp(client):
-            acp = AcpFlow()
+            acp = AcpFlow(self.images)
             turn.conn = await _reach(client.shared())
             try:
                 await self._ask_with_cache(turn, acp, generation)
@@ -204,6 +213,9 @@ class ChatService:
             else:
                 client.acp = AcpSupport.YES
                 return acp
+        refusal = legacy_refusal(turn.request.messages)
+        if refusal is not None:
+            raise ChatError(ErrorCode.BAD_REQUEST, refusal, retryable=True)
         legacy = LegacyFlow()
         turn.conn = turn.leased = await _reach(client.lease())
         await self._ask_with_cache(turn, legacy, generation)
@@ -220,13 +232,6 @@ class ChatService:
         if client.acp is not AcpSupport.NO:
             log.warning("%s: legacy chat/ask until the binary restarts", exc)
             client.acp = AcpSupport.NO
-
-    def _deadline(self, request: ChatRequest) -> float:
-        loop_now = asyncio.get_running_loop().time()
-        limit = loop_now + self.spec.request_timeout_s
-        if request.deadline > 0:
-            limit = min(limit, loop_now + (request.deadline - time.time()))
-        return limit
 
     def _reuse(self, flow: Flow) -> bool:
         """Legacy reuse is opt-in: history per sessionId is undocumented for chat/ask (§5.3)."""
@@ -278,6 +283,7 @@ class ChatService:
             mode="agent" if turn.request.tools else self.spec.default_ask_mode,
             is_reply=bool(session_id),
             cwd=self.workspace,
+            images=tuple(prompt_images(messages)),
         )
         if not session_id:
             ask = dataclasses.replace(

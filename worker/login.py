@@ -7,7 +7,13 @@ from `auth/login`.
 Auto-login never disables an account: only an explicit error on the login page counts as a
 rejection (and stops the retries); timeouts and browser errors are retried with backoff up to
 `max_retry` more times; either way the account stays DEGRADED with the manual URL ready.
-Credentials, tokens and bundles never reach a log line.
+A login lost while running starts auto-login again: `auth/status` going from logged in to
+logged out, or a chat failing as logged out while the runtime still reports the login (a
+token the server revoked, lingma-protocol.md §10: chat while logged out is undocumented). In
+the second case that login counts as dead until the runtime reports another one (new tokens).
+Logins that keep getting lost soon after they were made are renewed after growing pauses, so
+a revoked account cannot keep a browser busy. Credentials, tokens and bundles never reach a
+log line.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import enum
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,9 +53,14 @@ class LoginUnavailable(RuntimeError):
     """The runtime is not reachable right now, so no login action is possible."""
 
 
-def login_backoff() -> Backoff:
+def login_backoff(first_pause_s: float = 5.0) -> Backoff:
     """Between auto-login attempts: 5 s doubling to 2 min (a login page is slow to recover)."""
-    return Backoff(base_s=5.0, cap_s=120.0)
+    return Backoff(base_s=first_pause_s, cap_s=max(first_pause_s, 120.0))
+
+
+def relogin_backoff(first_pause_s: float = 5.0) -> Backoff:
+    """Before renewing a lost login: the same pauses, reset once a login held for 10 minutes."""
+    return Backoff(base_s=first_pause_s, cap_s=max(first_pause_s, 300.0), reset_after_s=600.0)
 
 
 async def run_attempts(
@@ -75,6 +87,14 @@ def is_logged_in(status: Any) -> bool:
     if "status" in status:
         return status.get("status") == 2
     return bool(status.get("id"))  # the reference gateway's test, for runtimes without `status`
+
+
+def login_identity(status: Any) -> str:
+    """Which login `auth/status` reports: its tokens and expiry ("" when it names none)."""
+    if not is_logged_in(status):
+        return ""
+    parts = [str(status.get(key) or "") for key in ("token", "refreshToken", "expireTime")]
+    return "|".join(parts) if any(parts) else ""
 
 
 def login_url_from(result: Any) -> str:
@@ -112,7 +132,7 @@ class LoginManager:
         spec: WorkerSpec,
         client: Callable[[], RuntimeClient | None],
         *,
-        backoff: Callable[[], Backoff] = login_backoff,
+        on_attempt: Callable[[LoginOutcome], None] = lambda _outcome: None,
     ) -> None:
         self.spec = spec
         self.state = LoginState.UNKNOWN
@@ -122,13 +142,21 @@ class LoginManager:
         self.url = ""
         self.message = ""
         self._client = client
-        self._backoff = backoff
+        self._on_attempt = on_attempt
         self._task: asyncio.Task[None] | None = None
+        self._relogin_pauses = relogin_backoff(spec.login.retry_pause_s)
+        self._logged_in_since = time.monotonic()
+        self._dead_login = ""  # a login the runtime reports but a chat found gone
+        self._abandoned_login = ""  # a dead login auto-login could not renew: not tried again
 
     @property
     def auto_configured(self) -> bool:
         login = self.spec.login
         return login.auto_login and bool(login.username) and bool(login.password)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     def info(self, request_id: int) -> LoginInfo:
         return LoginInfo(
@@ -147,13 +175,29 @@ class LoginManager:
             raise LoginUnavailable("the Lingma runtime is not up")
         return client
 
-    async def refresh(self) -> LoginState:
-        """Ask the runtime; transport failures leave the last known state in place."""
+    async def _status(self) -> Any:
+        """`auth/status`, or None when the runtime cannot be asked right now."""
         try:
-            status = await self._require_client().call("auth/status", {})
+            return await self._require_client().call("auth/status", {})
         except (LoginUnavailable, RpcClosed, RpcError, TimeoutError, OSError):
+            return None
+
+    def _live(self, status: Any) -> bool:
+        """Logged in, with a login no chat has found dead."""
+        return is_logged_in(status) and login_identity(status) != self._dead_login
+
+    async def refresh(self) -> LoginState:
+        """Ask the runtime; transport failures leave the last known state in place.
+
+        A login that was there and is gone (logged in -> logged out) is renewed by auto-login.
+        """
+        status = await self._status()
+        if status is None:
             return self.state
-        if is_logged_in(status):
+        before = self.state
+        if self._live(status):
+            if before is not LoginState.LOGGED_IN:
+                self._logged_in_since = time.monotonic()
             self.state = LoginState.LOGGED_IN
             self.user = str(status.get("name") or status.get("id") or "")
             self.url = ""
@@ -162,7 +206,35 @@ class LoginManager:
         else:
             self.state = LoginState.LOGGED_OUT
             self.user = ""
+        if before is LoginState.LOGGED_IN and self.state is LoginState.LOGGED_OUT:
+            log.warning("the account's login is gone (auth/status reports no login)")
+            self._renew()
         return self.state
+
+    async def doubt(self) -> None:
+        """A chat failed as logged out: renew the login even if the runtime still reports it.
+
+        Only with auto-login: without it the account keeps serving on the runtime's word (the
+        front retries such chats elsewhere), and `lingma-gw login` renews it by hand.
+        """
+        status = await self._status()
+        if not self.auto_configured or self.running or not is_logged_in(status):
+            return  # logged out indeed: refresh() sees it and renews it
+        identity = login_identity(status)
+        if not identity or identity == self._abandoned_login:
+            return  # no way to tell a renewed login from this one, or renewing it failed before
+        log.warning("a chat found the login gone while the runtime still reports it: renewing it")
+        self._dead_login = identity
+        self.state = LoginState.LOGGED_OUT
+        self._renew()
+
+    def _renew(self) -> None:
+        """Start auto-login for a lost login, after a pause that grows when logins keep dying."""
+        if not self.auto_configured:
+            log.warning("auto-login is off: log the account in with `lingma-gw login NAME`")
+            return
+        held_s = time.monotonic() - self._logged_in_since
+        self.start_auto(pause_s=self._relogin_pauses.next_delay(held_s))
 
     async def apply_endpoint(self) -> None:
         """Point the runtime at the dedicated domain when one is configured (as the seed did)."""
@@ -200,13 +272,14 @@ class LoginManager:
         self.message = "open the URL in a browser to log in" if url else "no login URL available"
         return url
 
-    def start_auto(self) -> bool:
+    def start_auto(self, pause_s: float = 0.0) -> bool:
         """Start the browser login in the background; False if it is off or already running."""
-        if not self.auto_configured or (self._task is not None and not self._task.done()):
+        if not self.auto_configured or self.running:
             return False
         self.auto = AutoLogin.RUNNING
         self.state = LoginState.LOGGING_IN
-        self._task = asyncio.create_task(self._auto_login())
+        self.attempt = 0
+        self._task = asyncio.create_task(self._auto_login(pause_s), name="auto-login")
         return True
 
     async def stop(self) -> None:
@@ -215,14 +288,21 @@ class LoginManager:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
 
-    async def _auto_login(self) -> None:
+    async def _auto_login(self, pause_s: float) -> None:
+        if pause_s > 0:
+            log.info("auto-login in %.1fs", pause_s)
+            self.message = f"auto-login starts in {pause_s:.0f}s"
+            await asyncio.sleep(pause_s)
         attempts = 1 + max(0, self.spec.login.max_retry)
-        outcome = await run_attempts(self._attempt, attempts=attempts, backoff=self._backoff())
+        backoff = login_backoff(self.spec.login.retry_pause_s)
+        outcome = await run_attempts(self._attempt, attempts=attempts, backoff=backoff)
+        abandoned, self._dead_login = self._dead_login, ""
         if outcome is LoginOutcome.SUCCEEDED:
             self.auto = AutoLogin.SUCCEEDED
             self.message = "logged in by auto-login"
             await self.refresh()
             return
+        self._abandoned_login = abandoned or self._abandoned_login
         self.auto = AutoLogin.FAILED
         await self.refresh()
         if outcome is LoginOutcome.REJECTED:
@@ -234,9 +314,16 @@ class LoginManager:
         )
 
     async def _attempt(self, number: int) -> LoginOutcome:
-        login = self.spec.login
         self.attempt = number
+        outcome = await self._try_login()
+        self._on_attempt(outcome)
+        return outcome
+
+    async def _try_login(self) -> LoginOutcome:
+        login = self.spec.login
         try:
+            if await self._logged_in_now():  # by hand, or the runtime renewed it meanwhile
+                return LoginOutcome.SUCCEEDED
             url = await self.manual_url()
             if not url:
                 return LoginOutcome.ERROR
@@ -259,10 +346,4 @@ class LoginManager:
             return LoginOutcome.ERROR
 
     async def _logged_in_now(self) -> bool:
-        client = self._client()
-        if client is None:
-            return False
-        try:
-            return is_logged_in(await client.call("auth/status", {}))
-        except (RpcClosed, RpcError, TimeoutError, OSError):
-            return False
+        return self._live(await self._status())

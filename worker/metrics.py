@@ -60,7 +60,16 @@ class WorkerMetrics:
             ["outcome"],
             registry=r,
         )
+        self.login_attempts = Counter(
+            "lingma_gw_worker_login_attempts",
+            "Browser auto-login attempts by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self._stats = _Totals()
+
+    def login_attempted(self, outcome: str) -> None:
+        self.login_attempts.labels(outcome).inc()
 
     def session_deleted(self, outcome: str) -> None:
         self.sessions_deleted.labels(outcome).inc()

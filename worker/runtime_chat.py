@@ -23,11 +23,19 @@ Flow = LegacyFlow | AcpFlow
 
 
 class ChatError(Exception):
-    def __init__(self, code: ErrorCode, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        retryable: bool = False,  # nothing was asked upstream; another account may serve it
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.retryable = retryable
 
 
 def timers_from(spec: WorkerSpec) -> Timers:

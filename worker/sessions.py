@@ -35,9 +35,20 @@ class SessionEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def conversation_key(scope: str, model: str, messages: Sequence[Message]) -> str:
-    """Stable hash of (scope, model, every message's role and text)."""
-    payload = _encoder.encode([scope, model, [(m.role, m.name, m.text.strip()) for m in messages]])
+    """Stable hash of (scope, model, every message's role and text, and its images if any)."""
+    payload = _encoder.encode([scope, model, [_identity(m) for m in messages]])
     return hashlib.sha256(payload).hexdigest()
+
+
+def _identity(message: Message) -> tuple[str, ...]:
+    """What makes a message itself: the same words with another image are another turn."""
+    base = (message.role, message.name, message.text.strip())
+    if not message.images:
+        return base
+    digest = hashlib.sha256()
+    for image in message.images:
+        digest.update(f"{image.media_type}\0{image.url}\0{image.data_b64}\0".encode())
+    return (*base, digest.hexdigest())
 
 
 def split_latest_turn(messages: Sequence[Message]) -> tuple[list[Message], list[Message]]:

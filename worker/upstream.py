@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from protocol.chat import ImageInput
 from protocol.inbox import Inbox
 from protocol.vocabulary import ErrorCode
 from worker.routes import CLOSED_PUSH
@@ -32,6 +33,7 @@ class Ask:
     mode: str  # chat | agent (the reference gateway's ask modes)
     is_reply: bool
     cwd: str
+    images: tuple[ImageInput, ...] = ()  # sent beside the question (ACP only, worker/images.py)
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class Worker:
             metrics=self.metrics,
             resolver=self.account.resolver,
             on_rate_limited=self.account.cool_down,
-            on_not_logged_in=self.account.recheck_login,
+            on_not_logged_in=self.account.chat_found_logged_out,
             on_discard=self.reaper.discard,
         )
         self.cloud = (  # the chat path of a `backend = "cloud"` account (worker/cloud/)
@@ -115,6 +115,7 @@ class Worker:
             name=self.spec.name,
             state=self.state,
             login=account.login.state,
+            login_attempt=account.login.attempt if account.login.running else 0,
             pid=os.getpid(),
             binary_pid=account.keeper.pid,
             started_at=self.started_at,
@@ -246,7 +247,8 @@ class Worker:
         if account.client is None:
             return failure(ErrorCode.UNAVAILABLE, "Lingma runtime is not up yet", 1.0)
         if not account.logged_in:
-            return failure(ErrorCode.NOT_LOGGED_IN, f"account {self.spec.name} is not logged in")
+            doing = "logging in" if account.login.running else "not logged in"
+            return failure(ErrorCode.NOT_LOGGED_IN, f"account {self.spec.name} is {doing}")
         if account.cooling_down:
             remaining = round(account.cooldown_until - time.time(), 1)
             return failure(ErrorCode.UPSTREAM_RATE_LIMITED, "account is cooling down", remaining)

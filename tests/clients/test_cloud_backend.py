@@ -1,7 +1,7 @@
 """The cloud backend through the gateway's HTTP APIs: what only it does, or does differently.
 
 Streaming spacing at the HTTP client, images in all three APIs (and the 400 where no account
-can take them), the follow-up turn's structure at the stand-in, upstream errors as HTTP
+can take an image URL), the follow-up turn's structure at the stand-in, upstream errors as HTTP
 statuses, fail-over to the other account, and a stream cut after the first bytes.
 """
 
@@ -118,15 +118,14 @@ def test_images_in_every_api(cloud: DirectGateway) -> None:
     assert len(with_images) >= 3 and all(b["model_config"]["is_vl"] for b in with_images)
 
 
-def test_images_without_a_cloud_account_are_400(gw: DirectGateway) -> None:
-    with (
-        sdk(gw) as client,
-        pytest.raises(openai.BadRequestError, match="needs an account with backend"),
-    ):
+def test_image_urls_without_a_cloud_account_are_400(gw: DirectGateway) -> None:
+    """The runtime needs an image's bytes; URLs are fetched only with [limits] fetch_image_urls."""
+    url = "https://example.com/cat.png"
+    with sdk(gw) as client, pytest.raises(openai.BadRequestError, match="fetch_image_urls"):
         client.chat.completions.create(
             model="auto",
             messages=[
-                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": DATA_URL}}]}
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
             ],
         )
     with sdk(gw) as client, pytest.raises(openai.BadRequestError, match="not supported"):

@@ -12,7 +12,7 @@ import pytest
 from protocol.specs import ChatFlow
 from protocol.vocabulary import Backend
 from supervisor.config import Config, ConfigError, config_warnings, load_config, parse_listen
-from supervisor.specs import worker_spec
+from supervisor.specs import front_spec, worker_spec
 
 pytestmark = pytest.mark.unit
 
@@ -260,3 +260,16 @@ def test_backend_per_account_env_and_spec(tmp_path: Path) -> None:
     assert bad_url.startswith("lingma.cloud_base_url: expected http(s)://HOST")
     bad_backend = error(tmp_path, '[lingma]\nbackend = "remote"\n' + MINIMAL)
     assert bad_backend.startswith("lingma.backend:")
+
+
+def test_total_caps_none_for_streams_by_default_and_from_the_environment(tmp_path: Path) -> None:
+    limits = load(tmp_path, MINIMAL).limits
+    assert (limits.stream_timeout_s, limits.request_timeout_s) == (0.0, 600.0)
+    env = {"LINGMA_GW_STREAM_TIMEOUT": "900", "LINGMA_GW_REQUEST_TIMEOUT": "0"}
+    config = load(tmp_path, MINIMAL, env)
+    assert (config.limits.stream_timeout_s, config.limits.request_timeout_s) == (900.0, 0.0)
+    front = front_spec(config, 0, "/tmp/f.sock", [])
+    worker = worker_spec(config, config.accounts[0], "/tmp/w.sock")
+    assert (front.stream_timeout_s, worker.stream_timeout_s) == (900.0, 900.0)
+    negative = error(tmp_path, MINIMAL, {"LINGMA_GW_STREAM_TIMEOUT": "-1"})
+    assert negative.startswith("limits.stream_timeout_s") and "LINGMA_GW_STREAM_TIMEOUT" in negative

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import msgspec
 import pytest
 
 from front.errors import no_ready_account_message
@@ -44,6 +45,16 @@ def test_status_says_what_to_do_per_account() -> None:
     assert "acct-c: FATAL - fix the cause" in text
     assert "`lingma-gw restart-worker acct-c`" in text
     assert "acct-a:" not in text and "acct-d:" not in text  # nothing to do for these
+
+
+def test_status_shows_the_auto_login_attempt() -> None:
+    renewing = msgspec.structs.replace(
+        row("acct-d", S.DEGRADED, LoginState.LOGGING_IN), login_attempt=2
+    )
+    pausing = row("acct-e", S.DEGRADED, LoginState.LOGGING_IN)
+    lines = render(status(renewing, pausing)).splitlines()
+    assert any(line.startswith("acct-d") and "logging in, attempt 2" in line for line in lines)
+    assert any(line.startswith("acct-e") and "logging in " in line for line in lines)
 
 
 def test_all_ready_has_no_hints() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.chat import Message
-from worker.prompt import flatten, has_text
+from protocol.chat import ImageInput, Message
+from worker.images import file_uri, prompt_images
+from worker.prompt import flatten, has_content
 from worker.think import Part, ThinkSplitter
 
 pytestmark = pytest.mark.unit
@@ -30,7 +33,29 @@ def test_transcript_layout_and_lone_user_message() -> None:
     assert flatten(messages) == "[system] Be brief.\n[user] hi\n[assistant] hello\n[user] what now?"
     assert flatten([Message(role="user", text=" only this ")]) == "only this"
     assert flatten([Message(role="system", text=""), Message(role="user", text="x")]) == "x"
-    assert not has_text([Message(role="user", text="  ")])
+    assert not has_content([Message(role="user", text="  ")])
+
+
+def test_images_are_marked_where_they_were_sent_and_numbered_like_the_items() -> None:
+    png, gif = ImageInput(media_type="image/png", data_b64="AA=="), ImageInput(data_b64="BB==")
+    only_url = ImageInput(url="https://example.com/x.png")  # never reaches a runtime worker
+    messages = [
+        Message(role="user", text="first", images=[png]),
+        Message(role="assistant", text="a cat"),
+        Message(role="user", text="", images=[gif, only_url]),
+    ]
+    assert flatten(messages) == "[user] first\n[image 1]\n[assistant] a cat\n[user] [image 2]"
+    assert prompt_images(messages) == [png, gif]
+    assert flatten([Message(role="user", text="what?", images=[png])]) == "what?\n[image 1]"
+    assert has_content([Message(role="user", text="", images=[png])])
+
+
+def test_image_file_uris_are_escaped_as_go_query_escape_does() -> None:
+    uri = file_uri("lingma", Path("/var/lib/lingma-gw/accounts/a b/images/r-1.png"))
+    assert (
+        uri
+        == "lingma:///agent/file?path=%2Fvar%2Flib%2Flingma-gw%2Faccounts%2Fa+b%2Fimages%2Fr-1.png"
+    )
 
 
 def split_all(chunks: list[str]) -> list[tuple[Part, str]]:

@@ -40,6 +40,7 @@ from worker.cloud.calls import ToolCallAssembler
 from worker.cloud.client import CloudClient
 from worker.cloud.credential import Credential, CredentialError
 from worker.cloud.errors import CloudFailure, FailureKind, failure_for
+from worker.deadline import chat_deadline
 from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
 from worker.slots import Overloaded, UpstreamSlots
@@ -192,15 +193,8 @@ class CloudChatService:
 
     # ----------------------------------------------------------------- one chat
 
-    def _deadline(self, request: ChatRequest) -> float:
-        loop_now = asyncio.get_running_loop().time()
-        limit = loop_now + self.spec.request_timeout_s
-        if request.deadline > 0:
-            limit = min(limit, loop_now + (request.deadline - time.time()))
-        return limit
-
     async def _serve(self, turn: CloudChat, emit: Emit) -> Finish:
-        scope = asyncio.timeout_at(self._deadline(turn.request))
+        scope = asyncio.timeout_at(chat_deadline(turn.request, self.spec))
         try:
             async with scope:
                 await self._attempts(turn, emit)
