@@ -55,8 +55,10 @@ class NotConnected(ConnectionError):
 
 @dataclass(frozen=True)
 class Timings:
-    ping_interval_s: float = 1.0
-    ping_timeout_s: float = 5.0
+    """How a child is watched: the pings come from the config, the rest are fixed policy."""
+
+    ping_interval_s: float
+    ping_timeout_s: float
     boot_timeout_s: float = 30.0  # spawn -> first accepted connection on its socket
     term_timeout_s: float = 5.0  # SIGTERM -> SIGKILL
 

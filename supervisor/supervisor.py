@@ -41,7 +41,6 @@ S = ChildState
 EXIT_FORCED = 130
 EXIT_NO_FRONT = 78  # every front exited "cannot start" (e.g. a privileged port): a config issue
 TICK_S = 1.0
-BOOT_TIMEOUT_S = 30.0
 
 
 class AlreadyRunning(RuntimeError):
@@ -118,11 +117,7 @@ class Supervisor:
 
     def _timings(self) -> Timings:
         server = self.config.server
-        return Timings(
-            ping_interval_s=server.ping_interval_s,
-            ping_timeout_s=server.ping_timeout_s,
-            boot_timeout_s=BOOT_TIMEOUT_S,
-        )
+        return Timings(ping_interval_s=server.ping_interval_s, ping_timeout_s=server.ping_timeout_s)
 
     def new_worker(self, account: AccountConfig) -> ChildHandle:
         path = self.free_socket_path(ChildKind.WORKER, account.name)

@@ -22,6 +22,7 @@ import msgspec
 
 from protocol.front_socket import WorkerRef
 from protocol.specs import FrontSpec
+from tests import specs
 from tests.component.worker_support import (
     WorkerProcess,
     log_in,
@@ -111,7 +112,7 @@ def front_spec(root: Path, workers: Sequence[WorkerProcess], **overrides: Any) -
         "request_timeout_s": 30.0,
     }
     fields.update(overrides)
-    return FrontSpec(**fields)
+    return specs.front_spec(**fields)
 
 
 def start_front(children: ChildProcesses, root: Path, spec: FrontSpec, name: str = "front") -> Any:
