@@ -75,9 +75,8 @@ def _from_http_exception(exc: web.HTTPException, path: str) -> tuple[ApiError, d
 
 
 def _refuse_while_draining(ctx: FrontContext, request: web.Request) -> None:
-    # In a handover the replacement listens already: serve what still comes on open connections.
-    if ctx.handover:
-        return
+    # In a handover the replacement listens already: what still comes on open connections is
+    # served (HANDING_OVER); only a shutdown refuses it.
     if ctx.state is ServeState.DRAINING and request.path not in ("/healthz", "/readyz"):
         raise ApiError(
             ErrorKind.UNAVAILABLE, "this gateway process is shutting down", retry_after=1.0
@@ -135,7 +134,7 @@ async def _stamp_headers(request: web.Request, response: web.StreamResponse) -> 
     affinity = request.get(AFFINITY)
     if affinity:
         response.headers[AFFINITY_HEADER] = affinity
-    if request.app[CONTEXT].state is ServeState.DRAINING:
+    if request.app[CONTEXT].state.closing:
         # The client's next request opens a connection elsewhere. The header too: aiohttp
         # has already computed it when this hook runs, and a client that was promised
         # keep-alive would reuse a connection we close.
@@ -181,15 +180,20 @@ def listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 async def _hand_over(
-    ctx: FrontContext, sock: socket.socket, site: web.BaseSite, runner: web.AppRunner
-) -> None:
+    ctx: FrontContext,
+    grace_s: float,
+    sock: socket.socket,
+    site: web.BaseSite,
+    runner: web.AppRunner,
+) -> float:
     """Stop listening, then give clients on open connections time to move to the replacement.
 
     Every reply now closes its connection, so an active client's next request connects to the
     replacement. Done when no connection is left, or when nothing has been in flight for a
-    moment (idle keep-alive connections are then closed by the shutdown).
+    moment (idle keep-alive connections are then closed by the shutdown). Returns the grace
+    left for the drain.
     """
-    ctx.state = ServeState.DRAINING
+    ctx.move_to(ServeState.HANDING_OVER)
     loop = asyncio.get_running_loop()
     # Under SO_REUSEPORT the kernel resets the connections still queued on a listener that
     # closes: close ours once its queue is empty (the check and the close do not yield).
@@ -197,7 +201,7 @@ async def _hand_over(
     while accept_queue_length(sock) and loop.time() < settle_until:  # noqa: ASYNC110 - kernel state
         await asyncio.sleep(0.005)
     await site.stop()
-    deadline = loop.time() + ctx.drain_grace_s
+    deadline = loop.time() + grace_s
     quiet_since: float | None = None
     while loop.time() < deadline and runner.server is not None and runner.server.connections:
         if ctx.admission.in_flight:
@@ -207,14 +211,15 @@ async def _hand_over(
         elif loop.time() - quiet_since >= HANDOVER_QUIET_S:
             break
         await asyncio.sleep(0.05)
-    ctx.drain_grace_s = max(0.0, deadline - loop.time())
+    return max(0.0, deadline - loop.time())
 
 
-async def _drain(ctx: FrontContext) -> None:
-    """Refuse new requests, then wait for in-flight ones (bounded by the grace period)."""
-    ctx.state = ServeState.DRAINING
-    deadline = asyncio.get_running_loop().time() + ctx.drain_grace_s
-    log.info("draining: %d in flight, grace %.1fs", ctx.admission.in_flight, ctx.drain_grace_s)
+async def _drain(ctx: FrontContext, grace_s: float) -> None:
+    """Refuse new requests (unless handing over), then wait for in-flight ones, within grace_s."""
+    if ctx.state is not ServeState.HANDING_OVER:
+        ctx.move_to(ServeState.DRAINING)
+    deadline = asyncio.get_running_loop().time() + grace_s
+    log.info("draining: %d in flight, grace %.1fs", ctx.admission.in_flight, grace_s)
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout_at(deadline):
             await ctx.admission.wait_idle()
@@ -269,7 +274,7 @@ async def serve(spec: FrontSpec) -> int:
         site = web.SockSite(runner, sock, shutdown_timeout=1.0)
         await site.start()
         _install_signals(ctx)
-        ctx.state = ServeState.SERVING
+        ctx.move_to(ServeState.SERVING)
         log.info(
             "front %d listening on %s:%d, %d workers",
             spec.index,
@@ -278,9 +283,12 @@ async def serve(spec: FrontSpec) -> int:
             len(spec.workers),
         )
         await ctx.drain_requested.wait()
-        if ctx.handover:
-            await _hand_over(ctx, sock, site, runner)
-        await _drain(ctx)
+        order = ctx.drain_order
+        assert order is not None
+        grace = order.grace_s
+        if order.handover:
+            grace = await _hand_over(ctx, grace, sock, site, runner)
+        await _drain(ctx, grace)
     finally:
         await runner.cleanup()
         await control.close()

@@ -25,9 +25,9 @@ IMAGES_NEED_CLOUD = (
 
 
 class RequestForms:
-    def __init__(self, plan: ChatPlan, *, request_id: str, scope: str, affinity: str) -> None:
+    def __init__(self, plan: ChatPlan, *, request_id: str, scope: str) -> None:
         self.plan = plan
-        self._fields = {"request_id": request_id, "scope": scope, "affinity": affinity}
+        self._fields = {"request_id": request_id, "scope": scope}
         self._built: dict[Backend, ChatRequest] = {}
 
     def for_backend(self, backend: Backend, deadline: float) -> ChatRequest:

@@ -172,9 +172,7 @@ async def run_chat(
         ) from None
     try:
         pipeline: EventPipeline | None = None  # built for the backend of the worker that answers
-        forms = RequestForms(
-            plan, request_id=meta.request_id, scope=meta.scope, affinity=meta.affinity
-        )
+        forms = RequestForms(plan, request_id=meta.request_id, scope=meta.scope)
         async with contextlib.aclosing(worker_events(ctx, forms, meta)) as events:
             async for event in events:
                 if event is RESTART:

@@ -38,7 +38,7 @@ async def root(request: web.Request) -> web.Response:
 def health_payload(ctx: FrontContext) -> tuple[int, dict[str, Any]]:
     links = list(ctx.pool.links.values())
     ready = sum(1 for link in links if link.ready)
-    if ctx.state is ServeState.DRAINING:
+    if ctx.state.closing:
         status, code = "draining", 503
     elif ready:
         status, code = "ready", 200

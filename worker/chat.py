@@ -32,7 +32,7 @@ from worker.metrics import WorkerMetrics
 from worker.models import ModelResolver, UnknownModel
 from worker.prompt import flatten, has_text
 from worker.rpc import RpcClosed, RpcConnection, RpcError
-from worker.runtime_chat import ChatError, Flow, RuntimeChat, timers_from
+from worker.runtime_chat import CacheLookup, ChatError, Flow, Phase, RuntimeChat, timers_from
 from worker.runtime_client import AcpSupport, RuntimeClient
 from worker.sessions import SessionCache, SessionEntry, conversation_key, split_latest_turn
 from worker.slots import Overloaded, UpstreamSlots
@@ -89,7 +89,7 @@ class ChatService:
             emit(self.failure(request, ErrorCode.CANCELLED, "cancelled by the caller"))
         finally:
             self._account(turn, request, status)
-            if turn is not None and turn.ask is not None and not turn.kept:
+            if turn is not None and turn.ask is not None and turn.phase is not Phase.CACHED:
                 self._on_discard(turn.ask.session_id, generation)
 
     def failure(
@@ -188,7 +188,7 @@ class ChatService:
                 await self._let_go(turn, client)
                 if turn.ask is not None:  # the abandoned attempt's session goes too
                     self._on_discard(turn.ask.session_id, generation)
-                    turn.ask = None
+                    turn.ask, turn.phase = None, Phase.PREPARING
         raise AssertionError("unreachable")
 
     async def _converse_once(
@@ -241,8 +241,8 @@ class ChatService:
             return None
         key = conversation_key(turn.request.scope, turn.model_key, prefix)
         entry = self.sessions.take(key, generation=generation, flow=flow.name)
-        if not turn.looked_up:
-            turn.looked_up = True
+        if turn.lookup is CacheLookup.NOT_YET:
+            turn.lookup = CacheLookup.MISS if entry is None else CacheLookup.HIT
             self.metrics.session_lookup(entry is not None)
         return entry
 
@@ -253,7 +253,6 @@ class ChatService:
         if entry is None:
             await self._ask(turn, flow, session_id="", messages=messages)
             return
-        turn.reused = True
         try:
             await self._ask(turn, flow, session_id=entry.session_id, messages=latest)
         except UpstreamFailure as exc:
@@ -262,7 +261,6 @@ class ChatService:
             log.info(
                 "runtime forgot session %s: resending the whole conversation", entry.session_id
             )
-            turn.reused = False
             await self._ask(turn, flow, session_id="", messages=messages)
 
     async def _ask(
@@ -285,12 +283,12 @@ class ChatService:
             )
         if turn.subscription is not None:
             turn.subscription.close()
-        turn.ask, turn.flow, turn.end = ask, flow, None
+        turn.asking(ask, flow)
         turn.pushes = pushes = PushQueue()
         turn.subscription = flow.subscribe(conn, pushes, ask)
         events = flow.stream(conn, pushes, ask, self.timers)
         async with contextlib.aclosing(events):
-            end = turn.end = await self._relay(turn, events)
+            end = await self._relay(turn, events)
         check_end(end)
         if turn.answer.empty and not end.filtered:
             reason = end.reason or "no reason given"
@@ -302,6 +300,7 @@ class ChatService:
         async for event in events:
             if isinstance(event, End):
                 turn.answer.end(event)
+                turn.ended(event)
                 return event
             turn.answer.take(event)
         raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, "the answer ended without a finish")
@@ -318,11 +317,13 @@ class ChatService:
             settle = upstream.settle(
                 pushes, lambda m, p: flow.ends_turn(m, p, ask), self.timers.stop_settle_s
             )
-            turn.settled = await settle
+            settled = await settle
         except Exception as exc:  # the stop is best effort: the chat already has its outcome
             log.info("stopping the upstream turn failed: %r", exc)
         else:
-            log.info("upstream turn stopped", extra={"settled": turn.settled})
+            if settled:
+                turn.phase = Phase.STOPPED
+            log.info("upstream turn stopped", extra={"settled": settled})
 
     async def _let_go(self, turn: RuntimeChat, client: RuntimeClient) -> None:
         """Unsubscribe from the connection and give a leased one back."""
@@ -340,7 +341,8 @@ class ChatService:
             history = [*request.messages, Message(role="assistant", text=answer.text)]
             key = conversation_key(request.scope, turn.model_key, history)
             self.sessions.put(key, session_id=session_id, generation=generation, flow=flow.name)
-            turn.kept = self.sessions.enabled
+            if self.sessions.enabled:
+                turn.phase = Phase.CACHED
         first = answer.first_token_at
         return Finish(
             id=request.id,

@@ -1,12 +1,14 @@
 """Runs in the worker: one chat's upstream progress, and the bounds it runs under.
 
-A `RuntimeChat` records what was asked upstream, on which connection, under which subscription, and
-how it ended; the chat service (worker/chat.py) drives it. `timers_from` turns the worker's
+A `RuntimeChat` records what was asked upstream, on which connection, under which
+subscription, and how far its turn got (one `Phase`); the chat service (worker/chat.py) drives
+it. `timers_from` turns the worker's
 spec into the turn's clocks (worker/upstream.py).
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from protocol.chat import ChatRequest, FinishReason
@@ -40,6 +42,24 @@ def timers_from(spec: WorkerSpec) -> Timers:
     )
 
 
+class Phase(enum.Enum):
+    """Where the chat's current ask is upstream."""
+
+    PREPARING = "preparing"  # nothing asked yet (or the last attempt's connection was lost)
+    ASKING = "asking"  # an ask is upstream and its turn not over
+    ENDED = "ended"  # the runtime ended the turn (`end` says how)
+    STOPPED = "stopped"  # we stopped the turn early and the runtime confirmed its end
+    CACHED = "cached"  # ended, and its upstream session went into the cache for the next turn
+
+
+class CacheLookup(enum.Enum):
+    """The first session-cache lookup of the chat (counted once in the metrics)."""
+
+    NOT_YET = "not_yet"
+    HIT = "hit"
+    MISS = "miss"
+
+
 @dataclass
 class RuntimeChat:
     """One chat's progress: what was asked upstream, on which connection, what came back."""
@@ -54,16 +74,25 @@ class RuntimeChat:
     leased: RpcConnection | None = None  # a legacy ask's own connection, given back at the end
     pushes: PushQueue | None = None
     subscription: Subscription | None = None
+    phase: Phase = Phase.PREPARING
     end: End | None = None  # how the runtime ended the turn, once it did
-    settled: bool = False  # stopped early, and the runtime confirmed the end of the turn
-    looked_up: bool = False
-    reused: bool = False
-    kept: bool = False  # its upstream session went into the cache for the next turn
+    lookup: CacheLookup = CacheLookup.NOT_YET
+
+    def asking(self, ask: Ask, flow: Flow) -> None:
+        self.ask, self.flow, self.end, self.phase = ask, flow, None, Phase.ASKING
+
+    def ended(self, end: End) -> None:
+        self.end, self.phase = end, Phase.ENDED
 
     @property
     def upstream_done(self) -> bool:
         """The runtime's turn is over: its connection may serve another ask."""
-        return self.end is not None or self.settled
+        return self.phase in (Phase.ENDED, Phase.STOPPED, Phase.CACHED)
+
+    @property
+    def reused(self) -> bool:
+        """The ask continues a cached upstream session (sends only the latest turn)."""
+        return self.ask is not None and self.ask.is_reply
 
     def finish_reason(self) -> FinishReason:
         if self.answer.tool_calls:
