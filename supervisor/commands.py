@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -34,11 +35,11 @@ from protocol.control_socket import (
 from protocol.framing import FrameError
 from protocol.vocabulary import Backend, BinaryState, ErrorCode, LoginState
 from protocol.worker_socket import LoginBundle, LoginBundleQuery, LoginInfo, LoginStart
+from supervisor.config import ServerConfig
 from supervisor.handle import ChildHandle, NotConnected
+from supervisor.metrics import MetricsAggregate
 from supervisor.procfacts import FactsSampler
-
-if TYPE_CHECKING:
-    from supervisor.supervisor import Supervisor
+from supervisor.roster import Roster
 
 FORWARD_TIMEOUT_S = 30.0
 METRICS_MAX_AGE_S = 1.0
@@ -52,8 +53,20 @@ def version() -> str:
 
 
 class Commands:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self._sup = supervisor
+    def __init__(
+        self,
+        *,
+        roster: Roster,
+        metrics: MetricsAggregate,
+        reload: Callable[[], ControlReply],
+        settings: Callable[[], ServerConfig],
+        started_at: float,
+    ) -> None:
+        self._roster = roster
+        self._metrics = metrics
+        self._reload = reload
+        self._settings = settings  # the [server] section of the config running now
+        self._started_at = started_at
         self._sampler = FactsSampler()  # its own: cpu_percent is "since my last look"
 
     async def handle(self, request: Any) -> ControlReply:  # noqa: PLR0911 - one per request
@@ -61,7 +74,7 @@ class Commands:
             case StatusRequest():
                 return self.status()
             case ReloadRequest():
-                return await self._sup.reloader.reload()
+                return self._reload()
             case RestartWorkerRequest(name=name):
                 return self.restart(name)
             case LoginRequest(name=name):
@@ -69,17 +82,17 @@ class Commands:
             case ExportLoginBundleRequest(name=name):
                 return await self._forward(name, LoginBundleQuery, _bundle_reply)
             case StatsRequest():
-                await self._sup.metrics.refresh(METRICS_MAX_AGE_S)
+                await self._metrics.refresh(METRICS_MAX_AGE_S)
                 return self.stats()
             case MetricsRequest():
-                await self._sup.metrics.refresh(METRICS_MAX_AGE_S)
-                return MetricsReply(text=self._sup.metrics.render())
+                await self._metrics.refresh(METRICS_MAX_AGE_S)
+                return MetricsReply(text=self._metrics.render())
         return ErrorReply(code=ErrorCode.UNSUPPORTED, message="unknown control request")
 
     def _worker(self, name: str) -> ChildHandle | ErrorReply:
-        handle = self._sup.workers.get(name)
+        handle = self._roster.worker(name)
         if handle is None:
-            known = ", ".join(sorted(self._sup.workers)) or "none"
+            known = ", ".join(sorted(h.name for h in self._roster.workers())) or "none"
             return ErrorReply(
                 code=ErrorCode.NOT_FOUND, message=f"no account named {name!r} (accounts: {known})"
             )
@@ -90,7 +103,7 @@ class Commands:
         if isinstance(handle, ErrorReply):
             return handle
         was = handle.state.value
-        if not handle.request_restart(self._sup.config.server.grace_period_s):
+        if not handle.request_restart(self._settings().grace_period_s):
             return ErrorReply(code=ErrorCode.UNAVAILABLE, message="shutting down")
         # A fresh worker process starts with no upstream cooldown: restarting clears it.
         return OkReply(message=f"restarting worker {name} (was {was})")
@@ -115,14 +128,13 @@ class Commands:
     # ------------------------------------------------------------------ status
 
     def status(self) -> StatusReply:
-        sup = self._sup
         return StatusReply(
             version=version(),
             pid=os.getpid(),
-            uptime_s=time.time() - sup.started_at,
-            listen=sup.config.server.listen,
-            workers=[self._row(h) for h in sup.workers.values()],
-            fronts=[self._row(h) for h in sup.fronts],
+            uptime_s=time.time() - self._started_at,
+            listen=self._settings().listen,
+            workers=[self._row(h) for h in self._roster.workers()],
+            fronts=[self._row(h) for h in self._roster.fronts()],
         )
 
     def _row(self, handle: ChildHandle) -> ChildStatus:
@@ -155,14 +167,16 @@ class Commands:
         )
 
     def stats(self) -> OkReply:
-        sup = self._sup
         data = {
             kind: {
                 h.name: msgspec.to_builtins(h.last_stats.stats)
                 for h in handles
                 if h.last_stats is not None
             }
-            for kind, handles in (("workers", sup.workers.values()), ("fronts", sup.fronts))
+            for kind, handles in (
+                ("workers", self._roster.workers()),
+                ("fronts", self._roster.fronts()),
+            )
         }
         return OkReply(message="stats", data=data)
 
