@@ -14,10 +14,10 @@ from typing import Any
 from aiohttp import web
 
 from front.auth import require_admin
+from front.bodies import json_response
 from front.context import CONTEXT, FrontContext
 from front.control import front_stats
 from front.errors import ApiError, ErrorKind, from_failure
-from front.httpkit import json_response
 from front.worker_pool import WorkerLink
 from protocol.chat import Failure
 from protocol.child_socket import ChildStats, Stats, StatsQuery

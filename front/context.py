@@ -1,8 +1,9 @@
 """Runs in the front: the process-wide state every handler reaches through the aiohttp app.
 
-Owned here: the spec, the worker pool, admission control, the metrics registry, and the
-serving state (STARTING -> SERVING -> HANDING_OVER or DRAINING) that the middleware, /healthz
-and the supervisor's Pong read; it changes only through `move_to`, which checks the edge.
+Owned here: the spec, the worker pool, admission control, the metrics registry, the keys of
+per-request values (request id, arrival time, affinity), and the serving state (STARTING ->
+SERVING -> HANDING_OVER or DRAINING) that the middleware, /healthz and the supervisor's Pong
+read; it changes only through `move_to`, which checks the edge.
 """
 
 from __future__ import annotations
@@ -98,3 +99,9 @@ class FrontContext:
 
 
 CONTEXT = web.AppKey("front_context", FrontContext)
+
+# What the middleware and the chat entry keep about one request, for the response headers.
+REQUEST_ID = web.RequestKey("request_id", str)
+STARTED = web.RequestKey("started", float)  # event-loop time the request arrived
+AFFINITY = web.RequestKey("affinity", str)  # the routing key, echoed to the client
+AFFINITY_HEADER = "x-lingma-affinity"

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
 
 import msgspec
 from aiohttp import web
@@ -23,9 +22,10 @@ from front.backends import RequestForms
 from front.context import FrontContext
 from front.errors import ApiError, ErrorKind, from_failure, no_ready_account_message
 from front.forced import needs_call, reply_with_call
-from front.pipeline import EventPipeline, FrontEvent, Outcome
-from front.plan import ChatPlan
+from front.pipeline import Collected, EventPipeline, FrontEvent, Outcome
+from front.plan import ChatPlan, RequestMeta
 from front.sse import CoalescingWriter, StreamRenderer, open_stream
+from front.worker_pool import RECHECK_TIMEOUT_S
 from protocol.chat import Delta, Failure, Finish, Reasoning, ToolCall
 from protocol.framing import FrameError
 from protocol.vocabulary import Backend, ErrorCode
@@ -52,31 +52,6 @@ class Restart:
 
 
 RESTART = Restart()
-
-
-@dataclass(slots=True)
-class RequestMeta:
-    request_id: str
-    scope: str
-    affinity: str
-    deadline: float  # event-loop time
-    started: float  # event-loop time
-    served_by: str = ""
-    backend: Backend = Backend.RUNTIME  # of the worker that answers
-
-
-@dataclass(slots=True)
-class Collected:
-    """A whole reply, for non-streaming responses."""
-
-    text: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    calls: list[ToolCall] = field(default_factory=list)
-    outcome: Outcome | None = None
-
-
-# How long a request that finds no READY worker waits for a fresh ping round before its 503.
-RECHECK_TIMEOUT_S = 1.0
 
 
 def _no_worker_error(failures: list[Failure]) -> ApiError:

@@ -26,6 +26,8 @@ from protocol.vocabulary import Backend, ChildState, LoginState
 log = logging.getLogger(__name__)
 
 LATE_PONGS_BEFORE_UNROUTABLE = 2
+# How long a request that finds no READY worker waits for a fresh ping round before its 503.
+RECHECK_TIMEOUT_S = 1.0
 
 
 class LinkState(enum.Enum):
