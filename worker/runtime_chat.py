@@ -1,8 +1,8 @@
-"""Runs in the worker: one chat's upstream progress, and the bounds it runs under.
+"""Runs in the worker: one chat's progress on the runtime path, and the bounds it runs under.
 
-A `RuntimeChat` records what was asked upstream, on which connection, under which
-subscription, and how far its turn got (one `Phase`); the chat service (worker/chat.py) drives
-it. `timers_from` turns the worker's
+A `RuntimeChat` records which runtime it runs on (the client and binary generation of the moment
+it began), what was asked upstream, on which connection, under which subscription, and how far
+its turn got (one `Phase`); worker/runtime_path.py drives it. `timers_from` turns the worker's
 spec into the turn's clocks (worker/upstream.py).
 """
 
@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
-from protocol.chat import ChatRequest, FinishReason
+from protocol.chat import ChatRequest, FinishReason, Usage
 from protocol.specs import WorkerSpec
-from protocol.vocabulary import ErrorCode
+from protocol.tokens import estimate_messages_tokens, estimate_tokens
 from worker.acp import AcpFlow
 from worker.answer import Answer
 from worker.legacy import LegacyFlow
 from worker.routes import Subscription
 from worker.rpc import RpcConnection
+from worker.runtime_client import RuntimeClient
 from worker.upstream import Ask, End, PushQueue, Timers
 
 Flow = LegacyFlow | AcpFlow
-
-
-class ChatError(Exception):
-    def __init__(self, code: ErrorCode, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
 
 def timers_from(spec: WorkerSpec) -> Timers:
@@ -68,6 +62,8 @@ class RuntimeChat:
     model_key: str
     started: float
     answer: Answer
+    client: RuntimeClient  # the runtime as it was when the chat began
+    generation: int  # that runtime's binary start
     ask: Ask | None = None
     flow: Flow | None = None
     conn: RpcConnection | None = None
@@ -94,9 +90,27 @@ class RuntimeChat:
         """The ask continues a cached upstream session (sends only the latest turn)."""
         return self.ask is not None and self.ask.is_reply
 
+    @property
+    def first_token_at(self) -> float | None:
+        return self.answer.first_token_at
+
     def finish_reason(self) -> FinishReason:
         if self.answer.tool_calls:
             return FinishReason.TOOL_CALLS
         if self.end is not None and self.end.filtered:
             return FinishReason.CONTENT_FILTER
         return FinishReason.STOP
+
+    def usage(self) -> Usage:
+        """For the account's own figures: the runtime's context_usage usedTokens when it sent
+        one, else our estimate. What a client is told stays the shared estimate
+        (protocol/tokens.py), so count_tokens and every reply agree on one prompt."""
+        prompt = self.answer.used_tokens or estimate_messages_tokens(self.request.messages)
+        return Usage(prompt_tokens=prompt, completion_tokens=estimate_tokens(self.answer.text))
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "session_reused": self.reused,
+            "flow": self.flow.name if self.flow else "",
+            "upstream_request": self.ask.request_id if self.ask else "",
+        }
