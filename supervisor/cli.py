@@ -5,8 +5,8 @@ stand-in (multiprocessing's spawn start method re-imports the parent's main scri
 heavy supervisor modules are imported inside the subcommands that need them.
 
 Exit codes: 0 success; 1 the supervisor refused the request (or `status`: degraded, or
-`serve`: another instance already runs on that runtime dir, or `doctor`: an unknown account or
-an unreachable runtime);
+`serve`: another instance already runs on that runtime dir, or `doctor`: an unknown account,
+an unreachable runtime, or with `--cloud` a step that failed); 2 unusable arguments;
 3 not running; 4 status unknown (permission denied, timeout, bad reply); 78 bad config
 (EX_CONFIG, from `serve` and `check-config`; also `serve` when its runtime/state directory is
 unusable or no front can listen at all);
@@ -25,8 +25,11 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_NOT_RUNNING = 3
 EXIT_UNKNOWN = 4
+EXIT_USAGE = 2
 EXIT_BAD_CONFIG = 78
-DOCTOR_MODULE = "worker.doctor"  # run by module name: the supervisor never imports worker code
+# Run by module name: the supervisor never imports worker code.
+DOCTOR_MODULE = "worker.doctor"  # the account's runtime
+CLOUD_PROBE_MODULE = "worker.cloud.probe"  # the account's cloud API
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,14 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     reload = sub.add_parser("reload", parents=[control], help="re-read the config (like SIGHUP)")
     reload.set_defaults(handler=cmd_reload)
     doctor = sub.add_parser(
-        "doctor", help="probe one account's Lingma runtime and write a redacted transcript"
+        "doctor",
+        help="probe one account's Lingma runtime (redacted transcript), or its cloud API",
     )
     doctor.add_argument("name", metavar="NAME", help="the account name")
     doctor.add_argument("--config", required=True, metavar="FILE", help="the TOML config file")
     doctor.add_argument(
-        "--chat", action="store_true", help="also one tiny ACP ask, one legacy ask and one cancel"
+        "--cloud", action="store_true", help="probe the cloud API (model list, --chat: one chat)"
     )
-    doctor.add_argument("--transcript", metavar="PATH", default="", help="transcript file")
+    doctor.add_argument(
+        "--chat",
+        action="store_true",
+        help="also chat: one tiny ACP ask, one legacy ask and one cancel (--cloud: one chat)",
+    )
+    doctor.add_argument(
+        "--transcript", metavar="PATH", default="", help="transcript file (runtime probe)"
+    )
     doctor.add_argument("--json", action="store_true", help="machine-readable findings")
     doctor.set_defaults(handler=cmd_doctor)
 
@@ -169,7 +180,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """The account's WorkerSpec, from the config, on the probe's stdin (it holds secrets)."""
+    """The account's WorkerSpec, from the config, on the probe's stdin (it holds secrets).
+
+    Without --cloud the runtime probe (worker/doctor.py) runs; with it the cloud probe
+    (worker/cloud/probe.py), which finds the base URL as the account's worker does.
+    """
     import subprocess
 
     import msgspec
@@ -186,14 +201,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             f"lingma-gw: no account {args.name!r} in {args.config} (have: {names})", file=sys.stderr
         )
         return EXIT_REFUSED
+    if args.cloud and args.transcript:
+        print("lingma-gw: --transcript goes with the runtime probe, not --cloud", file=sys.stderr)
+        return EXIT_USAGE
     spec = worker_spec(config, account, socket_path="")
-    command = [sys.executable, "-m", DOCTOR_MODULE, "--spec", "-", *doctor_flags(args)]
+    module = CLOUD_PROBE_MODULE if args.cloud else DOCTOR_MODULE
+    command = [sys.executable, "-m", module, "--spec", "-", *doctor_flags(args)]
     done = subprocess.run(command, input=msgspec.json.encode(spec), check=False)
     return done.returncode
 
 
 def doctor_flags(args: argparse.Namespace) -> list[str]:
-    """The doctor's own options, passed through (add new probe switches here)."""
+    """The probe's own options, passed through (add new probe switches here)."""
     flags = ["--chat"] if args.chat else []
     if args.transcript:
         flags += ["--transcript", args.transcript]
