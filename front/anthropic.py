@@ -23,11 +23,9 @@ from front.context import CONTEXT
 from front.errors import ApiFlavor
 from front.images import ImageCounter, from_base64, from_url
 from front.plan import (
-    ChatPlan,
     Options,
     Translation,
     bad_request,
-    build_plan,
     check_max_tokens,
     check_tool_choice,
     normalize_stop,
@@ -221,10 +219,7 @@ MESSAGES = Translation(
 )
 
 
-def plan_messages(
-    body: MessagesBody, *, default_model: str, affinity_header: str | None
-) -> ChatPlan:
-    return build_plan(MESSAGES, body, default_model=default_model, affinity_header=affinity_header)
+plan_messages = MESSAGES.plan  # what tests and count_tokens call
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

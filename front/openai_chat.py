@@ -19,14 +19,13 @@ from front.errors import ApiFlavor
 from front.images import ImageCounter, from_url
 from front.openai_chat_stream import ChatStreamRenderer, chat_body
 from front.plan import (
-    ChatPlan,
     Options,
     Translation,
     bad_request,
-    build_plan,
     check_max_tokens,
     check_tool_choice,
     normalize_stop,
+    tool_choice_word,
 )
 from front.relay import collect, stream_response
 from front.schemas_openai import ChatCompletionsBody, ChatMessageIn, Content, FunctionDef
@@ -100,9 +99,7 @@ def tool_choice_of(body: ChatCompletionsBody, tools: list[ToolSpec]) -> str:
     if choice is None:
         return "auto"
     if isinstance(choice, str):
-        if choice not in ("auto", "none", "required"):
-            raise bad_request(f"unknown tool_choice {choice!r}", "tool_choice")
-        return check_tool_choice(choice, tools)
+        return tool_choice_word(choice, tools)
     name = getattr(choice, "name", None) or getattr(getattr(choice, "function", None), "name", None)
     if not name:
         raise bad_request("tool_choice object needs function.name", "tool_choice")
@@ -205,12 +202,7 @@ CHAT_COMPLETIONS = Translation(
 )
 
 
-def plan_chat(
-    body: ChatCompletionsBody, *, default_model: str, affinity_header: str | None
-) -> ChatPlan:
-    return build_plan(
-        CHAT_COMPLETIONS, body, default_model=default_model, affinity_header=affinity_header
-    )
+plan_chat = CHAT_COMPLETIONS.plan  # what tests and count_tokens call
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

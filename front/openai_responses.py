@@ -20,13 +20,12 @@ from front.errors import ApiFlavor
 from front.images import ImageCounter, from_url
 from front.openai_responses_stream import ResponsesStreamRenderer, envelope_extras, response_body
 from front.plan import (
-    ChatPlan,
     Options,
     Translation,
     bad_request,
-    build_plan,
     check_max_tokens,
     check_tool_choice,
+    tool_choice_word,
 )
 from front.relay import collect, stream_response
 from front.schemas_openai import InputItem, ResponsesBody, ResponsesContent
@@ -167,9 +166,7 @@ def tool_choice_of(body: ResponsesBody, tools: list[ToolSpec]) -> str:
     if choice is None:
         return "auto"
     if isinstance(choice, str):
-        if choice not in ("auto", "none", "required"):
-            raise bad_request(f"unknown tool_choice {choice!r}", "tool_choice")
-        return check_tool_choice(choice, tools)
+        return tool_choice_word(choice, tools)
     if choice.type != "function" or not choice.name:
         raise bad_request(f"unsupported tool_choice type {choice.type!r}", "tool_choice")
     return check_tool_choice(choice.name, tools)
@@ -212,10 +209,7 @@ RESPONSES = Translation(
 )
 
 
-def plan_responses(
-    body: ResponsesBody, *, default_model: str, affinity_header: str | None
-) -> ChatPlan:
-    return build_plan(RESPONSES, body, default_model=default_model, affinity_header=affinity_header)
+plan_responses = RESPONSES.plan  # what tests and count_tokens call
 
 
 async def responses(request: web.Request) -> web.StreamResponse:

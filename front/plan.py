@@ -108,6 +108,9 @@ class Translation(Generic[B]):
     options: Callable[[B], Options]
     refuse: Callable[[B], None] = _accept  # 400 for what the gateway does not do at all
 
+    def plan(self, body: B, *, default_model: str, affinity_header: str | None) -> ChatPlan:
+        return build_plan(self, body, default_model=default_model, affinity_header=affinity_header)
+
 
 def build_plan(
     translation: Translation[B], body: B, *, default_model: str, affinity_header: str | None
@@ -142,6 +145,13 @@ def build_plan(
 
 def bad_request(message: str, param: str | None = None) -> ApiError:
     return ApiError(ErrorKind.BAD_REQUEST, message, param=param)
+
+
+def tool_choice_word(choice: str, tools: Sequence[ToolSpec]) -> str:
+    """A tool_choice given as a word, as both OpenAI APIs take it: auto | none | required."""
+    if choice not in ("auto", "none", "required"):
+        raise bad_request(f"unknown tool_choice {choice!r}", "tool_choice")
+    return check_tool_choice(choice, tools)
 
 
 def check_tool_choice(choice: str, tools: Sequence[ToolSpec]) -> str:
