@@ -131,7 +131,8 @@ class ChildHandle:
         return f"worker-{self.name}" if self.kind is ChildKind.WORKER else self.name
 
     def _wants(self, intent: Intent) -> bool:
-        # A method, not an attribute test: the intent changes across every await.
+        # A call, not `self._intent is ...`: the type checker would keep a narrowed attribute
+        # across an await, and the intent can change at every await.
         return self._intent is intent
 
     @property

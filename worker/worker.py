@@ -87,7 +87,7 @@ class Worker:
         self.exit_code = 0
         self.grace_s = DEFAULT_GRACE_S
         self._stop = asyncio.Event()
-        self._chats: set[asyncio.Task[None]] = set()
+        self._chat_tasks: set[asyncio.Task[None]] = set()
         self._connections: set[asyncio.Task[Any]] = set()
 
     # ----------------------------------------------------------------- state
@@ -202,7 +202,7 @@ class Worker:
 
     async def _drain(self) -> None:
         self.draining = True
-        pending = set(self._chats)
+        pending = set(self._chat_tasks)
         if pending:
             log.info("draining %d chat(s) for up to %.1fs", len(pending), self.grace_s)
             _done, pending = await asyncio.wait(pending, timeout=self.grace_s)
@@ -229,8 +229,8 @@ class Worker:
             emit(refusal)
             return None
         task = asyncio.create_task(self.chats.run(request, emit))
-        self._chats.add(task)
-        task.add_done_callback(self._chats.discard)
+        self._chat_tasks.add(task)
+        task.add_done_callback(self._chat_tasks.discard)
         return task
 
     def _chat_refusal(self, request: ChatRequest) -> ChatEvent | None:
