@@ -155,8 +155,7 @@ async def _loop(path: str, column: int, iterations: int, start_at: float) -> lis
     from front.errors import ApiFlavor  # noqa: PLC0415
     from front.keys import KeyGate, KeyTable, check_model  # noqa: PLC0415
     from front.pipeline import Outcome  # noqa: PLC0415
-    from front.plan import ChatPlan  # noqa: PLC0415
-    from front.relay import RequestMeta  # noqa: PLC0415
+    from front.plan import ChatPlan, RequestMeta  # noqa: PLC0415
     from front.usage import UsageRecorder, settle  # noqa: PLC0415
     from protocol.keys import KeyEntry, KeyLimits, KeySource, secret_digest  # noqa: PLC0415
     from protocol.limits_table import LimitsTable  # noqa: PLC0415

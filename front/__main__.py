@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from front.app import _main
+from front.process import _main
 from protocol.specs import FrontSpec
 from protocol.vocabulary import EXIT_CANNOT_START
 

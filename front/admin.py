@@ -15,10 +15,10 @@ import msgspec
 from aiohttp import web
 
 from front.auth import require_admin
+from front.bodies import json_response
 from front.context import CONTEXT, FrontContext
 from front.control import front_stats
 from front.errors import ApiError, ErrorKind, from_failure
-from front.httpkit import json_response
 from front.supervisor_link import ask_supervisor
 from front.worker_pool import WorkerLink
 from protocol.chat import Failure

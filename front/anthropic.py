@@ -16,25 +16,24 @@ from typing import Any
 from aiohttp import web
 
 from front.anthropic_stream import AnthropicStreamRenderer, messages_body
+from front.bodies import json_response, read_body
+from front.chat_entry import admit_chat, authenticate
 from front.context import CONTEXT
 from front.errors import ApiFlavor
-from front.httpkit import admit_chat, authenticate, json_response, read_body
 from front.images import ImageCounter, from_base64, from_url
 from front.plan import (
-    ChatPlan,
+    Options,
+    Translation,
     bad_request,
     check_max_tokens,
     check_tool_choice,
-    first_texts,
     normalize_stop,
-    with_tool_instructions,
 )
 from front.relay import collect, stream_response
-from front.routing import affinity_source
 from front.schemas_anthropic import Block, MessageIn, MessagesBody
 from front.sse import json_encode
 from front.tools import ParsedCall, render_assistant_turn, render_tool_result
-from front.turns import prior_call, require_content, user_turn
+from front.turns import prior_call, user_turn
 from protocol.chat import ChatTurn, ImageInput, Message, ToolSpec
 
 log = logging.getLogger(__name__)
@@ -197,30 +196,13 @@ def tool_choice_of(body: MessagesBody, tools: list[ToolSpec]) -> str:
     raise bad_request(f"unsupported tool_choice type {choice.type!r}", "tool_choice")
 
 
-def plan_messages(
-    body: MessagesBody, *, default_model: str, affinity_header: str | None
-) -> ChatPlan:
-    messages = messages_of(body)
-    turns = turns_of(body)
-    require_content(messages, turns)
-    tools = tools_of(body)
-    choice = tool_choice_of(body, tools)
-    system, first = first_texts(messages)
-    user = body.metadata.user_id if body.metadata else None
-    return ChatPlan(
-        api=ApiFlavor.ANTHROPIC,
-        model=body.model or default_model,
-        messages=with_tool_instructions(messages, tools, choice),
-        tools=tools,
-        tool_choice=choice,
+def options_of(body: MessagesBody) -> Options:
+    return Options(
+        model=body.model,
         max_tokens=check_max_tokens(body.max_tokens, "max_tokens"),
         stop=normalize_stop(body.stop_sequences),
         stream=body.stream,
-        affinity_source=affinity_source(
-            header=affinity_header, user=user, system_text=system, first_text=first
-        ),
-        call_id_prefix="toolu_",
-        turns=turns,
+        user=body.metadata.user_id if body.metadata else None,
         temperature=body.temperature,
         reasoning_effort=_effort(body.thinking),
     )
@@ -231,8 +213,23 @@ def _effort(thinking: dict[str, Any] | None) -> str:
     return "medium" if thinking and thinking.get("type") == "enabled" else ""
 
 
+MESSAGES = Translation(
+    api=ApiFlavor.ANTHROPIC,
+    body_type=MessagesBody,
+    call_id_prefix="toolu_",
+    messages=messages_of,
+    turns=turns_of,
+    tools=tools_of,
+    tool_choice=tool_choice_of,
+    options=options_of,
+)
+
+
+plan_messages = MESSAGES.plan  # what tests and count_tokens call
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
-    ctx, _body, plan, meta = await admit_chat(request, MessagesBody, plan_messages)
+    ctx, _body, plan, meta = await admit_chat(request, MESSAGES)
     message_id = f"msg_{secrets.token_hex(12)}"
     if plan.stream:
         renderer = AnthropicStreamRenderer(message_id, plan.model, plan.prompt_tokens)

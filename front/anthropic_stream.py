@@ -12,8 +12,7 @@ from typing import Any
 import msgspec
 
 from front.errors import ApiError, anthropic_error_payload
-from front.pipeline import Outcome
-from front.relay import Collected
+from front.pipeline import Collected, Outcome
 from front.sse import StreamRenderer, json_encode, named_event
 from protocol.chat import ToolCall
 

@@ -28,9 +28,9 @@ IMAGE_URLS_NEED_CLOUD = (
 
 
 class RequestForms:
-    def __init__(self, plan: ChatPlan, *, request_id: str, scope: str, affinity: str) -> None:
+    def __init__(self, plan: ChatPlan, *, request_id: str, scope: str) -> None:
         self.plan = plan
-        self._fields = {"request_id": request_id, "scope": scope, "affinity": affinity}
+        self._fields = {"request_id": request_id, "scope": scope}
         self._built: dict[Backend, ChatRequest] = {}
 
     def for_backend(self, backend: Backend, deadline: float | None) -> ChatRequest:

@@ -18,12 +18,10 @@ from collections.abc import Callable
 from front.backends import RequestForms
 from front.context import FrontContext
 from front.errors import ApiError, ErrorKind, no_ready_account_message
-from front.worker_pool import WorkerLink
+from front.worker_pool import RECHECK_TIMEOUT_S, WorkerLink
 
 log = logging.getLogger(__name__)
 
-# How long a request that finds no READY worker waits for a fresh ping round before its 503.
-RECHECK_TIMEOUT_S = 1.0
 LOGIN_RETRY_AFTER_S = 5.0
 
 

@@ -35,6 +35,7 @@ UPDATE_PING_WAIT_S = 1.5  # below the supervisor's 2 s timeout for WorkersUpdate
 _PONG_STATES = {
     ServeState.STARTING: ChildState.STARTING,
     ServeState.SERVING: ChildState.READY,
+    ServeState.HANDING_OVER: ChildState.STOPPING,
     ServeState.DRAINING: ChildState.STOPPING,
 }
 

@@ -1,49 +1,47 @@
 """Runs in the front: POST /v1/chat/completions — OpenAI chat in, chat.completion(.chunk) out.
 
-Translation (body → ChatPlan) and rendering (events → chunks / one body) are pure functions
-and classes here; the handler at the bottom only wires them to auth and the relay. Images
-(`image_url` parts) travel with their user message in both forms: runtime workers pass them
-as ACP image prompt items, cloud workers upload them.
+The translation (the body's parts that `build_plan` puts into a ChatPlan) is pure functions
+here, the rendering lives in front/openai_chat_stream.py; the handler at the bottom only wires
+them to the chat entry and the relay. Images (`image_url` parts) travel with their user message
+in both forms: runtime workers pass them as ACP image prompt items, cloud workers upload them.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from typing import Any
 
 from aiohttp import web
 
-from front.errors import ApiError, ApiFlavor, openai_error_payload
-from front.httpkit import admit_chat, json_response
+from front.bodies import json_response
+from front.chat_entry import admit_chat
+from front.errors import ApiFlavor
 from front.images import ImageCounter, from_url
-from front.pipeline import Outcome
+from front.openai_chat_stream import ChatStreamRenderer, chat_body
 from front.plan import (
-    ChatPlan,
+    Options,
+    Translation,
     bad_request,
     check_max_tokens,
     check_tool_choice,
-    first_texts,
     normalize_stop,
-    with_tool_instructions,
+    tool_choice_word,
 )
-from front.relay import Collected, collect, stream_response
-from front.routing import affinity_source
+from front.relay import collect, stream_response
 from front.schemas_openai import ChatCompletionsBody, ChatMessageIn, Content, FunctionDef
-from front.sse import DONE, StreamRenderer, data_line, json_encode, open_object
+from front.sse import json_encode
 from front.tools import (
     ParsedCall,
     arguments_from_json,
     render_assistant_turn,
     render_tool_result,
 )
-from front.turns import prior_call, require_content, user_turn
-from protocol.chat import ChatTurn, ImageInput, Message, ToolCall, ToolSpec
+from front.turns import prior_call, user_turn
+from protocol.chat import ChatTurn, ImageInput, Message, ToolSpec
 
 TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 IMAGE_PART_TYPES = frozenset({"image_url", "input_image", "image"})
 IGNORED_PART_TYPES = frozenset({"refusal"})
-OPENAI_FINISH = {"stop_sequence": "stop"}
 
 
 def flatten_content(content: Content, param: str) -> str:
@@ -101,9 +99,7 @@ def tool_choice_of(body: ChatCompletionsBody, tools: list[ToolSpec]) -> str:
     if choice is None:
         return "auto"
     if isinstance(choice, str):
-        if choice not in ("auto", "none", "required"):
-            raise bad_request(f"unknown tool_choice {choice!r}", "tool_choice")
-        return check_tool_choice(choice, tools)
+        return tool_choice_word(choice, tools)
     name = getattr(choice, "name", None) or getattr(getattr(choice, "function", None), "name", None)
     if not name:
         raise bad_request("tool_choice object needs function.name", "tool_choice")
@@ -181,144 +177,45 @@ def turns_of(body: ChatCompletionsBody) -> list[ChatTurn]:
     return [t for t in converted if t is not None]
 
 
-def plan_chat(
-    body: ChatCompletionsBody, *, default_model: str, affinity_header: str | None
-) -> ChatPlan:
+def refuse(body: ChatCompletionsBody) -> None:
     if body.n is not None and body.n != 1:
         raise bad_request("n > 1 is not supported: this gateway returns exactly one choice", "n")
-    messages = messages_of(body)
-    turns = turns_of(body)
-    require_content(messages, turns)
-    tools = tools_of(body)
-    choice = tool_choice_of(body, tools)
-    system, first = first_texts(messages)
+
+
+def options_of(body: ChatCompletionsBody) -> Options:
     max_tokens = (
         body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     )
-    return ChatPlan(
-        api=ApiFlavor.OPENAI,
-        model=body.model or default_model,
-        messages=with_tool_instructions(messages, tools, choice),
-        tools=tools,
-        tool_choice=choice,
+    return Options(
+        model=body.model,
         max_tokens=check_max_tokens(max_tokens, "max_tokens"),
         stop=normalize_stop(body.stop),
         stream=body.stream,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        affinity_source=affinity_source(
-            header=affinity_header, user=body.user, system_text=system, first_text=first
-        ),
-        call_id_prefix="call_",
-        turns=turns,
+        user=body.user,
         temperature=body.temperature,
         reasoning_effort=body.reasoning_effort or "",
     )
 
 
-def _usage(outcome: Outcome) -> dict[str, int]:
-    return {
-        "prompt_tokens": outcome.prompt_tokens,
-        "completion_tokens": outcome.completion_tokens,
-        "total_tokens": outcome.total_tokens,
-    }
+CHAT_COMPLETIONS = Translation(
+    api=ApiFlavor.OPENAI,
+    body_type=ChatCompletionsBody,
+    call_id_prefix="call_",
+    messages=messages_of,
+    turns=turns_of,
+    tools=tools_of,
+    tool_choice=tool_choice_of,
+    options=options_of,
+    refuse=refuse,
+)
 
 
-def _latency(outcome: Outcome) -> dict[str, Any]:
-    return {"first_token_ms": outcome.first_token_ms, "total_ms": outcome.total_ms}
-
-
-def _tool_call_json(call: ToolCall) -> dict[str, Any]:
-    return {
-        "id": call.call_id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": call.arguments_json},
-    }
-
-
-class ChatStreamRenderer(StreamRenderer):
-    """chat.completion.chunk SSE; the envelope is encoded once, each text chunk appends to it."""
-
-    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
-        envelope = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-        }
-        self._envelope = envelope
-        self._head = b"data: " + open_object(envelope) + b',"choices":[{"index":0,"delta":'
-        self._text_head = self._head + b'{"content":'
-        self._text_tail = b'},"finish_reason":null}]}\n\n'
-        self._include_usage = include_usage
-        self._tool_index = 0
-
-    def _chunk(self, delta: dict[str, Any]) -> bytes:
-        return self._head + json_encode(delta) + b',"finish_reason":null}]}\n\n'
-
-    def open(self) -> bytes:
-        return self._chunk({"role": "assistant", "content": ""})
-
-    def text(self, text: str) -> bytes:
-        return self._text_head + json_encode(text) + self._text_tail
-
-    def reasoning(self, text: str) -> bytes:
-        return self._chunk({"reasoning_content": text})
-
-    def tool_call(self, call: ToolCall) -> bytes:
-        index, self._tool_index = self._tool_index, self._tool_index + 1
-        return self._chunk({"tool_calls": [{"index": index, **_tool_call_json(call)}]})
-
-    def close(self, outcome: Outcome) -> bytes:
-        reason = OPENAI_FINISH.get(outcome.finish_reason, outcome.finish_reason)
-        final = {
-            **self._envelope,
-            "choices": [{"index": 0, "delta": {}, "finish_reason": reason}],
-            "served_by": outcome.served_by,
-            "latency": _latency(outcome),
-        }
-        out = data_line(final)
-        if self._include_usage:
-            out += data_line({**self._envelope, "choices": [], "usage": _usage(outcome)})
-        return out + DONE
-
-    def error(self, err: ApiError) -> bytes:
-        return data_line(openai_error_payload(err)) + DONE
-
-
-def chat_body(
-    plan: ChatPlan, result: Collected, completion_id: str, created: int
-) -> dict[str, Any]:
-    outcome = result.outcome or Outcome(finish_reason="stop")
-    text = "".join(result.text)
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": text or (None if result.calls else ""),
-    }
-    if result.calls:
-        message["tool_calls"] = [_tool_call_json(c) for c in result.calls]
-    if result.reasoning:
-        message["reasoning_content"] = "".join(result.reasoning)
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": plan.model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "finish_reason": OPENAI_FINISH.get(outcome.finish_reason, outcome.finish_reason),
-                "logprobs": None,
-            }
-        ],
-        "usage": _usage(outcome),
-        "served_by": outcome.served_by,
-        "latency": _latency(outcome),
-    }
+plan_chat = CHAT_COMPLETIONS.plan  # what tests and count_tokens call
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    ctx, _body, plan, meta = await admit_chat(request, ChatCompletionsBody, plan_chat)
+    ctx, _body, plan, meta = await admit_chat(request, CHAT_COMPLETIONS)
     completion_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     if plan.stream:
         renderer = ChatStreamRenderer(completion_id, created, plan.model, plan.include_usage)

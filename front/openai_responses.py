@@ -14,30 +14,24 @@ from typing import Any
 
 from aiohttp import web
 
+from front.bodies import json_response
+from front.chat_entry import admit_chat
 from front.errors import ApiFlavor
-from front.httpkit import admit_chat, json_response
 from front.images import ImageCounter, from_url
-from front.pipeline import Outcome
+from front.openai_responses_stream import ResponsesStreamRenderer, envelope_extras, response_body
 from front.plan import (
-    ChatPlan,
+    Options,
+    Translation,
     bad_request,
     check_max_tokens,
     check_tool_choice,
-    first_texts,
-    with_tool_instructions,
+    tool_choice_word,
 )
-from front.relay import Collected, collect, stream_response
-from front.responses_stream import (
-    ResponsesStreamRenderer,
-    function_call_item,
-    message_item,
-    reasoning_item,
-)
-from front.routing import affinity_source
+from front.relay import collect, stream_response
 from front.schemas_openai import InputItem, ResponsesBody, ResponsesContent
 from front.sse import json_encode
 from front.tools import arguments_from_json, render_tool_call, render_tool_result
-from front.turns import merged_assistant_turns, prior_call, require_content, user_turn
+from front.turns import merged_assistant_turns, prior_call, user_turn
 from protocol.chat import ChatTurn, ImageInput, Message, ToolSpec
 
 TEXT_PART_TYPES = frozenset({"input_text", "output_text", "text"})
@@ -178,41 +172,26 @@ def tool_choice_of(body: ResponsesBody, tools: list[ToolSpec]) -> str:
     if choice is None:
         return "auto"
     if isinstance(choice, str):
-        if choice not in ("auto", "none", "required"):
-            raise bad_request(f"unknown tool_choice {choice!r}", "tool_choice")
-        return check_tool_choice(choice, tools)
+        return tool_choice_word(choice, tools)
     if choice.type != "function" or not choice.name:
         raise bad_request(f"unsupported tool_choice type {choice.type!r}", "tool_choice")
     return check_tool_choice(choice.name, tools)
 
 
-def plan_responses(
-    body: ResponsesBody, *, default_model: str, affinity_header: str | None
-) -> ChatPlan:
+def refuse(body: ResponsesBody) -> None:
     if body.previous_response_id:
         raise bad_request(
             "previous_response_id is not supported (responses are not stored): send the full input",
             "previous_response_id",
         )
-    messages = messages_of(body)
-    turns = turns_of(body)
-    require_content(messages, turns)
-    tools = tools_of(body)
-    choice = tool_choice_of(body, tools)
-    system, first = first_texts(messages)
-    return ChatPlan(
-        api=ApiFlavor.RESPONSES,
-        model=body.model or default_model,
-        messages=with_tool_instructions(messages, tools, choice),
-        tools=tools,
-        tool_choice=choice,
+
+
+def options_of(body: ResponsesBody) -> Options:
+    return Options(
+        model=body.model,
         max_tokens=check_max_tokens(body.max_output_tokens, "max_output_tokens"),
         stream=body.stream,
-        affinity_source=affinity_source(
-            header=affinity_header, user=body.user, system_text=system, first_text=first
-        ),
-        call_id_prefix="call_",
-        turns=turns,
+        user=body.user,
         temperature=body.temperature,
         reasoning_effort=_effort(body.reasoning),
     )
@@ -223,62 +202,24 @@ def _effort(reasoning: dict[str, Any] | None) -> str:
     return effort if isinstance(effort, str) else ""
 
 
-def response_body(
-    plan: ChatPlan, body: ResponsesBody, response_id: str, created: int, result: Collected
-) -> dict[str, Any]:
-    outcome = result.outcome or Outcome(finish_reason="stop")
-    output: list[dict[str, Any]] = []
-    if result.reasoning:
-        output.append(reasoning_item(f"rs_{secrets.token_hex(12)}", "".join(result.reasoning)))
-    if result.text:
-        output.append(
-            message_item(f"msg_{secrets.token_hex(12)}", "".join(result.text), "completed")
-        )
-    output += [
-        function_call_item(f"fc_{secrets.token_hex(12)}", c, "completed") for c in result.calls
-    ]
-    renderer = ResponsesStreamRenderer(
-        response_id, created, plan.model, envelope_extras(plan, body)
-    )
-    return renderer.response(outcome, output)
+RESPONSES = Translation(
+    api=ApiFlavor.RESPONSES,
+    body_type=ResponsesBody,
+    call_id_prefix="call_",
+    messages=messages_of,
+    turns=turns_of,
+    tools=tools_of,
+    tool_choice=tool_choice_of,
+    options=options_of,
+    refuse=refuse,
+)
 
 
-def envelope_extras(plan: ChatPlan, body: ResponsesBody) -> dict[str, Any]:
-    """Request-echo fields every `response` object carries."""
-    choice: Any = plan.tool_choice
-    if plan.forced_tool:
-        choice = {"type": "function", "name": plan.forced_tool}
-    return {
-        "instructions": body.instructions,
-        "max_output_tokens": body.max_output_tokens,
-        "parallel_tool_calls": body.parallel_tool_calls
-        if body.parallel_tool_calls is not None
-        else True,
-        "previous_response_id": None,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "tool_choice": choice,
-        "tools": [
-            {
-                "type": "function",
-                "name": t.name,
-                "description": t.description,
-                "parameters": None,
-                "strict": None,
-            }
-            for t in plan.tools
-        ],
-        "metadata": body.metadata or {},
-        "user": body.user,
-        "store": False,
-        "text": {"format": {"type": "text"}},
-        "truncation": "disabled",
-        "reasoning": {"effort": None, "summary": None},
-    }
+plan_responses = RESPONSES.plan  # what tests and count_tokens call
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
-    ctx, body, plan, meta = await admit_chat(request, ResponsesBody, plan_responses)
+    ctx, body, plan, meta = await admit_chat(request, RESPONSES)
     response_id, created = f"resp_{secrets.token_hex(12)}", int(time.time())
     if plan.stream:
         renderer = ResponsesStreamRenderer(

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
 
 import msgspec
 from aiohttp import web
@@ -24,14 +23,12 @@ from front.candidates import candidate_links
 from front.context import FrontContext
 from front.errors import ApiError, ErrorKind, from_failure, no_ready_account_message
 from front.forced import needs_call, reply_with_call
-from front.keys import Ticket
-from front.pipeline import EventPipeline, FrontEvent, Outcome
-from front.plan import ChatPlan
+from front.pipeline import Collected, EventPipeline, FrontEvent, Outcome
+from front.plan import ChatPlan, RequestMeta
 from front.sse import CoalescingWriter, StreamRenderer, open_stream
 from front.usage import settle
 from protocol.chat import Delta, Failure, Finish, Reasoning, ToolCall
 from protocol.framing import FrameError
-from protocol.keys import KeyEntry
 from protocol.vocabulary import Backend, ErrorCode
 
 log = logging.getLogger(__name__)
@@ -56,29 +53,6 @@ class Restart:
 
 
 RESTART = Restart()
-
-
-@dataclass(slots=True)
-class RequestMeta:
-    request_id: str
-    scope: str
-    affinity: str
-    deadline: float | None  # event-loop time; None: no total cap (front/httpkit.py)
-    started: float  # event-loop time
-    served_by: str = ""
-    backend: Backend = Backend.RUNTIME  # of the worker that answers
-    key: KeyEntry | None = None  # the named key (None in open mode)
-    ticket: Ticket | None = None  # counted against the key's host-wide limits until settled
-
-
-@dataclass(slots=True)
-class Collected:
-    """A whole reply, for non-streaming responses."""
-
-    text: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    calls: list[ToolCall] = field(default_factory=list)
-    outcome: Outcome | None = None
 
 
 def _no_worker_error(failures: list[Failure]) -> ApiError:
@@ -162,9 +136,7 @@ async def run_chat(
         ) from None
     try:
         pipeline: EventPipeline | None = None  # built for the backend of the worker that answers
-        forms = RequestForms(
-            plan, request_id=meta.request_id, scope=meta.scope, affinity=meta.affinity
-        )
+        forms = RequestForms(plan, request_id=meta.request_id, scope=meta.scope)
         async with contextlib.aclosing(worker_events(ctx, forms, meta)) as events:
             async for event in events:
                 if event is RESTART:

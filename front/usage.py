@@ -21,8 +21,7 @@ from protocol.usage import LedgerState, UsageReply, UsageReport, UsageRow
 
 if TYPE_CHECKING:
     from front.pipeline import Outcome
-    from front.plan import ChatPlan
-    from front.relay import RequestMeta
+    from front.plan import ChatPlan, RequestMeta
 
 log = logging.getLogger(__name__)
 

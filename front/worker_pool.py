@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Sequence
@@ -25,6 +26,15 @@ from protocol.vocabulary import Backend, ChildState, LoginState
 log = logging.getLogger(__name__)
 
 LATE_PONGS_BEFORE_UNROUTABLE = 2
+# How long a request that finds no READY worker waits for a fresh ping round before its 503.
+RECHECK_TIMEOUT_S = 1.0
+
+
+class LinkState(enum.Enum):
+    UNKNOWN = "unknown"  # no ping answered yet
+    REACHABLE = "reachable"  # the last ping was answered with a Pong
+    UNREACHABLE = "unreachable"  # the connection failed, or pings went unanswered twice in a row
+    RETIRED = "retired"  # no longer in the worker set: no new requests, closed once idle
 
 
 class WorkerLink:
@@ -32,9 +42,8 @@ class WorkerLink:
         self.name = ref.name
         self.socket_path = ref.socket_path
         self.client = MuxClient(ref.socket_path)
-        self.pong: Pong | None = None
-        self.reachable = False
-        self.retired = False
+        self.link_state = LinkState.UNKNOWN
+        self.pong: Pong | None = None  # the last one
         self.in_flight = 0  # this front's requests on the worker right now
         self.last_seen = 0.0
         self.late_pongs = 0  # pings in a row that timed out
@@ -42,13 +51,16 @@ class WorkerLink:
         self._pinger: asyncio.Task[None] | None = None
 
     @property
+    def reachable(self) -> bool:
+        return self.link_state is LinkState.REACHABLE
+
+    @property
+    def retired(self) -> bool:
+        return self.link_state is LinkState.RETIRED
+
+    @property
     def ready(self) -> bool:
-        return (
-            self.reachable
-            and not self.retired
-            and self.pong is not None
-            and self.pong.state is ChildState.READY
-        )
+        return self.reachable and self.pong is not None and self.pong.state is ChildState.READY
 
     @property
     def logging_in(self) -> bool:
@@ -66,6 +78,7 @@ class WorkerLink:
 
     @property
     def state(self) -> str:
+        """What /healthz and the logs say: the worker's own state once it answers."""
         if not self.reachable or self.pong is None:
             return "unreachable"
         return self.pong.state.value
@@ -80,7 +93,11 @@ class WorkerLink:
         return self.pong.login.value if self.pong is not None else LoginState.UNKNOWN.value
 
     def mark_unreachable(self) -> None:
-        self.reachable = False
+        if not self.retired:
+            self.link_state = LinkState.UNREACHABLE
+
+    def retire(self) -> None:
+        self.link_state = LinkState.RETIRED
 
     def describe(self) -> dict[str, Any]:
         """What /healthz shows about one worker: no paths, no secrets."""
@@ -217,7 +234,7 @@ class WorkerPool:
             asyncio.get_running_loop().create_task(self._shutdown(link))
 
     def _retire(self, link: WorkerLink) -> None:
-        link.retired = True
+        link.retire()
         log.info("worker %s retired from routing", link.name)
         if link.in_flight <= 0:
             asyncio.get_running_loop().create_task(self._shutdown(link))
@@ -239,7 +256,7 @@ class WorkerPool:
                 await self._ping_once(link, timeout)
             except Exception:  # a bug here must not freeze the link in its last state forever
                 log.exception("pinging worker %s failed", link.name)
-                link.reachable = False
+                link.mark_unreachable()
                 await link.client.close()
             link.pinged.set()
             self._promote(link)
@@ -261,20 +278,24 @@ class WorkerPool:
             # then (the supervisor kills it soon), but streams in flight on it go on.
             link.late_pongs += 1
             if link.late_pongs >= LATE_PONGS_BEFORE_UNROUTABLE:
-                link.reachable = False
+                link.mark_unreachable()
             if link.state != was:
                 log.warning("worker %s did not answer pings in %.1fs", link.name, timeout)
             return
         except (FrameError, OSError) as exc:
-            link.reachable = False
+            link.mark_unreachable()
             await link.client.close()  # reconnect from scratch next time
             if was != "unreachable":
                 log.warning("worker %s unreachable: %s", link.name, type(exc).__name__)
             return
         link.late_pongs = 0
-        if isinstance(reply, Pong):
-            link.pong, link.reachable, link.last_seen = reply, True, time.monotonic()
+        if isinstance(reply, Pong) and not link.retired:
+            link.pong, link.link_state, link.last_seen = (
+                reply,
+                LinkState.REACHABLE,
+                time.monotonic(),
+            )
         else:
-            link.reachable = False
+            link.mark_unreachable()
         if link.state != was:
             log.info("worker %s is now %s (login %s)", link.name, link.state, link.login)

@@ -94,7 +94,6 @@ class ChatRequest(Base, tag_field="type", tag="chat", frozen=True, kw_only=True)
     tool_choice: str = "auto"  # auto | none | required | function name
     max_tokens: int | None = None
     stream: bool = True
-    affinity: str = ""
     scope: str = ""  # hashed API key: session-cache entries never cross keys
     deadline: float = 0.0  # wall-clock epoch seconds; 0 = none given (the worker's own cap)
     # Cloud backend only: the conversation structured (`messages` may then be empty), and the

@@ -184,24 +184,32 @@ def prepare_socket_dir(directory: str) -> None:
     os.chmod(directory, 0o700)
 
 
-SOCKET_BACKLOG = 100  # asyncio's own default for the servers it starts
+def bind_unix_socket(path: str, backlog: int = 100) -> socket.socket:
+    """A fresh 0600 Unix socket listening at `path`, replacing a stale socket file but nothing else.
 
-
-def bind_unix_socket(path: str) -> socket.socket:
-    """Bind a fresh 0600 Unix socket at `path`, replacing a stale socket file but nothing else."""
+    The socket is bound under a temporary name and renamed into place once it listens, so the
+    file appearing means "connect now" (a client that saw it never gets ECONNREFUSED).
+    """
     with contextlib.suppress(FileNotFoundError):
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise FileExistsError(f"{path} exists and is not a socket")
-        os.unlink(path)
+    # Short (socket paths are limited to 107 bytes) and ours alone: one bind at a time per pid.
+    staging = os.path.join(os.path.dirname(path), f".{os.getpid()}.sock.new")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(staging)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # no window in which the socket is readable by others
     try:
-        sock.bind(path)
+        sock.bind(staging)
+        sock.listen(backlog)
+        os.rename(staging, path)  # atomic, and replaces a stale socket file
+    except OSError:
+        sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+        raise
     finally:
         os.umask(old_umask)
-    # Listening at once: a client that sees the file (a test, a front) is never refused in the
-    # moment before the event loop starts serving the socket.
-    sock.listen(SOCKET_BACKLOG)
     os.chmod(path, 0o600)
     return sock
 

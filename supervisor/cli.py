@@ -5,8 +5,8 @@ stand-in (multiprocessing's spawn start method re-imports the parent's main scri
 heavy supervisor modules are imported inside the subcommands that need them.
 
 Exit codes: 0 success; 1 the supervisor refused the request (or `status`: degraded, or
-`serve`: another instance already runs on that runtime dir, or `doctor`: an unknown account or
-an unreachable runtime);
+`serve`: another instance already runs on that runtime dir, or `doctor`: an unknown account,
+an unreachable runtime, or with `--cloud` a step that failed); 2 unusable arguments;
 3 not running; 4 status unknown (permission denied, timeout, bad reply); 78 bad config
 (EX_CONFIG, from `serve` and `check-config`; also `serve` when its runtime/state directory is
 unusable or no front can listen at all);
@@ -22,13 +22,20 @@ import sys
 from typing import Any
 
 from supervisor import keys_cli
+from supervisor.cli_control import (
+    EXIT_BAD_CONFIG,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNKNOWN,
+    EXIT_USAGE,
+    ask,
+    load,
+    refused,
+)
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_NOT_RUNNING = 3
-EXIT_UNKNOWN = 4
-EXIT_BAD_CONFIG = 78
-DOCTOR_MODULE = "worker.doctor"  # run by module name: the supervisor never imports worker code
+# Run by module name: the supervisor never imports worker code.
+DOCTOR_MODULE = "worker.doctor"  # the account's runtime
+CLOUD_PROBE_MODULE = "worker.cloud.probe"  # the account's cloud API
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,14 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     reload = sub.add_parser("reload", parents=[control], help="re-read the config (like SIGHUP)")
     reload.set_defaults(handler=cmd_reload)
     doctor = sub.add_parser(
-        "doctor", help="probe one account's Lingma runtime and write a redacted transcript"
+        "doctor",
+        help="probe one account's Lingma runtime (redacted transcript), or its cloud API",
     )
     doctor.add_argument("name", metavar="NAME", help="the account name")
     doctor.add_argument("--config", required=True, metavar="FILE", help="the TOML config file")
     doctor.add_argument(
-        "--chat", action="store_true", help="also one tiny ACP ask, one legacy ask and one cancel"
+        "--cloud", action="store_true", help="probe the cloud API (model list, --chat: one chat)"
     )
-    doctor.add_argument("--transcript", metavar="PATH", default="", help="transcript file")
+    doctor.add_argument(
+        "--chat",
+        action="store_true",
+        help="also chat: one tiny ACP ask, one legacy ask and one cancel (--cloud: one chat)",
+    )
+    doctor.add_argument(
+        "--transcript", metavar="PATH", default="", help="transcript file (runtime probe)"
+    )
     doctor.add_argument("--json", action="store_true", help="machine-readable findings")
     doctor.set_defaults(handler=cmd_doctor)
 
@@ -103,20 +118,10 @@ def _version() -> str:
 # --------------------------------------------------------------------------- serve & config
 
 
-def _load(path: str) -> Any:
-    from supervisor.config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"lingma-gw: bad config: {exc}", file=sys.stderr)
-        return None
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
     from supervisor.config import config_warnings, describe
 
-    config = _load(args.config)
+    config = load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
     summary = describe(config)
@@ -147,7 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from supervisor.systemd import Notifier
 
     environ = dict(os.environ)  # kept for reloads, before secrets leave our environment
-    config = _load(args.config)
+    config = load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
     os.umask(0o077)  # state dirs, sockets and logs of accounts are private to the service
@@ -176,14 +181,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """The account's WorkerSpec, from the config, on the probe's stdin (it holds secrets)."""
+    """The account's WorkerSpec, from the config, on the probe's stdin (it holds secrets).
+
+    Without --cloud the runtime probe (worker/doctor.py) runs; with it the cloud probe
+    (worker/cloud/probe.py), which finds the base URL as the account's worker does.
+    """
     import subprocess
 
     import msgspec
 
     from supervisor.specs import worker_spec
 
-    config = _load(args.config)
+    config = load(args.config)
     if config is None:
         return EXIT_BAD_CONFIG
     account = next((a for a in config.accounts if a.name == args.name), None)
@@ -193,14 +202,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             f"lingma-gw: no account {args.name!r} in {args.config} (have: {names})", file=sys.stderr
         )
         return EXIT_REFUSED
+    if args.cloud and args.transcript:
+        print("lingma-gw: --transcript goes with the runtime probe, not --cloud", file=sys.stderr)
+        return EXIT_USAGE
     spec = worker_spec(config, account, socket_path="")
-    command = [sys.executable, "-m", DOCTOR_MODULE, "--spec", "-", *doctor_flags(args)]
+    module = CLOUD_PROBE_MODULE if args.cloud else DOCTOR_MODULE
+    command = [sys.executable, "-m", module, "--spec", "-", *doctor_flags(args)]
     done = subprocess.run(command, input=msgspec.json.encode(spec), check=False)
     return done.returncode
 
 
 def doctor_flags(args: argparse.Namespace) -> list[str]:
-    """The doctor's own options, passed through (add new probe switches here)."""
+    """The probe's own options, passed through (add new probe switches here)."""
     flags = ["--chat"] if args.chat else []
     if args.transcript:
         flags += ["--transcript", args.transcript]
@@ -212,38 +225,6 @@ def doctor_flags(args: argparse.Namespace) -> list[str]:
 # --------------------------------------------------------------------------- control commands
 
 
-def _socket(args: argparse.Namespace) -> str:
-    from supervisor.control import socket_path
-
-    runtime_dir = None
-    if args.config and not args.socket:
-        config = _load(args.config)
-        if config is None:
-            raise SystemExit(EXIT_BAD_CONFIG)
-        runtime_dir = config.server.runtime_dir
-    return socket_path(args.socket, runtime_dir, dict(os.environ))
-
-
-def _ask(args: argparse.Namespace, message: Any) -> Any:
-    """Send one request; on failure print why and raise SystemExit with the LSB code."""
-    import asyncio
-
-    from supervisor.control import ControlUnavailable, Unreachable, request
-
-    path = _socket(args)
-    try:
-        return asyncio.run(request(path, message, timeout=args.timeout))
-    except ControlUnavailable as exc:
-        print(f"lingma-gw: {exc}", file=sys.stderr)
-        not_running = exc.kind in (Unreachable.MISSING, Unreachable.REFUSED)
-        raise SystemExit(EXIT_NOT_RUNNING if not_running else EXIT_UNKNOWN) from None
-
-
-def _refused(reply: Any) -> int:
-    print(f"lingma-gw: {reply.code.value}: {reply.message}", file=sys.stderr)
-    return EXIT_REFUSED
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     import msgspec
 
@@ -251,13 +232,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from supervisor import status_view
 
     try:
-        reply = _ask(args, StatusRequest())
+        reply = ask(args, StatusRequest())
     except SystemExit as exit_:
         if args.json:
             print('{"running": false}')
         raise exit_ from None
     if isinstance(reply, ErrorReply):
-        return _refused(reply)
+        return refused(reply)
     if not isinstance(reply, StatusReply):
         print(f"lingma-gw: unexpected reply {type(reply).__name__}", file=sys.stderr)
         return EXIT_UNKNOWN
@@ -271,9 +252,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _simple(args: argparse.Namespace, message: Any) -> int:
     from protocol.control_socket import OkReply
 
-    reply = _ask(args, message)
+    reply = ask(args, message)
     if not isinstance(reply, OkReply):
-        return _refused(reply)
+        return refused(reply)
     print(reply.message)
     return EXIT_OK
 
@@ -293,9 +274,9 @@ def cmd_restart_worker(args: argparse.Namespace) -> int:
 def cmd_login(args: argparse.Namespace) -> int:
     from protocol.control_socket import LoginRequest, OkReply
 
-    reply = _ask(args, LoginRequest(name=args.name))
+    reply = ask(args, LoginRequest(name=args.name))
     if not isinstance(reply, OkReply):
-        return _refused(reply)
+        return refused(reply)
     data = reply.data
     print(f"{args.name}: login {data.get('login')}, auto-login {data.get('auto_login')}")
     if data.get("url"):
@@ -306,9 +287,9 @@ def cmd_login(args: argparse.Namespace) -> int:
 def cmd_export_session(args: argparse.Namespace) -> int:
     from protocol.control_socket import ExportLoginBundleRequest, OkReply
 
-    reply = _ask(args, ExportLoginBundleRequest(name=args.name))
+    reply = ask(args, ExportLoginBundleRequest(name=args.name))
     if not isinstance(reply, OkReply):
-        return _refused(reply)
+        return refused(reply)
     # The bundle alone on stdout so `> bundle.b64` captures exactly it; the note to stderr.
     print(reply.data.get("bundle_b64", ""))
     print(f"lingma-gw: {reply.message}", file=sys.stderr)

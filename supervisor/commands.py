@@ -2,15 +2,17 @@
 
 Account-level requests (login, export-session) are forwarded to that account's worker over
 its socket and its reply translated into a `OkReply` / `ErrorReply`; secrets in those
-replies (the login bundle) go back to the caller only, never into a log line.
+replies (the login bundle) go back to the caller only, never into a log line. Requests about
+named keys and the usage ledger (protocol/keys.py, protocol/usage.py) go to the key service.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Awaitable, Callable
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -36,11 +38,12 @@ from protocol.keys import KeysRequest
 from protocol.usage import UsageReport, UsageRequest
 from protocol.vocabulary import Backend, BinaryState, ErrorCode, LoginState
 from protocol.worker_socket import LoginBundle, LoginBundleQuery, LoginInfo, LoginStart
+from supervisor.config import ServerConfig
 from supervisor.handle import ChildHandle, NotConnected
+from supervisor.ledger import Ledger
+from supervisor.metrics import MetricsAggregate
 from supervisor.procfacts import FactsSampler
-
-if TYPE_CHECKING:
-    from supervisor.supervisor import Supervisor
+from supervisor.roster import Roster
 
 FORWARD_TIMEOUT_S = 30.0
 METRICS_MAX_AGE_S = 1.0
@@ -54,8 +57,24 @@ def version() -> str:
 
 
 class Commands:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self._sup = supervisor
+    def __init__(
+        self,
+        *,
+        roster: Roster,
+        metrics: MetricsAggregate,
+        reload: Callable[[], Awaitable[ControlReply]],
+        keys: Callable[[KeysRequest | UsageReport | UsageRequest], Awaitable[ControlReply]],
+        ledger: Callable[[], Ledger],
+        settings: Callable[[], ServerConfig],
+        started_at: float,
+    ) -> None:
+        self._roster = roster
+        self._metrics = metrics
+        self._reload = reload
+        self._keys = keys
+        self._ledger = ledger
+        self._settings = settings  # the [server] section of the config running now
+        self._started_at = started_at
         self._sampler = FactsSampler()  # its own: cpu_percent is "since my last look"
 
     async def handle(self, request: Any) -> ControlReply:  # noqa: PLR0911 - one per request
@@ -63,7 +82,7 @@ class Commands:
             case StatusRequest():
                 return self.status()
             case ReloadRequest():
-                return await self._sup.reloader.reload()
+                return await self._reload()
             case RestartWorkerRequest(name=name):
                 return self.restart(name)
             case LoginRequest(name=name):
@@ -71,19 +90,19 @@ class Commands:
             case ExportLoginBundleRequest(name=name):
                 return await self._forward(name, LoginBundleQuery, _bundle_reply)
             case StatsRequest():
-                await self._sup.metrics.refresh(METRICS_MAX_AGE_S)
+                await self._metrics.refresh(METRICS_MAX_AGE_S)
                 return self.stats()
             case MetricsRequest():
-                await self._sup.metrics.refresh(METRICS_MAX_AGE_S)
-                return MetricsReply(text=self._sup.metrics.render())
+                await self._metrics.refresh(METRICS_MAX_AGE_S)
+                return MetricsReply(text=self._metrics.render())
             case KeysRequest() | UsageReport() | UsageRequest():
-                return await self._sup.keys.handle(request)
+                return await self._keys(request)
         return ErrorReply(code=ErrorCode.UNSUPPORTED, message="unknown control request")
 
     def _worker(self, name: str) -> ChildHandle | ErrorReply:
-        handle = self._sup.workers.get(name)
+        handle = self._roster.worker(name)
         if handle is None:
-            known = ", ".join(sorted(self._sup.workers)) or "none"
+            known = ", ".join(sorted(h.name for h in self._roster.workers())) or "none"
             return ErrorReply(
                 code=ErrorCode.NOT_FOUND, message=f"no account named {name!r} (accounts: {known})"
             )
@@ -94,7 +113,7 @@ class Commands:
         if isinstance(handle, ErrorReply):
             return handle
         was = handle.state.value
-        if not handle.request_restart(self._sup.config.server.grace_period_s):
+        if not handle.request_restart(self._settings().grace_period_s):
             return ErrorReply(code=ErrorCode.UNAVAILABLE, message="shutting down")
         # A fresh worker process starts with no upstream cooldown: restarting clears it.
         return OkReply(message=f"restarting worker {name} (was {was})")
@@ -119,16 +138,15 @@ class Commands:
     # ------------------------------------------------------------------ status
 
     def status(self) -> StatusReply:
-        sup = self._sup
         return StatusReply(
             version=version(),
             pid=os.getpid(),
-            uptime_s=time.time() - sup.started_at,
-            listen=sup.config.server.listen,
-            workers=[self._row(h) for h in sup.workers.values()],
-            fronts=[self._row(h) for h in sup.fronts],
-            ledger=sup.keys.ledger.state,
-            ledger_note=sup.keys.ledger.note,
+            uptime_s=time.time() - self._started_at,
+            listen=self._settings().listen,
+            workers=[self._row(h) for h in self._roster.workers()],
+            fronts=[self._row(h) for h in self._roster.fronts()],
+            ledger=self._ledger().state,
+            ledger_note=self._ledger().note,
         )
 
     def _row(self, handle: ChildHandle) -> ChildStatus:
@@ -162,14 +180,16 @@ class Commands:
         )
 
     def stats(self) -> OkReply:
-        sup = self._sup
         data = {
             kind: {
                 h.name: msgspec.to_builtins(h.last_stats.stats)
                 for h in handles
                 if h.last_stats is not None
             }
-            for kind, handles in (("workers", sup.workers.values()), ("fronts", sup.fronts))
+            for kind, handles in (
+                ("workers", self._roster.workers()),
+                ("fronts", self._roster.fronts()),
+            )
         }
         return OkReply(message="stats", data=data)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import signal
 import time
@@ -49,14 +50,25 @@ class IllegalTransition(RuntimeError):
     pass
 
 
+class Intent(enum.Enum):
+    """What the supervisor wants of the child, beside where it is (the state): the handle's
+    task reads it at every step, so a stop or restart request is never lost between two."""
+
+    SUPERVISE = "supervise"  # keep it running: restart with backoff after a crash
+    RESTART = "restart"  # an operator asked for a fresh process now, without backoff
+    STOP = "stop"  # stopping for good (shutdown, retired): never restarted again
+
+
 class NotConnected(ConnectionError):
     """The child has no live IPC connection right now (starting, backing off, gone)."""
 
 
 @dataclass(frozen=True)
 class Timings:
-    ping_interval_s: float = 1.0
-    ping_timeout_s: float = 5.0
+    """How a child is watched: the pings come from the config, the rest are fixed policy."""
+
+    ping_interval_s: float
+    ping_timeout_s: float
     boot_timeout_s: float = 30.0  # spawn -> first accepted connection on its socket
     term_timeout_s: float = 5.0  # SIGTERM -> SIGKILL
 
@@ -111,13 +123,17 @@ class ChildHandle:
         self._task: asyncio.Task[None] | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._stopping = False
-        self._restart_requested = False
+        self._intent = Intent.SUPERVISE
         self._state_changed = asyncio.Event()
 
     @property
     def label(self) -> str:
         return f"worker-{self.name}" if self.kind is ChildKind.WORKER else self.name
+
+    def _wants(self, intent: Intent) -> bool:
+        # A call, not `self._intent is ...`: the type checker would keep a narrowed attribute
+        # across an await, and the intent can change at every await.
+        return self._intent is intent
 
     @property
     def pid(self) -> int | None:
@@ -161,9 +177,9 @@ class ChildHandle:
 
     def request_restart(self, grace_s: float) -> bool:
         """Operator restart: a fresh process now (no backoff). False once stopping."""
-        if self._stopping:
+        if self._wants(Intent.STOP):
             return False
-        self._restart_requested = True
+        self._intent = Intent.RESTART
         self.backoff.reset()
         if self.state in RUNNING_STATES and self.process is not None:
             self._set_state(S.STOPPING, "restart requested")
@@ -190,7 +206,7 @@ class ChildHandle:
         """
         if self._task is None or self._task.done():
             return
-        self._stopping = True
+        self._intent = Intent.STOP
         self._wake.set()
         if self.state != S.EXITED:  # EXITED here: the task has not spawned anything yet
             self._set_state(S.STOPPING, "stop requested")
@@ -200,7 +216,7 @@ class ChildHandle:
             self._set_state(S.EXITED, self.last_exit or "stopped")
 
     def force_kill(self) -> None:
-        self._stopping = True
+        self._intent = Intent.STOP
         self._wake.set()
         if self.process is not None:
             self.process.kill_group()
@@ -214,12 +230,12 @@ class ChildHandle:
     # ------------------------------------------------------------------ life cycle
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while not self._wants(Intent.STOP):
             code = await self._run_once()
-            if self._stopping:
+            if self._wants(Intent.STOP):
                 break
-            if self._restart_requested:
-                self._restart_requested = False
+            if self._wants(Intent.RESTART):
+                self._intent = Intent.SUPERVISE
                 if self.state == S.STOPPING:
                     self._set_state(S.EXITED, "restarting on request")
                 continue
@@ -233,11 +249,12 @@ class ChildHandle:
                 delay = self.backoff.next_delay(healthy_for)
                 self._set_state(S.BACKOFF, f"{self.last_exit}; next start in {delay:.1f}s")
                 await self._sleep_until_woken(delay)
-            self._restart_requested = False
+            if self._wants(Intent.RESTART):  # asked for while backing off: that wait is over
+                self._intent = Intent.SUPERVISE
 
     async def _sleep_until_woken(self, timeout: float | None) -> None:
         self._wake.clear()
-        if self._stopping or self._restart_requested:
+        if not self._wants(Intent.SUPERVISE):
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
@@ -266,7 +283,7 @@ class ChildHandle:
         health = asyncio.create_task(self._health(proc))
         try:
             await asyncio.wait({exited, health}, return_when=asyncio.FIRST_COMPLETED)
-            if not exited.done() and not (self._stopping or self._restart_requested):
+            if not exited.done() and self._wants(Intent.SUPERVISE):
                 proc.kill_group()  # the health check gave up on a live but unresponsive child
             await exited
         finally:
@@ -317,7 +334,7 @@ class ChildHandle:
             log.warning("%s: no socket after %.0fs", self.label, timings.boot_timeout_s)
             return
         snapshot_at = 0.0
-        while not (self._stopping or self._restart_requested):
+        while self._wants(Intent.SUPERVISE):
             try:
                 reply = await client.call(
                     lambda i: Ping(id=i, sent_at=time.time()), timeout=timings.ping_timeout_s
@@ -340,7 +357,7 @@ class ChildHandle:
     async def _connect(self, client: MuxClient, within_s: float) -> bool:
         deadline = time.monotonic() + within_s
         delay = 0.02
-        while not (self._stopping or self._restart_requested):
+        while self._wants(Intent.SUPERVISE):
             try:
                 await client.connect(timeout=1.0)
             except (OSError, TimeoutError):
@@ -353,7 +370,7 @@ class ChildHandle:
         return False
 
     def _apply_pong(self, pong: Pong) -> None:
-        if self._stopping or self._restart_requested or self.state not in RUNNING_STATES:
+        if not self._wants(Intent.SUPERVISE) or self.state not in RUNNING_STATES:
             return
         if self.alive_since is None:
             self.alive_since = time.monotonic()

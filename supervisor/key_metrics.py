@@ -8,21 +8,22 @@ secret or digest ever becomes a label. In-flight per key is read live from the l
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from protocol.usage import LedgerState, UsageRow
+from supervisor.ledger import Ledger
 
-if TYPE_CHECKING:
-    from supervisor.keyservice import KeyService
+# (key name, requests in flight over every front) for each key with shared limits.
+InFlightByKey = Callable[[], list[tuple[str, int]]]
 
 
 class KeyMetrics(Collector):
-    def __init__(self, service: KeyService) -> None:
-        self._service = service
+    def __init__(self, ledger: Ledger, in_flight: InFlightByKey) -> None:
+        self._ledger = ledger
+        self._in_flight = in_flight
         self.requests: Counter[tuple[str, str]] = Counter()  # (key, status)
         self.tokens: Counter[tuple[str, str]] = Counter()  # (key, prompt|completion)
 
@@ -51,18 +52,14 @@ class KeyMetrics(Collector):
         yield from self._live()
 
     def _live(self) -> Iterator[Metric]:
-        service = self._service
         in_flight = GaugeMetricFamily(
             "lingma_gw_key_in_flight",
             "Requests in flight per API key name with limits, over every front",
             labels=["key"],
         )
-        limits = service.limits
-        if limits is not None:
-            for entry in service.table():
-                if entry.limits.shared:
-                    in_flight.add_metric([entry.name], limits.in_flight(entry.slot))
-        ledger = service.ledger
+        for name, count in self._in_flight():
+            in_flight.add_metric([name], count)
+        ledger = self._ledger
         state = GaugeMetricFamily(
             "lingma_gw_usage_ledger_state",
             "1 for the usage ledger's current state",

@@ -6,7 +6,6 @@ Every subcommand talks to the running supervisor over the control socket, found 
 as for `status` (--socket, $LINGMA_GW_RUNTIME_DIR, --config's runtime_dir, /run/lingma-gw).
 """
 
-# ruff: noqa: PLC0415 - the CLI's helpers live in supervisor/cli.py, which imports this module
 from __future__ import annotations
 
 import argparse
@@ -19,10 +18,10 @@ import msgspec
 
 from protocol.keys import KeyAction, KeyInfo, KeyLimits, KeysReply, KeysRequest, secret_digest
 from protocol.usage import UsageGrouping, UsageReply, UsageRequest, parse_since
+from supervisor.cli_control import EXIT_OK, ask, refused
 from supervisor.keyconfig import parse_expiry
 
 SECRET_PREFIX = "sk-lgw-"  # noqa: S105 - a prefix, not a secret
-EXIT_OK = 0
 
 
 def add_parsers(sub: Any, control: argparse.ArgumentParser) -> None:
@@ -95,8 +94,6 @@ def _globs(values: list[str]) -> list[str]:
 
 
 def cmd_keys_add(args: argparse.Namespace) -> int:
-    from supervisor.cli import _ask, _refused
-
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     limits = KeyLimits(
         models=_globs(args.models),
@@ -108,9 +105,9 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
     request = KeysRequest(
         action=KeyAction.ADD, name=args.name, sha256=secret_digest(secret), limits=limits
     )
-    reply = _ask(args, request)
+    reply = ask(args, request)
     if not isinstance(reply, KeysReply):
-        return int(_refused(reply))
+        return int(refused(reply))
     print(secret)
     print(
         f"lingma-gw: {reply.message} ({describe_limits(limits)}). The secret above is shown "
@@ -121,21 +118,17 @@ def cmd_keys_add(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_change(args: argparse.Namespace) -> int:
-    from supervisor.cli import _ask, _refused
-
-    reply = _ask(args, KeysRequest(action=args.action, name=args.name))
+    reply = ask(args, KeysRequest(action=args.action, name=args.name))
     if not isinstance(reply, KeysReply):
-        return int(_refused(reply))
+        return int(refused(reply))
     print(reply.message)
     return EXIT_OK
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    from supervisor.cli import _ask, _refused
-
-    reply = _ask(args, KeysRequest(action=KeyAction.LIST))
+    reply = ask(args, KeysRequest(action=KeyAction.LIST))
     if not isinstance(reply, KeysReply):
-        return int(_refused(reply))
+        return int(refused(reply))
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(reply.keys), indent=2).decode())
     else:
@@ -198,11 +191,9 @@ def table(header: tuple[str, ...], rows: list[list[str]]) -> str:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from supervisor.cli import _ask, _refused
-
-    reply = _ask(args, UsageRequest(by=UsageGrouping(args.by), since_s=args.since))
+    reply = ask(args, UsageRequest(by=UsageGrouping(args.by), since_s=args.since))
     if not isinstance(reply, UsageReply):
-        return int(_refused(reply))
+        return int(refused(reply))
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(reply), indent=2).decode())
     else:

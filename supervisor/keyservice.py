@@ -18,7 +18,6 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 
@@ -77,7 +76,7 @@ class KeyService:
         self._table: list[KeyEntry] = []
         self._columns: dict[str, int] = {}  # front socket path -> its column
         self._change_lock = asyncio.Lock()
-        self.metrics = KeyMetrics(self)
+        self.metrics = KeyMetrics(self.ledger, self._in_flight_by_key)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -120,6 +119,12 @@ class KeyService:
     def table(self) -> list[KeyEntry]:
         return list(self._table)
 
+    def _in_flight_by_key(self) -> list[tuple[str, int]]:
+        limits = self.limits
+        if limits is None:
+            return []
+        return [(e.name, limits.in_flight(e.slot)) for e in self._table if e.limits.shared]
+
     def _rebuild(self) -> None:
         entries = configured_entries(self._config.keys, self._config.auth.api_keys)
         taken_names = {e.name for e in entries}
@@ -159,12 +164,13 @@ class KeyService:
         if column is not None and self.limits is not None:
             self.limits.clear_column(column)
 
-    def spawn_fields(self, owner: str) -> dict[str, Any]:
-        """For a front's spec at each (re)spawn: its predecessor is gone, so is its count."""
+    def front_keys(self, owner: str) -> tuple[list[KeyEntry], int]:
+        """A front's key table and column at each (re)spawn: its predecessor is gone, so is
+        that one's count in the column."""
         column = self._columns[owner]
         if self.limits is not None:
             self.limits.clear_column(column)
-        return {"keys": self.table(), "limits_column": column}
+        return self.table(), column
 
     # ------------------------------------------------------------------ control requests
 

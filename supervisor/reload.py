@@ -17,19 +17,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import msgspec
 
 from protocol.control_socket import ErrorReply, OkReply
 from protocol.vocabulary import BinaryState, ChildState, ErrorCode
+from supervisor.children import ChildFactory
 from supervisor.config import Config, ConfigError, load_config
+from supervisor.console import Console
 from supervisor.handle import ChildHandle
+from supervisor.roster import ChildKey, Roster, key_of
 from supervisor.specs import front_spec, spec_changed, worker_specs
-
-if TYPE_CHECKING:
-    from supervisor.supervisor import Supervisor
+from supervisor.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -77,121 +78,145 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
             if name in old_specs and spec_changed(old_specs[name], spec)
         ],
     )
-    plan.fronts_changed = spec_changed(front_spec(old, 0, "", []), front_spec(new, 0, "", []))
+    plan.fronts_changed = spec_changed(
+        front_spec(old, 0, "", [], keys=[], limits_column=0),
+        front_spec(new, 0, "", [], keys=[], limits_column=0),
+    )
     plan.fronts_added = list(range(old.server.fronts, new.server.fronts))
     plan.fronts_removed = list(range(new.server.fronts, old.server.fronts))
     return plan
 
 
 class Reloader:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self._sup = supervisor
-        self._lock = asyncio.Lock()
-        self._replacements: dict[str, tuple[ChildHandle, asyncio.Task[None]]] = {}
+    """Re-reads the config and converges the roster on it; only this changes the roster after
+    start-up. The supervisor adopts the config `reload` returns."""
+
+    def __init__(
+        self,
+        *,
+        config_path: str,
+        environ: dict[str, str],
+        roster: Roster,
+        children: ChildFactory,
+        retire: Callable[[ChildHandle], None],
+        workers_changed: Callable[[], None],
+        adopting: Callable[[Config], None],
+        notifier: Notifier,
+        console: Console,
+    ) -> None:
+        self._config_path = config_path
+        self._environ = environ  # a copy taken before secrets were scrubbed
+        self._roster = roster
+        self._children = children
+        self._retire = retire
+        self._workers_changed = workers_changed
+        self._adopting = adopting  # told of the new config before children are made from it
+        self._notifier = notifier
+        self._console = console
+        self._replacements: dict[ChildKey, tuple[ChildHandle, asyncio.Task[None]]] = {}
 
     def pending(self) -> list[ChildHandle]:
+        """The replacements still starting (not on the roster yet)."""
         return [handle for handle, _ in self._replacements.values()]
 
-    async def reload(self) -> OkReply | ErrorReply:
-        sup = self._sup
-        async with self._lock:
-            if sup.shutting_down:
-                return ErrorReply(code=ErrorCode.UNAVAILABLE, message="shutting down")
-            try:
-                new = load_config(sup.config_path, environ=sup.environ)
-            except ConfigError as exc:
-                log.error("config not reloaded: %s", exc)  # noqa: TRY400 - no traceback wanted
-                return ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"not reloaded: {exc}")
-            for key in FIXED_KEYS:
-                if getattr(new.server, key) != getattr(sup.config.server, key):
-                    message = f"not reloaded: server.{key} cannot change while running (restart)"
-                    log.error("%s", message)
-                    return ErrorReply(code=ErrorCode.BAD_REQUEST, message=message)
-            sup.notifier.reloading()
-            plan = plan_reload(sup.config, new)
-            sup.config = new
-            sup.keys.reconfigure(new)
-            self._apply(plan, new)
-            await sup.keys.push()  # the new keys work on every front once reload returns
-            sup.notifier.ready(f"reloaded: {plan.summary()}")
-            log.info("reload: %s", plan.summary())
-            sup.console.line(f"reloaded {sup.config_path}: {plan.summary()}")
-            return OkReply(message=plan.summary(), data=msgspec.structs.asdict(_plan_struct(plan)))
+    def reload(self, current: Config) -> tuple[Config, OkReply | ErrorReply]:
+        """(the config to run with now, the reply): `current` again when it was refused.
+
+        Synchronous on purpose: nothing else runs between reading the file and the roster
+        having converged on it, so two reloads never interleave.
+        """
+        try:
+            new = self._load(current)
+        except ConfigError as exc:
+            log.error("config not reloaded: %s", exc)  # noqa: TRY400 - no traceback wanted
+            return current, ErrorReply(code=ErrorCode.BAD_REQUEST, message=f"not reloaded: {exc}")
+        self._notifier.reloading()
+        plan = plan_reload(current, new)
+        self._adopting(new)
+        self._apply(plan, new)
+        self._notifier.ready(f"reloaded: {plan.summary()}")
+        log.info("reload: %s", plan.summary())
+        self._console.line(f"reloaded {self._config_path}: {plan.summary()}")
+        data = msgspec.structs.asdict(_plan_struct(plan))
+        return new, OkReply(message=plan.summary(), data=data)
+
+    def _load(self, current: Config) -> Config:
+        new = load_config(self._config_path, environ=self._environ)
+        for key in FIXED_KEYS:
+            if getattr(new.server, key) != getattr(current.server, key):
+                raise ConfigError(f"server.{key} cannot change while running (restart)")
+        return new
 
     def _apply(self, plan: ReloadPlan, config: Config) -> None:
-        sup = self._sup
+        roster, children = self._roster, self._children
         accounts = {account.name: account for account in config.accounts}
+        budget_s = config.lingma.startup_timeout_s + config.browser.login_timeout_s + 30
         for name in plan.removed:
-            self._cancel_replacement(f"w/{name}")
-            sup.retire(sup.workers.pop(name))
+            self._cancel_replacement(ChildKey.worker(name))
+            self._retire(roster.remove(ChildKey.worker(name)))
         for name in plan.added:
-            handle = sup.workers[name] = sup.new_worker(accounts[name])
+            roster.add(handle := children.worker(config, accounts[name]))
             handle.start()
         for name in plan.changed:
-            self._replace(f"w/{name}", sup.new_worker(accounts[name]))
+            self._replace(children.worker(config, accounts[name]), budget_s)
         for index in plan.fronts_removed:
-            sup.retire(sup.fronts.pop())
-            self._cancel_replacement(f"f/{index}")
+            self._cancel_replacement(ChildKey.front(index))
+            self._retire(roster.remove(ChildKey.front(index)))
         for index in plan.fronts_added:
-            handle = sup.new_front(index)
-            sup.fronts.append(handle)
+            roster.add(handle := children.front(config, index))
             handle.start()
         if plan.fronts_changed:
-            kept = len(sup.fronts) - len(plan.fronts_added)
+            kept = config.server.fronts - len(plan.fronts_added)
             for index in range(kept):
-                self._replace(f"f/{index}", sup.new_front(index))
-        sup.mark_workers_changed()
+                self._replace(children.front(config, index), budget_s)
+        self._workers_changed()
 
-    def _replace(self, key: str, new: ChildHandle) -> None:
+    def _replace(self, new: ChildHandle, budget_s: float) -> None:
+        key = key_of(new)
         self._cancel_replacement(key)
         new.start()
-        task = asyncio.create_task(self._swap_when_ready(key, new), name=f"replace-{key}")
+        task = asyncio.create_task(self._swap_when_ready(new, budget_s), name=f"replace-{key}")
         self._replacements[key] = (new, task)
 
-    def _cancel_replacement(self, key: str) -> None:
+    def _cancel_replacement(self, key: ChildKey) -> None:
         entry = self._replacements.pop(key, None)
         if entry is not None:
             entry[1].cancel()
 
-    async def _swap_when_ready(self, key: str, new: ChildHandle) -> None:
-        sup = self._sup
-        budget = sup.config.lingma.startup_timeout_s + sup.config.browser.login_timeout_s + 30
-        deadline = asyncio.get_running_loop().time() + budget
+    async def _swap_when_ready(self, new: ChildHandle, budget_s: float) -> None:
+        key = key_of(new)
+        deadline = asyncio.get_running_loop().time() + budget_s
         swapped = False
         try:
             # Wait while the old child serves and the new one is still on its way; an old
             # child that is not serving anyway (backoff, FATAL, logged out) is replaced at once.
             while (
                 new.state not in SETTLED
-                and self._current(key).state == S.READY
+                and self._serving(key).state == S.READY
                 and not waits_for_work_dir(new)
                 and asyncio.get_running_loop().time() < deadline
             ):
                 await new.wait_for_state(SETTLED, 0.5)
-            old = self._current(key)
+            old = self._serving(key)
             stuck = new.state != S.READY and old.state == S.READY and not waits_for_work_dir(new)
             if new.state in (S.FATAL, S.EXITED) or stuck:
                 log.error("%s: replacement is %s: keeping the old one", key, new.state.value)
                 return
-            kind, _, name = key.partition("/")
-            if kind == "w":
-                sup.workers[name] = new
-            else:
-                sup.fronts[int(name)] = new
+            self._roster.replace(new)
             swapped = True
-            sup.mark_workers_changed()
-            sup.retire(old)
+            self._workers_changed()
+            self._retire(old)
         finally:
             entry = self._replacements.get(key)
             if entry is not None and entry[0] is new:
                 del self._replacements[key]
             if not swapped:
-                sup.retire(new)
+                self._retire(new)
 
-    def _current(self, key: str) -> ChildHandle:
-        """The routed handle a replacement keyed 'w/<account>' or 'f/<index>' would replace."""
-        kind, _, name = key.partition("/")
-        return self._sup.workers[name] if kind == "w" else self._sup.fronts[int(name)]
+    def _serving(self, key: ChildKey) -> ChildHandle:
+        handle = self._roster.get(key)
+        assert handle is not None, f"{key} has a replacement but nothing it replaces"
+        return handle
 
     async def cancel(self) -> None:
         """At shutdown: abandon replacements in flight (their new children are retired)."""

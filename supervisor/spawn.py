@@ -37,7 +37,7 @@ import setproctitle
 from protocol.vocabulary import ChildKind
 
 WORKER_MODULE = "worker.worker"
-FRONT_MODULE = "front.app"
+FRONT_MODULE = "front.process"
 
 
 TITLE_PREFIX = "lingma-gw: "

@@ -12,6 +12,7 @@ import os
 import msgspec
 
 from protocol.front_socket import WorkerRef
+from protocol.keys import KeyEntry
 from protocol.specs import FrontSpec, LoginSpec, WorkerSpec
 from supervisor.config import AccountConfig, Config
 
@@ -80,7 +81,16 @@ def worker_spec(config: Config, account: AccountConfig, socket_path: str) -> Wor
     )
 
 
-def front_spec(config: Config, index: int, socket_path: str, workers: list[WorkerRef]) -> FrontSpec:
+def front_spec(
+    config: Config,
+    index: int,
+    socket_path: str,
+    workers: list[WorkerRef],
+    *,
+    keys: list[KeyEntry],
+    limits_column: int,
+) -> FrontSpec:
+    """A front's settings; `keys` and `limits_column` come from the key service at each spawn."""
     auth, limits = config.auth, config.limits
     return FrontSpec(
         index=index,
@@ -92,6 +102,8 @@ def front_spec(config: Config, index: int, socket_path: str, workers: list[Worke
         socket_path=socket_path,
         control_socket=config.control_socket,
         workers=workers,
+        keys=keys,
+        limits_column=limits_column,
         usage_record=config.usage.record,
         limits_table=os.path.join(config.server.runtime_dir, LIMITS_FILE),
         admin_token=auth.admin_token,

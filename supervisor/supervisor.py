@@ -1,9 +1,11 @@
-"""Runs in the supervisor: `lingma-gw serve` - owns every handle, the signals and the main loop.
+"""Runs in the supervisor: `lingma-gw serve` - the roster of children, the signals, the main loop.
 
 Signal handlers only record the signal and wake the loop; the loop acts on it:
 TERM/INT drain (fronts first, then workers) and exit 0, a second INT kills everything at once
 (exit 130), HUP reloads the config. The loop also pets the systemd watchdog, says READY=1 once
-every front listens, and pushes the worker set to the fronts whenever it changed.
+every front listens, and pushes the worker set to the fronts whenever it changed. The
+supervisor owns the config and the roster; the control commands (supervisor/commands.py) and
+the reloader (supervisor/reload.py) get the roster and callbacks, never the supervisor itself.
 """
 
 from __future__ import annotations
@@ -16,24 +18,20 @@ import os
 import signal
 import time
 
-import msgspec
-
-from protocol.control_socket import StatusReply, StatusRequest
+from protocol.control_socket import ErrorReply, OkReply, StatusReply, StatusRequest
 from protocol.framing import FrameError, prepare_socket_dir
-from protocol.front_socket import FrontReply, WorkerRef, WorkersUpdate
-from protocol.specs import FrontSpec
-from protocol.vocabulary import ChildKind, ChildState
-from protocol.worker_socket import WorkerReply
+from protocol.front_socket import WorkerRef, WorkersUpdate
+from protocol.vocabulary import ChildKind, ChildState, ErrorCode
+from supervisor.children import ChildFactory
 from supervisor.commands import Commands
-from supervisor.config import AccountConfig, Config
+from supervisor.config import Config
 from supervisor.console import Console
 from supervisor.control import ControlServer, ControlUnavailable, request
-from supervisor.handle import ChildHandle, NotConnected, Timings
+from supervisor.handle import ChildHandle, NotConnected
 from supervisor.keyservice import KeyService, KeyStoreError
 from supervisor.metrics import MetricsAggregate
 from supervisor.reload import Reloader
-from supervisor.spawn import FRONT_MODULE, WORKER_MODULE
-from supervisor.specs import front_socket_path, front_spec, worker_socket_path, worker_spec
+from supervisor.roster import Roster
 from supervisor.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -42,7 +40,6 @@ S = ChildState
 EXIT_FORCED = 130
 EXIT_NO_FRONT = 78  # every front exited "cannot start" (e.g. a privileged port): a config issue
 TICK_S = 1.0
-BOOT_TIMEOUT_S = 30.0
 
 
 class AlreadyRunning(RuntimeError):
@@ -70,24 +67,45 @@ class Supervisor:
         notifier: Notifier,
         console: Console,
     ) -> None:
-        self.config = config
+        self.config = config  # replaced as a whole by a reload
         self.config_path = config_path
-        self.environ = environ  # a copy taken before secrets were scrubbed, for reloads
         self.notifier = notifier
         self.console = console
-        self.workers: dict[str, ChildHandle] = {}  # the routing set, by account name
-        self.fronts: list[ChildHandle] = []
-        self.retiring: list[ChildHandle] = []  # replaced or removed, draining
+        self.roster = Roster()
         self.started_at = time.time()
-        # Which module each kind of child runs (tests substitute stand-ins).
-        self.modules = {ChildKind.WORKER: WORKER_MODULE, ChildKind.FRONT: FRONT_MODULE}
-        self.metrics = MetricsAggregate(self.routed_handles)
         self.keys = KeyService(
             config, lambda: [h for h in self.all_handles() if h.kind is ChildKind.FRONT]
         )
+        self.children = ChildFactory(
+            paths_in_use=lambda: {h.socket_path for h in self.all_handles()},
+            worker_refs=self.worker_refs,
+            claim_key_column=self.keys.claim_column,
+            front_keys=self.keys.front_keys,
+            on_transition=self._on_transition,
+            on_pong=console.on_pong,
+        )
+        self.metrics = MetricsAggregate(self.roster.serving)
         self.metrics.registry.register(self.keys.metrics)
-        self.commands = Commands(self)
-        self.reloader = Reloader(self)
+        self.reloader = Reloader(
+            config_path=config_path,
+            environ=environ,  # a copy taken before secrets were scrubbed
+            roster=self.roster,
+            children=self.children,
+            retire=self.retire,
+            workers_changed=self.mark_workers_changed,
+            adopting=self.keys.reconfigure,
+            notifier=notifier,
+            console=console,
+        )
+        self.commands = Commands(
+            roster=self.roster,
+            metrics=self.metrics,
+            reload=self.reload_and_push_keys,
+            keys=self.keys.handle,
+            ledger=lambda: self.keys.ledger,
+            settings=lambda: self.config.server,
+            started_at=self.started_at,
+        )
         self.shutting_down = False
         self._signals: collections.deque[int] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -99,72 +117,13 @@ class Supervisor:
 
     # ------------------------------------------------------------------ views
 
-    def routed_handles(self) -> list[ChildHandle]:
-        return [*self.fronts, *self.workers.values()]
-
     def all_handles(self) -> list[ChildHandle]:
-        return [*self.routed_handles(), *self.retiring, *self.reloader.pending()]
+        return [*self.roster.serving(), *self.roster.retiring, *self.reloader.pending()]
 
     def worker_refs(self) -> list[WorkerRef]:
-        return [WorkerRef(name=h.name, socket_path=h.socket_path) for h in self.workers.values()]
+        return [WorkerRef(name=h.name, socket_path=h.socket_path) for h in self.roster.workers()]
 
-    def free_socket_path(self, kind: ChildKind, key: str | int) -> str:
-        in_use = {h.socket_path for h in self.all_handles()}
-        for serial in range(1000):
-            if kind is ChildKind.WORKER:
-                path = worker_socket_path(self.config, str(key), serial)
-            else:
-                path = front_socket_path(self.config, int(key), serial)
-            if path not in in_use:
-                return path
-        raise RuntimeError(f"no free socket path for {kind} {key}")  # pragma: no cover
-
-    # ------------------------------------------------------------------ handles
-
-    def _timings(self) -> Timings:
-        server = self.config.server
-        return Timings(
-            ping_interval_s=server.ping_interval_s,
-            ping_timeout_s=server.ping_timeout_s,
-            boot_timeout_s=BOOT_TIMEOUT_S,
-        )
-
-    def new_worker(self, account: AccountConfig) -> ChildHandle:
-        path = self.free_socket_path(ChildKind.WORKER, account.name)
-        spec = worker_spec(self.config, account, path)
-        return ChildHandle(
-            kind=ChildKind.WORKER,
-            name=account.name,
-            module=self.modules[ChildKind.WORKER],
-            socket_path=path,
-            make_spec=lambda: spec,
-            incoming=WorkerReply,
-            template=msgspec.structs.replace(spec, socket_path=""),
-            timings=self._timings(),
-            on_transition=self._on_transition,
-            on_pong=self.console.on_pong,
-        )
-
-    def new_front(self, index: int) -> ChildHandle:
-        path = self.free_socket_path(ChildKind.FRONT, index)
-        template: FrontSpec = front_spec(self.config, index, path, [])
-        self.keys.claim_column(path)
-
-        def make_spec() -> FrontSpec:  # the worker set and key table as they are at each spawn
-            keys = self.keys.spawn_fields(path)
-            return msgspec.structs.replace(template, workers=self.worker_refs(), **keys)
-
-        return ChildHandle(
-            kind=ChildKind.FRONT,
-            name=f"front-{index}",
-            module=self.modules[ChildKind.FRONT],
-            socket_path=path,
-            make_spec=make_spec,
-            incoming=FrontReply,
-            template=msgspec.structs.replace(template, socket_path=""),
-            timings=self._timings(),
-            on_transition=self._on_transition,
-        )
+    # ------------------------------------------------------------------ children
 
     def _on_transition(
         self, handle: ChildHandle, old: ChildState, new: ChildState, reason: str
@@ -174,9 +133,21 @@ class Supervisor:
             self._workers_dirty = True  # a (re)started worker or front: tell the fronts
         self._wakeup.set()
 
+    def reload(self) -> OkReply | ErrorReply:
+        if self.shutting_down:
+            return ErrorReply(code=ErrorCode.UNAVAILABLE, message="shutting down")
+        self.config, reply = self.reloader.reload(self.config)
+        return reply
+
+    async def reload_and_push_keys(self) -> OkReply | ErrorReply:
+        """`lingma-gw reload`: the new keys work on every front once it returns."""
+        reply = self.reload()
+        await self.keys.push()
+        return reply
+
     def retire(self, handle: ChildHandle) -> None:
         """Drain a replaced or removed child in the background."""
-        self.retiring.append(handle)
+        self.roster.retiring.append(handle)
         self.spawn_task(self._retire(handle), f"retire-{handle.label}")
 
     async def _retire(self, handle: ChildHandle) -> None:
@@ -187,7 +158,7 @@ class Supervisor:
         finally:
             self.keys.release_column(handle.socket_path)
             with contextlib.suppress(ValueError):
-                self.retiring.remove(handle)
+                self.roster.retiring.remove(handle)
 
     def spawn_task(self, coro: collections.abc.Coroutine[object, object, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -227,9 +198,10 @@ class Supervisor:
         self.notifier.status("starting workers and fronts")
         try:
             for account in self.config.accounts:
-                self.workers[account.name] = self.new_worker(account)
-            self.fronts = [self.new_front(i) for i in range(server.fronts)]
-            for handle in self.routed_handles():
+                self.roster.add(self.children.worker(self.config, account))
+            for index in range(server.fronts):
+                self.roster.add(self.children.front(self.config, index))
+            for handle in self.roster.serving():
                 handle.start()
             self.spawn_task(self._poll_stats(), "poll-stats")
             return await self._main_loop()
@@ -259,7 +231,7 @@ class Supervisor:
                 sig = self._signals.popleft()
                 if sig == signal.SIGHUP and shutdown is None:
                     log.info("SIGHUP: reloading %s", self.config_path)
-                    self.spawn_task(self._reload_from_signal(), "reload")
+                    log.info("reload: %s", self.reload().message)
                 elif shutdown is None and sig in (signal.SIGTERM, signal.SIGINT):
                     log.info("%s: draining", signal.Signals(sig).name)
                     shutdown = asyncio.create_task(self._shutdown())
@@ -271,16 +243,13 @@ class Supervisor:
                         handle.force_kill()
             if shutdown is not None and shutdown.done():
                 return shutdown.result()
-            if shutdown is None and self.fronts and all(h.state == S.FATAL for h in self.fronts):
+            fronts = self.roster.fronts()
+            if shutdown is None and fronts and all(h.state == S.FATAL for h in fronts):
                 log.error("no front can listen on %s: stopping", self.config.server.listen)
                 self._exit_code = EXIT_NO_FRONT
                 shutdown = asyncio.create_task(self._shutdown())
                 shutdown.add_done_callback(lambda _: self._wakeup.set())
             self._tick()
-
-    async def _reload_from_signal(self) -> None:
-        reply = await self.reloader.reload()
-        log.info("reload: %s", getattr(reply, "message", reply))
 
     def _tick(self) -> None:
         self.notifier.watchdog()
@@ -289,11 +258,10 @@ class Supervisor:
         if self._workers_dirty:
             self._workers_dirty = False
             self.spawn_task(self.broadcast_workers(), "workers-update")
-        fronts_ready = all(h.state == S.READY for h in self.fronts)
-        ready = sum(1 for h in self.workers.values() if h.state == S.READY)
-        status = (
-            f"{ready}/{len(self.workers)} accounts ready, listening on {self.config.server.listen}"
-        )
+        workers = self.roster.workers()
+        fronts_ready = all(h.state == S.READY for h in self.roster.fronts())
+        ready = sum(1 for h in workers if h.state == S.READY)
+        status = f"{ready}/{len(workers)} accounts ready, listening on {self.config.server.listen}"
         if fronts_ready and not self._ready_notified:
             self._ready_notified = True
             self.notifier.ready(status)
@@ -301,13 +269,11 @@ class Supervisor:
         elif status != self._last_status and self._ready_notified:
             self.notifier.status(status)
             self._last_status = status
-        self.console.maybe_banner(
-            self.config, list(self.workers.values()), self.config.control_socket
-        )
+        self.console.maybe_banner(self.config, workers, self.config.control_socket)
 
     async def broadcast_workers(self) -> None:
         refs = self.worker_refs()
-        await asyncio.gather(*(self._send_workers(front, refs) for front in self.fronts))
+        await asyncio.gather(*(self._send_workers(f, refs) for f in self.roster.fronts()))
         await self.keys.push()  # a front that just got READY may have missed a key change
 
     @staticmethod

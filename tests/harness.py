@@ -23,6 +23,7 @@ import msgspec
 from protocol.front_socket import WorkerRef
 from protocol.keys import KeyEntry, KeySource, secret_digest
 from protocol.specs import FrontSpec
+from tests import specs
 from tests.component.worker_support import (
     WorkerProcess,
     log_in,
@@ -112,7 +113,7 @@ def front_spec(root: Path, workers: Sequence[WorkerProcess], **overrides: Any) -
         "request_timeout_s": 30.0,
     }
     fields.update(overrides)
-    return FrontSpec(**fields)
+    return specs.front_spec(**fields)
 
 
 def api_key_entry(secret: str, name: str = "api-key-1", slot: int = 0) -> KeyEntry:

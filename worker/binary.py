@@ -46,9 +46,9 @@ def work_dir_wait_s(spec: WorkerSpec) -> float:
     return max(MIN_WORK_DIR_WAIT_S, 2 * spec.startup_timeout_s)
 
 
-def pick_port(requested: int) -> int:
-    if requested:
-        return requested
+def free_port() -> int:
+    """A port free right now: every binary start gets its own, so a reload's replacement never
+    collides with the binary it replaces."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -64,8 +64,8 @@ class LingmaBinary:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.work_dir = Path(spec.work_dir)
-        self.socket_port = pick_port(spec.socket_port)
-        self.http_port = pick_port(spec.http_port)
+        self.socket_port = free_port()
+        self.http_port = free_port()
         self.process: asyncio.subprocess.Process | None = None
 
     @property

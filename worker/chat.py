@@ -1,99 +1,149 @@
-"""Runs in the worker: one ChatRequest from admission to its single Finish or Failure.
+"""Runs in the worker: one ChatRequest from its upstream slot to its single Finish or Failure.
 
-Order of work: resolve the model, take a concurrency slot (or fail OVERLOADED after the queue
-timeout), pick the flow (ACP on a shared connection; legacy on a leased one; AUTO falls back to
-legacy for this binary's life when `session/new` fails or hangs), look the conversation prefix
-up in the session cache, run the upstream turn, relay its events (worker/answer.py) and map how
-it ended to a Finish or an ErrorCode. A connection lost before any output is retried once on a
-fresh connection; a finish without text or tool call is an upstream error, never an empty 200.
+The same for both backends: the chat's request id in every log line, its model resolved, a
+concurrency slot (OVERLOADED after the queue timeout), the chat's deadline (worker/deadline.py;
+DEADLINE_EXCEEDED when it passes; UPSTREAM_TIMEOUT for the upstream's own silence), exactly one
+Finish or Failure signed with this account (also when cancelled), an upstream rate limit
+cooling the account down, and the account's metrics and log line. How the answer is had is the
+backend's `ChatPath`: the runtime's flows (worker/runtime_path.py, lingma-protocol.md §5) or
+the cloud API (worker/cloud/path.py, §14).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
-from protocol.chat import ChatEvent, ChatRequest, Failure, Finish, Message, Usage
+from protocol.chat import ChatEvent, ChatRequest, Failure, Finish, FinishReason, Usage
 from protocol.logs import request_id_var
-from protocol.specs import ChatFlow, WorkerSpec
-from protocol.tokens import estimate_messages_tokens, estimate_tokens
+from protocol.specs import WorkerSpec
 from protocol.vocabulary import ErrorCode
-from worker import upstream
-from worker.acp import AcpFlow
-from worker.answer import Answer
 from worker.deadline import chat_deadline
-from worker.endings import check_end
-from worker.images import ImageFiles, legacy_refusal, prompt_images
-from worker.legacy import LegacyFlow
 from worker.metrics import WorkerMetrics
-from worker.models import ModelResolver, UnknownModel
-from worker.prompt import flatten, has_content
-from worker.rpc import RpcClosed, RpcConnection, RpcError
-from worker.runtime_chat import ChatError, Flow, RuntimeChat, timers_from
-from worker.runtime_client import AcpSupport, RuntimeClient
-from worker.sessions import SessionCache, SessionEntry, conversation_key, split_latest_turn
 from worker.slots import Overloaded, UpstreamSlots
-from worker.upstream import Ask, ConnectionLost, End, NoAcp, PushQueue, UpstreamFailure
 
 log = logging.getLogger(__name__)
 
 Emit = Callable[[ChatEvent], None]
 
 
-class ChatService:
+class ChatError(Exception):
+    """How a chat failed, in the gateway's codes. `retryable`: nothing reached the caller and
+    another account may well succeed, so the front tries the next one."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """How a chat's answer ended, as its path saw it; the runner makes the Finish of it."""
+
+    reason: FinishReason
+    usage: Usage
+    upstream_session: str = ""
+    session_reused: bool = False
+
+
+class ChatRecord(Protocol):
+    """What the runner reads of any path's record of one chat."""
+
+    request: ChatRequest
+    model_key: str
+    started: float  # monotonic
+
+    @property
+    def first_token_at(self) -> float | None: ...
+
+    def usage(self) -> Usage:
+        """The account's own figures (metrics, stats) for this chat, so far."""
+        ...
+
+    def log_fields(self) -> dict[str, Any]: ...
+
+
+C = TypeVar("C", bound=ChatRecord)
+
+
+class ChatPath(Protocol[C]):
+    """How one backend answers a chat."""
+
+    def begin(self, request: ChatRequest, emit: Emit) -> C:
+        """The chat's record, its model resolved; ChatError when it cannot be served at all."""
+        ...
+
+    async def answer(self, chat: C) -> Answered:
+        """Relay the answer through the record's `emit`; ChatError when it fails."""
+        ...
+
+    async def stop(self, chat: C) -> None:
+        """Cancelled or timed out: have the upstream stop generating (best effort)."""
+        ...
+
+    async def release(self, chat: C) -> None:
+        """Give back what the chat holds upstream (a connection), however it ended."""
+        ...
+
+    def ended(self, chat: C) -> None:
+        """After the chat's last event: let go of what it leaves behind upstream."""
+        ...
+
+
+class ChatRunner(Generic[C]):
     def __init__(
         self,
         spec: WorkerSpec,
+        path: ChatPath[C],
         *,
-        sessions: SessionCache,
         metrics: WorkerMetrics,
-        resolver: ModelResolver,
         on_rate_limited: Callable[[float], None],
-        on_not_logged_in: Callable[[], None],
-        on_discard: Callable[[str, int], None] = lambda _session, _generation: None,
     ) -> None:
         self.spec = spec
-        self.sessions = sessions
+        self.path = path
         self.metrics = metrics
-        self.resolver = resolver
-        self.timers = timers_from(spec)
         self.slots = UpstreamSlots(spec.max_concurrency, spec.queue_timeout_s)
-        self.workspace = str(Path(spec.work_dir) / "workspace")
-        self.images = ImageFiles(Path(spec.work_dir) / "images", spec.image_uri_scheme)
         self._on_rate_limited = on_rate_limited
-        self._on_not_logged_in = on_not_logged_in
-        self._on_discard = on_discard  # (session id, binary generation): delete it upstream
 
-    async def run(
-        self, request: ChatRequest, client: RuntimeClient, generation: int, emit: Emit
-    ) -> None:
+    async def run(self, request: ChatRequest, emit: Emit) -> None:
         """Serve one chat; always emits exactly one Finish or Failure (also when cancelled)."""
-        turn: RuntimeChat | None = None
+        chat: C | None = None
         status = "ok"
         request_id_var.set(request.request_id)  # this task's own context: every line carries it
         try:
-            answer = Answer(request.id, stream=request.stream, emit=emit)
-            turn = RuntimeChat(request, self._resolve(request), time.monotonic(), answer)
+            chat = self.path.begin(request, emit)
             async with self.slots.slot():
-                emit(await self._serve(turn, client, generation, emit))
+                emit(self._finish(chat, await self._answer(chat)))
         except Overloaded as exc:
             status = ErrorCode.OVERLOADED.value
             emit(self.failure(request, ErrorCode.OVERLOADED, str(exc), exc.retry_after))
         except ChatError as exc:
             status = exc.code.value
-            emit(self.failure(request, exc.code, exc.message, exc.retry_after, exc.retryable))
+            retry_after = exc.retry_after
+            if exc.code is ErrorCode.UPSTREAM_RATE_LIMITED:
+                retry_after = self._cool_down(retry_after)
+            emit(self.failure(request, exc.code, exc.message, retry_after, exc.retryable))
         except asyncio.CancelledError:
             status = ErrorCode.CANCELLED.value
             emit(self.failure(request, ErrorCode.CANCELLED, "cancelled by the caller"))
         finally:
-            self._account(turn, request, status)
-            if turn is not None and turn.ask is not None and not turn.kept:
-                self._on_discard(turn.ask.session_id, generation)
+            self._account(chat, request, status)
+            if chat is not None:
+                self.path.ended(chat)
 
     def failure(
         self,
@@ -113,270 +163,60 @@ class ChatService:
             retryable=retryable,
         )
 
-    def _resolve(self, request: ChatRequest) -> str:
-        if not has_content(request.messages):
-            raise ChatError(ErrorCode.BAD_REQUEST, "the conversation has no text")
-        try:
-            return self.resolver.resolve(request.model)
-        except UnknownModel as exc:
-            raise ChatError(ErrorCode.UNKNOWN_MODEL, str(exc)) from None
-
-    def _prompt_tokens(self, turn: RuntimeChat) -> int:
-        """For the account's own figures (metrics, stats): the runtime's context_usage
-        usedTokens when it sent one, else our estimate. What a client is told stays the shared
-        estimate (protocol/tokens.py), so count_tokens and every reply agree on one prompt."""
-        return turn.answer.used_tokens or estimate_messages_tokens(turn.request.messages)
-
-    def _account(self, turn: RuntimeChat | None, request: ChatRequest, status: str) -> None:
-        if turn is None:
-            self.metrics.requests.labels(model="unresolved", status=status).inc()
-            log.info("chat refused: %s", status, extra={"model": request.model})
-            return
-        first = turn.answer.first_token_at
-        total_s = time.monotonic() - turn.started
-        self.metrics.chat_done(
-            model=turn.model_key,
-            status=status,
-            total_s=total_s,
-            ttft_s=first - turn.started if first is not None else None,
-            prompt_tokens=self._prompt_tokens(turn),
-            completion_tokens=estimate_tokens(turn.answer.text),
-        )
-        log.info(
-            "chat %s",
-            status,
-            extra={
-                "model": turn.model_key,
-                "total_ms": round(total_s * 1000, 1),
-                "session_reused": turn.reused,
-                "flow": turn.flow.name if turn.flow else "",
-                "upstream_request": turn.ask.request_id if turn.ask else "",
-            },
-        )
-
-    # ----------------------------------------------------------------- one upstream turn
-
-    async def _serve(
-        self, turn: RuntimeChat, client: RuntimeClient, generation: int, emit: Emit
-    ) -> Finish:
-        deadline = asyncio.timeout_at(chat_deadline(turn.request, self.spec))
+    async def _answer(self, chat: C) -> Answered:
+        deadline = asyncio.timeout_at(chat_deadline(chat.request, self.spec))
         try:
             async with deadline:
-                flow = await self._converse(turn, client, generation)
-            return self._finished(turn, generation, flow)
+                return await self.path.answer(chat)
         except TimeoutError:
-            await self._stop(turn)
+            await self.path.stop(chat)
             if deadline.expired():
                 raise ChatError(
                     ErrorCode.DEADLINE_EXCEEDED, "the request deadline passed"
                 ) from None
             raise ChatError(ErrorCode.UPSTREAM_TIMEOUT, "Lingma did not answer in time") from None
         except asyncio.CancelledError:
-            await self._stop(turn)
+            await self.path.stop(chat)
             raise
-        except UpstreamFailure as exc:
-            if exc.code is ErrorCode.UPSTREAM_TIMEOUT:
-                await self._stop(turn)
-            raise self._upstream_error(exc) from None
-        except (RpcClosed, RpcError) as exc:
-            raise ChatError(ErrorCode.UPSTREAM_ERROR, f"Lingma runtime: {exc}") from None
         finally:
-            await self._let_go(turn, client)
+            await self.path.release(chat)
 
-    async def _converse(self, turn: RuntimeChat, client: RuntimeClient, generation: int) -> Flow:
-        """One upstream turn; a connection lost before any output reached the client is retried
-        once (a shared connection also drops the chats of others: theirs are retried too)."""
-        for attempt in (1, 2):
-            try:
-                return await self._converse_once(turn, client, generation)
-            except ConnectionLost as exc:
-                if attempt == 2 or turn.answer.sent:
-                    raise
-                log.info("%s before the client got any of it: asking again", exc.message)
-                turn.answer.restart()
-                await self._let_go(turn, client)
-                if turn.ask is not None:  # the abandoned attempt's session goes too
-                    self._on_discard(turn.ask.session_id, generation)
-                    turn.ask = None
-        raise AssertionError("unreachable")
-
-    async def _converse_once(
-        self, turn: RuntimeChat, client: RuntimeClient, generation: int
-    ) -> Flow:
-        if self._wants_acp(client):
-            acp = AcpFlow(self.images)
-            turn.conn = await _reach(client.shared())
-            try:
-                await self._ask_with_cache(turn, acp, generation)
-            except NoAcp as exc:
-                self._no_acp(client, exc)
-            else:
-                client.acp = AcpSupport.YES
-                return acp
-        refusal = legacy_refusal(turn.request.messages)
-        if refusal is not None:
-            raise ChatError(ErrorCode.BAD_REQUEST, refusal, retryable=True)
-        legacy = LegacyFlow()
-        turn.conn = turn.leased = await _reach(client.lease())
-        await self._ask_with_cache(turn, legacy, generation)
-        return legacy
-
-    def _wants_acp(self, client: RuntimeClient) -> bool:
-        # Read per chat, not once: a concurrent first chat may have switched AUTO to legacy.
-        flow = self.spec.chat_flow
-        return flow is ChatFlow.ACP or (flow is ChatFlow.AUTO and client.acp is not AcpSupport.NO)
-
-    def _no_acp(self, client: RuntimeClient, exc: NoAcp) -> None:
-        if self.spec.chat_flow is ChatFlow.ACP:  # only an operator's explicit choice forbids it
-            raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, f"no usable ACP: {exc}") from None
-        if client.acp is not AcpSupport.NO:
-            log.warning("%s: legacy chat/ask until the binary restarts", exc)
-            client.acp = AcpSupport.NO
-
-    def _reuse(self, flow: Flow) -> bool:
-        """Legacy reuse is opt-in: history per sessionId is undocumented for chat/ask (§5.3)."""
-        if not (self.spec.session_reuse and self.sessions.enabled):
-            return False
-        return flow.name == AcpFlow.name or self.spec.legacy_session_reuse
-
-    def _lookup(
-        self, turn: RuntimeChat, prefix: list[Message], generation: int, flow: Flow
-    ) -> SessionEntry | None:
-        if not (self._reuse(flow) and prefix):
-            return None
-        key = conversation_key(turn.request.scope, turn.model_key, prefix)
-        entry = self.sessions.take(key, generation=generation, flow=flow.name)
-        if not turn.looked_up:
-            turn.looked_up = True
-            self.metrics.session_lookup(entry is not None)
-        return entry
-
-    async def _ask_with_cache(self, turn: RuntimeChat, flow: Flow, generation: int) -> None:
-        messages = turn.request.messages
-        prefix, latest = split_latest_turn(messages)
-        entry = self._lookup(turn, prefix, generation, flow)
-        if entry is None:
-            await self._ask(turn, flow, session_id="", messages=messages)
-            return
-        turn.reused = True
-        try:
-            await self._ask(turn, flow, session_id=entry.session_id, messages=latest)
-        except UpstreamFailure as exc:
-            if not exc.session_rejected or turn.answer.first_token_at is not None:
-                raise
-            log.info(
-                "runtime forgot session %s: resending the whole conversation", entry.session_id
-            )
-            turn.reused = False
-            await self._ask(turn, flow, session_id="", messages=messages)
-
-    async def _ask(
-        self, turn: RuntimeChat, flow: Flow, *, session_id: str, messages: Sequence[Message]
-    ) -> None:
-        conn = turn.conn
-        assert conn is not None
-        ask = Ask(
-            request_id=upstream.new_request_id(),
-            session_id=session_id,
-            question=flatten(messages),
-            model_key=turn.model_key,
-            mode="agent" if turn.request.tools else self.spec.default_ask_mode,
-            is_reply=bool(session_id),
-            cwd=self.workspace,
-            images=tuple(prompt_images(messages)),
-        )
-        if not session_id:
-            ask = dataclasses.replace(
-                ask, session_id=await flow.open_session(conn, ask, self.timers)
-            )
-        if turn.subscription is not None:
-            turn.subscription.close()
-        turn.ask, turn.flow, turn.end = ask, flow, None
-        turn.pushes = pushes = PushQueue()
-        turn.subscription = flow.subscribe(conn, pushes, ask)
-        events = flow.stream(conn, pushes, ask, self.timers)
-        async with contextlib.aclosing(events):
-            end = turn.end = await self._relay(turn, events)
-        check_end(end)
-        if turn.answer.empty and not end.filtered:
-            reason = end.reason or "no reason given"
-            raise UpstreamFailure(
-                ErrorCode.UPSTREAM_ERROR, f"Lingma finished without an answer ({reason})"
-            )
-
-    async def _relay(self, turn: RuntimeChat, events: upstream.AsyncEvents) -> End:
-        async for event in events:
-            if isinstance(event, End):
-                turn.answer.end(event)
-                return event
-            turn.answer.take(event)
-        raise UpstreamFailure(ErrorCode.UPSTREAM_ERROR, "the answer ended without a finish")
-
-    async def _stop(self, turn: RuntimeChat) -> None:
-        """Tell the runtime to stop generating and wait (bounded) for the turn's finish."""
-        conn, flow, ask, pushes = turn.conn, turn.flow, turn.ask, turn.pushes
-        if conn is None or flow is None or ask is None or pushes is None:
-            return
-        if turn.upstream_done or conn.closed:
-            return
-        try:
-            await asyncio.shield(flow.stop(conn, ask, self.timers))
-            settle = upstream.settle(
-                pushes, lambda m, p: flow.ends_turn(m, p, ask), self.timers.stop_settle_s
-            )
-            turn.settled = await settle
-        except Exception as exc:  # the stop is best effort: the chat already has its outcome
-            log.info("stopping the upstream turn failed: %r", exc)
-        else:
-            log.info("upstream turn stopped", extra={"settled": turn.settled})
-
-    async def _let_go(self, turn: RuntimeChat, client: RuntimeClient) -> None:
-        """Unsubscribe from the connection and give a leased one back."""
-        if turn.subscription is not None:
-            turn.subscription.close()
-            turn.subscription = None
-        leased, turn.leased, turn.conn = turn.leased, None, None
-        if leased is not None:
-            await client.release(leased, reusable=turn.upstream_done)
-
-    def _finished(self, turn: RuntimeChat, generation: int, flow: Flow) -> Finish:
-        request, answer = turn.request, turn.answer
-        session_id = turn.ask.session_id if turn.ask is not None else ""
-        if self._reuse(flow) and session_id:
-            history = [*request.messages, Message(role="assistant", text=answer.text)]
-            key = conversation_key(request.scope, turn.model_key, history)
-            self.sessions.put(key, session_id=session_id, generation=generation, flow=flow.name)
-            turn.kept = self.sessions.enabled
-        first = answer.first_token_at
+    def _finish(self, chat: C, answered: Answered) -> Finish:
+        first = chat.first_token_at
         return Finish(
-            id=request.id,
-            reason=turn.finish_reason(),
-            usage=Usage(
-                prompt_tokens=estimate_messages_tokens(request.messages),
-                completion_tokens=estimate_tokens(answer.text) + answer.reasoning.tokens,
-            ),
-            upstream_session=session_id,
+            id=chat.request.id,
+            reason=answered.reason,
+            usage=answered.usage,
+            upstream_session=answered.upstream_session,
             served_by=self.spec.name,
-            model=turn.model_key,
-            first_token_ms=round((first - turn.started) * 1000, 1) if first else None,
-            total_ms=round((time.monotonic() - turn.started) * 1000, 1),
-            session_reused=turn.reused,
+            model=chat.model_key,
+            first_token_ms=round((first - chat.started) * 1000, 1) if first else None,
+            total_ms=round((time.monotonic() - chat.started) * 1000, 1),
+            session_reused=answered.session_reused,
         )
 
-    def _upstream_error(self, exc: UpstreamFailure) -> ChatError:
-        if exc.code is ErrorCode.NOT_LOGGED_IN:
-            self._on_not_logged_in()
-        retry_after = exc.retry_after
-        if exc.code is ErrorCode.UPSTREAM_RATE_LIMITED:
-            retry_after = retry_after or self.spec.cooldown_s
-            self.metrics.rate_limited()
-            self._on_rate_limited(retry_after)
-        return ChatError(exc.code, exc.message, retry_after)
+    def _cool_down(self, retry_after: float | None) -> float:
+        """An upstream rate limit: the account rests (Retry-After, else `cooldown_s`)."""
+        wait = retry_after or self.spec.cooldown_s
+        self.metrics.rate_limited()
+        self._on_rate_limited(wait)
+        return wait
 
-
-async def _reach(connecting: Awaitable[RpcConnection]) -> RpcConnection:
-    """A connection for the chat, or UNAVAILABLE: the runtime does not take connections."""
-    try:
-        return await connecting
-    except (RpcClosed, RpcError, OSError, TimeoutError) as exc:
-        raise ChatError(ErrorCode.UNAVAILABLE, f"Lingma runtime unreachable: {exc}") from None
+    def _account(self, chat: C | None, request: ChatRequest, status: str) -> None:
+        if chat is None:
+            self.metrics.requests.labels(model="unresolved", status=status).inc()
+            log.info("chat refused: %s", status, extra={"model": request.model})
+            return
+        first = chat.first_token_at
+        total_s = time.monotonic() - chat.started
+        usage = chat.usage()
+        self.metrics.chat_done(
+            model=chat.model_key,
+            status=status,
+            total_s=total_s,
+            ttft_s=first - chat.started if first is not None else None,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
+        extra = {"model": chat.model_key, "total_ms": round(total_s * 1000, 1)}
+        log.info("chat %s", status, extra={**extra, **chat.log_fields()})

@@ -38,13 +38,14 @@ class Ask:
 
 @dataclass(frozen=True)
 class Timers:
-    """Every bound on one upstream turn, in seconds (config [lingma], docs/configuration.md)."""
+    """Every bound on one upstream turn, in seconds: the config's [lingma] timeouts
+    (docs/configuration.md, through the worker's spec) and one fixed settle time."""
 
-    call_s: float = 60.0  # one JSON-RPC call (chat/ask's acceptance, set_model, ...)
-    setup_s: float = 15.0  # session/new + session/set_model (LP's ipcSetupTimeout, §6.13)
-    first_token_s: float = 120.0  # from the ask to the first output of this chat
-    silence_s: float = 60.0  # longest silence of this chat's own pushes once output flows
-    legacy_idle_end_s: float = 10.0  # legacy: silence after text that ends it (§5.3 fallback)
+    call_s: float  # one JSON-RPC call (chat/ask's acceptance, set_model, ...)
+    setup_s: float  # session/new + session/set_model (LP's ipcSetupTimeout, §6.13)
+    first_token_s: float  # from the ask to the first output of this chat
+    silence_s: float  # longest silence of this chat's own pushes once output flows
+    legacy_idle_end_s: float  # legacy: silence after text that ends it (§5.3 fallback)
     stop_settle_s: float = 2.0  # after a stop or cancel: how long to wait for the finish
 
 

@@ -46,13 +46,14 @@ from protocol.worker_socket import (
 from worker import bundles
 from worker.account import Account
 from worker.binary import binary_usable
-from worker.chat import ChatService
+from worker.chat import ChatPath, ChatRunner
 from worker.cloud.backend import CloudBackend
 from worker.ipc import IpcConnection
 from worker.login import import_bundle
 from worker.metrics import WorkerMetrics
 from worker.reaper import SessionReaper
 from worker.runtime_client import RuntimeClient
+from worker.runtime_path import RuntimePath
 from worker.sessions import SessionCache, SessionEntry
 
 log = logging.getLogger(__name__)
@@ -75,25 +76,18 @@ class Worker:
             on_discard=self._discard_entry,
         )
         self.account = Account(spec, metrics=self.metrics, sessions=self.sessions)
-        self.chat = ChatService(
-            spec,
-            sessions=self.sessions,
-            metrics=self.metrics,
-            resolver=self.account.resolver,
-            on_rate_limited=self.account.cool_down,
-            on_not_logged_in=self.account.chat_found_logged_out,
-            on_discard=self.reaper.discard,
-        )
         self.cloud = (  # the chat path of a `backend = "cloud"` account (worker/cloud/)
-            CloudBackend(spec, runtime=self.account, slots=self.chat.slots, metrics=self.metrics)
-            if spec.backend is Backend.CLOUD
-            else None
+            CloudBackend(spec, runtime=self.account) if spec.backend is Backend.CLOUD else None
+        )
+        path: ChatPath[Any] = self.cloud.path if self.cloud is not None else self._runtime_path()
+        self.chats = ChatRunner(
+            spec, path, metrics=self.metrics, on_rate_limited=self.account.cool_down
         )
         self.draining = False
         self.exit_code = 0
         self.grace_s = DEFAULT_GRACE_S
         self._stop = asyncio.Event()
-        self._chats: set[asyncio.Task[None]] = set()
+        self._chat_tasks: set[asyncio.Task[None]] = set()
         self._connections: set[asyncio.Task[Any]] = set()
 
     # ----------------------------------------------------------------- state
@@ -134,13 +128,24 @@ class Worker:
         return self.account.resolver.models
 
     def _stats(self) -> ChildStats:
-        slots = self.chat.slots
+        slots = self.chats.slots
         return self.metrics.stats(
             in_flight=slots.in_flight, queued=slots.queued, sessions=len(self.sessions)
         )
 
     def _runtime(self) -> tuple[RuntimeClient | None, int]:
         return self.account.client, self.account.keeper.generation
+
+    def _runtime_path(self) -> RuntimePath:
+        return RuntimePath(
+            self.spec,
+            runtime=self._runtime,
+            sessions=self.sessions,
+            metrics=self.metrics,
+            resolver=self.account.resolver,
+            on_not_logged_in=self.account.chat_found_logged_out,
+            on_discard=self.reaper.discard,
+        )
 
     def _discard_entry(self, entry: SessionEntry) -> None:
         self.reaper.discard(entry.session_id, entry.generation)
@@ -198,7 +203,7 @@ class Worker:
 
     async def _drain(self) -> None:
         self.draining = True
-        pending = set(self._chats)
+        pending = set(self._chat_tasks)
         if pending:
             log.info("draining %d chat(s) for up to %.1fs", len(pending), self.grace_s)
             _done, pending = await asyncio.wait(pending, timeout=self.grace_s)
@@ -221,25 +226,17 @@ class Worker:
 
     def start_chat(self, request: ChatRequest, emit: Any) -> asyncio.Task[None] | None:
         refusal = self._chat_refusal(request)
-        if refusal is None and self.cloud is not None:
-            refusal = self.cloud.refusal(request)
         if refusal is not None:
             emit(refusal)
             return None
-        client = self.account.client
-        assert client is not None
-        generation = self.account.keeper.generation
-        if self.cloud is not None:
-            task = asyncio.create_task(self.cloud.chat(request, emit))
-        else:
-            task = asyncio.create_task(self.chat.run(request, client, generation, emit))
-        self._chats.add(task)
-        task.add_done_callback(self._chats.discard)
+        task = asyncio.create_task(self.chats.run(request, emit))
+        self._chat_tasks.add(task)
+        task.add_done_callback(self._chat_tasks.discard)
         return task
 
     def _chat_refusal(self, request: ChatRequest) -> ChatEvent | None:
         def failure(code: ErrorCode, message: str, retry_after: float | None = None) -> Failure:
-            return self.chat.failure(request, code, message, retry_after)
+            return self.chats.failure(request, code, message, retry_after)
 
         account = self.account
         if self.draining:
@@ -252,6 +249,11 @@ class Worker:
         if account.cooling_down:
             remaining = round(account.cooldown_until - time.time(), 1)
             return failure(ErrorCode.UPSTREAM_RATE_LIMITED, "account is cooling down", remaining)
+        cloud_problem = self.cloud.refusal() if self.cloud is not None else None
+        if cloud_problem is not None:  # another account may be ready: the front tries it
+            return self.chats.failure(
+                request, ErrorCode.NOT_LOGGED_IN, cloud_problem, retryable=True
+            )
         return None
 
     async def answer(self, request: Any) -> WorkerReply:

@@ -1,4 +1,4 @@
-"""Test-only stand-in for worker.worker / front.app: a spawned child driven by its spec.
+"""Test-only stand-in for worker.worker / front.process: a spawned child driven by its spec.
 
 `run(spec_bytes)` isolates itself like the real children, binds its socket and answers the
 supervisor's requests. Behaviour comes from the worker spec's `binary` field, or for a front

@@ -139,9 +139,9 @@ async def test_a_front_s_column_is_zeroed_for_its_successor(sock_dir: Path) -> N
     assert service.limits is not None
     service.limits.admit(carol.slot, column, KeyLimits(max_concurrent=5), 0.0)
     assert service.limits.in_flight(carol.slot) == 1
-    fields = service.spawn_fields("front-0.sock")  # the crashed front's successor
-    assert fields["limits_column"] == column and service.limits.in_flight(carol.slot) == 0
-    assert [e.name for e in fields["keys"]] == ["carol", "api-key-1"]
+    keys, successor_column = service.front_keys("front-0.sock")  # the crashed front's successor
+    assert successor_column == column and service.limits.in_flight(carol.slot) == 0
+    assert [e.name for e in keys] == ["carol", "api-key-1"]
     service.release_column("front-0.sock")
     assert service.claim_column("front-2.sock") == column
     await service.close()

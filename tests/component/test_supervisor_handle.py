@@ -10,11 +10,11 @@ import psutil
 import pytest
 
 from protocol.backoff import Backoff
-from protocol.specs import WorkerSpec
 from protocol.vocabulary import ChildKind, ChildState
 from protocol.worker_socket import WorkerReply
 from supervisor.handle import ChildHandle, Timings
 from tests.helpers import alive, wait_until_async
+from tests.specs import worker_spec
 
 pytestmark = pytest.mark.component
 
@@ -24,7 +24,7 @@ FAKE = "tests.component.fake_child"
 
 def make_handle(sock_dir: Path, behaviour: str, *, ping_timeout_s: float = 2.0) -> ChildHandle:
     path = str(sock_dir / "worker-a.sock")
-    spec = WorkerSpec(name="a", socket_path=path, binary=behaviour, work_dir=str(sock_dir))
+    spec = worker_spec(name="a", socket_path=path, binary=behaviour, work_dir=str(sock_dir))
     return ChildHandle(
         kind=ChildKind.WORKER,
         name="a",

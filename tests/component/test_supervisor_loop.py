@@ -90,7 +90,7 @@ async def test_supervisor_loop_with_stand_in_children(sock_dir: Path) -> None:
         Notifier({"NOTIFY_SOCKET": str(sock_dir / "notify")}),
         Console("off"),
     )
-    sup.modules = {ChildKind.WORKER: FAKE, ChildKind.FRONT: FAKE}
+    sup.children.modules = {ChildKind.WORKER: FAKE, ChildKind.FRONT: FAKE}
     control = config.control_socket
     received: list[str] = []
     reading = asyncio.create_task(_read_datagrams(notify, received))  # like systemd does

@@ -17,7 +17,6 @@ import pytest
 from protocol.channel import MuxClient
 from protocol.chat import ChatRequest, Failure, Message
 from protocol.child_socket import Drain, Ok
-from protocol.specs import LoginSpec
 from protocol.vocabulary import EXIT_CANNOT_START, BinaryState, ChildState, ErrorCode
 from protocol.worker_socket import LoginBundle, LoginBundleQuery, LoginInfo, LoginStatusQuery
 from tests.component.worker_support import (
@@ -30,6 +29,7 @@ from tests.component.worker_support import (
     wait_state,
 )
 from tests.helpers import PYTHON, ChildProcesses, assert_all_gone, wait_until, wait_until_async
+from tests.specs import login_spec
 
 pytestmark = pytest.mark.component
 
@@ -107,7 +107,7 @@ async def test_bundle_export_then_import_logs_a_fresh_work_dir_in(
     spec = make_spec(
         second_root,
         name="acct-b",
-        login=LoginSpec(auto_login=False, bundle_b64=bundle.bundle_b64),
+        login=login_spec(auto_login=False, bundle_b64=bundle.bundle_b64),
     )
     second = start_worker(children, spec, second_root)
     client = MuxClient(second.spec.socket_path)
@@ -216,7 +216,7 @@ def test_unusable_specs_exit_with_cannot_start(children: ChildProcesses, sock_di
 async def test_playwright_auto_login_against_the_login_page(
     children: ChildProcesses, sock_dir: Path
 ) -> None:
-    login = LoginSpec(
+    login = login_spec(
         username="demo",
         password="demo",
         auto_login=True,
@@ -244,7 +244,7 @@ async def test_playwright_auto_login_against_the_login_page(
 async def test_rejected_credentials_leave_the_account_degraded_with_a_login_url(
     children: ChildProcesses, sock_dir: Path
 ) -> None:
-    login = LoginSpec(
+    login = login_spec(
         username="demo",
         password="wrong-password",
         auto_login=True,

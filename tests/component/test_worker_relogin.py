@@ -13,9 +13,9 @@ import pytest
 
 from protocol.channel import MuxClient
 from protocol.child_socket import Stats, StatsQuery
-from protocol.specs import LoginSpec
 from protocol.vocabulary import ChildState, ErrorCode, LoginState
 from protocol.worker_socket import LoginInfo, LoginStatusQuery
+from tests import specs
 from tests.component.worker_support import (
     WorkerProcess,
     chat,
@@ -38,7 +38,7 @@ LOGIN_S = 40.0  # a browser login, bounded
 
 @pytest.fixture
 def worker(children: ChildProcesses, sock_dir: Path) -> Iterator[WorkerProcess]:
-    login = LoginSpec(
+    login = specs.login_spec(
         username="demo",
         password="demo",
         auto_login=True,

@@ -27,9 +27,10 @@ import msgspec
 from protocol.channel import MuxClient
 from protocol.chat import ChatRequest, ChatTurn, Failure, Finish, Message, ToolSpec
 from protocol.child_socket import Ping, Pong
-from protocol.specs import LoginSpec, WorkerSpec
+from protocol.specs import WorkerSpec
 from protocol.vocabulary import ChildState
 from protocol.worker_socket import LoginInfo, LoginStart, LoginStatusQuery
+from tests import specs
 from tests.helpers import PYTHON, REPO, ChildProcesses, wait_until
 
 START_TIMEOUT = 20.0
@@ -95,10 +96,10 @@ def make_spec(
         "binary_env": binary_env,
         "startup_timeout_s": 15.0,
         "rpc_timeout_s": 10.0,
-        "login": LoginSpec(auto_login=False),
+        "login": specs.login_spec(auto_login=False),
     }
     fields.update(overrides)
-    return WorkerSpec(**fields)
+    return specs.worker_spec(**fields)
 
 
 def start_worker(children: ChildProcesses, spec: WorkerSpec, root: Path) -> WorkerProcess:

@@ -268,7 +268,7 @@ def test_total_caps_none_for_streams_by_default_and_from_the_environment(tmp_pat
     env = {"LINGMA_GW_STREAM_TIMEOUT": "900", "LINGMA_GW_REQUEST_TIMEOUT": "0"}
     config = load(tmp_path, MINIMAL, env)
     assert (config.limits.stream_timeout_s, config.limits.request_timeout_s) == (900.0, 0.0)
-    front = front_spec(config, 0, "/tmp/f.sock", [])
+    front = front_spec(config, 0, "/tmp/f.sock", [], keys=[], limits_column=0)
     worker = worker_spec(config, config.accounts[0], "/tmp/w.sock")
     assert (front.stream_timeout_s, worker.stream_timeout_s) == (900.0, 900.0)
     negative = error(tmp_path, MINIMAL, {"LINGMA_GW_STREAM_TIMEOUT": "-1"})

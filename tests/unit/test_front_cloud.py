@@ -264,7 +264,7 @@ def link(name: str, backend: Backend | None) -> WorkerLink:
 async def test_each_backend_gets_its_form_and_images_only_go_to_cloud() -> None:
     plan = chat(user_with(image_part("https://e.com/x.png")))
     plan.tools = [ToolSpec(name="t")]
-    forms = RequestForms(plan, request_id="r", scope="s", affinity="a")
+    forms = RequestForms(plan, request_id="r", scope="s")
     deadline = asyncio.get_running_loop().time() + 30
     runtime = forms.for_backend(Backend.RUNTIME, deadline)
     cloud = forms.for_backend(Backend.CLOUD, deadline)
@@ -280,6 +280,5 @@ async def test_each_backend_gets_its_form_and_images_only_go_to_cloud() -> None:
         chat({"messages": [{"role": "user", "content": "x"}]}),
         request_id="r",
         scope="s",
-        affinity="a",
     )
     assert text_only.eligible([runtime_link], [runtime_link]) == [runtime_link]

@@ -68,10 +68,10 @@ def test_images_with_bytes_go_to_any_account_urls_only_to_the_cloud() -> None:
     runtime, cloud = link("r", Backend.RUNTIME), link("c", Backend.CLOUD)
     data_part = image_part(f"data:image/png;base64,{PNG}")
     data_plan = chat({"messages": [{"role": "user", "content": [data_part]}]})
-    forms = RequestForms(data_plan, request_id="r", scope="s", affinity="a")
+    forms = RequestForms(data_plan, request_id="r", scope="s")
     assert forms.eligible([runtime, cloud], [runtime, cloud]) == [runtime, cloud]
     url_plan = chat({"messages": [{"role": "user", "content": [image_part("https://e.com/a")]}]})
-    url_forms = RequestForms(url_plan, request_id="r", scope="s", affinity="a")
+    url_forms = RequestForms(url_plan, request_id="r", scope="s")
     assert url_forms.eligible([runtime, cloud], [runtime, cloud]) == [cloud]
     with pytest.raises(ApiError, match="fetch_image_urls") as caught:
         url_forms.eligible([runtime], [runtime])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from front.service import is_pattern, models_payload
+from front.model_list import is_pattern, models_payload
 from protocol.worker_socket import ModelInfo, Models
 
 pytestmark = pytest.mark.unit

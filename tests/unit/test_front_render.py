@@ -13,11 +13,10 @@ from pydantic import TypeAdapter
 
 from front.anthropic_stream import AnthropicStreamRenderer, messages_body
 from front.errors import ApiError, ApiFlavor, ErrorKind
-from front.openai_chat import ChatStreamRenderer, chat_body
-from front.pipeline import Outcome
+from front.openai_chat_stream import ChatStreamRenderer, chat_body
+from front.openai_responses_stream import ResponsesStreamRenderer
+from front.pipeline import Collected, Outcome
 from front.plan import ChatPlan
-from front.relay import Collected
-from front.responses_stream import ResponsesStreamRenderer
 from protocol.chat import Message, ToolCall
 
 pytestmark = pytest.mark.unit

@@ -54,3 +54,42 @@ def test_the_emulator_imports_only_the_tool_text_form() -> None:
 def test_nothing_imports_the_emulator(package: str) -> None:
     for path, modules in package_imports(package).items():
         assert not any(m.startswith("emulator") for m in modules), path
+
+
+def module_name(path: str) -> str:
+    return path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+
+
+def first_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of `graph` (module -> modules it imports), or [] when there is none."""
+    done: set[str] = set()
+
+    def visit(node: str, trail: list[str]) -> list[str]:
+        if node in trail:
+            return [*trail[trail.index(node) :], node]
+        if node in done:
+            return []
+        for target in sorted(graph.get(node, ())):
+            cycle = visit(target, [*trail, node])
+            if cycle:
+                return cycle
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        cycle = visit(start, [])
+        if cycle:
+            return cycle
+    return []
+
+
+@pytest.mark.parametrize("package", ["protocol", "supervisor", "front", "worker"])
+def test_no_import_cycle_inside_a_package(package: str) -> None:
+    """Typing-only imports count too: a cycle hidden behind TYPE_CHECKING is still a friend."""
+    modules = {module_name(path): imports for path, imports in package_imports(package).items()}
+    graph = {name: {m for m in imports if m in modules} for name, imports in modules.items()}
+    assert first_cycle(graph) == []
+
+
+def test_a_cycle_is_found() -> None:
+    assert first_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]

@@ -49,7 +49,7 @@ from protocol.control_socket import (
     StatusRequest,
 )
 from protocol.front_socket import FrontRequest, WorkerRef, WorkersUpdate
-from protocol.specs import FrontSpec, WorkerSpec
+from protocol.specs import FrontSpec, LoginSpec, WorkerSpec
 from protocol.vocabulary import ChildKind, ChildState, ErrorCode, LoginState
 from protocol.worker_socket import (
     ClearCooldown,
@@ -66,6 +66,7 @@ from protocol.worker_socket import (
     WorkerReply,
     WorkerRequest,
 )
+from tests.specs import DEFAULT_CONFIG, front_spec, worker_spec
 
 pytestmark = pytest.mark.unit
 
@@ -79,7 +80,6 @@ WORKER_REQUESTS: list[Any] = [
         tool_choice="required",
         max_tokens=128,
         stream=False,
-        affinity="a" * 16,
         scope="k" * 16,
         deadline=1.5e9,
     ),
@@ -231,15 +231,22 @@ def test_wrong_direction_is_rejected() -> None:
 
 
 def test_specs_round_trip_as_json_and_msgpack() -> None:
-    spec = WorkerSpec(name="a", socket_path="/r/a.sock", binary="/bin/x", work_dir="/s/a")
+    spec = worker_spec(socket_path="/r/a.sock", binary="/bin/x", work_dir="/s/a")
     assert msgspec.json.decode(msgspec.json.encode(spec), type=WorkerSpec) == spec
-    front = FrontSpec(
-        index=0,
-        host="127.0.0.1",
-        port=8080,
-        reuse_port=False,
-        socket_path="/r/f.sock",
-        control_socket="/r/c.sock",
-        workers=[WorkerRef(name="a", socket_path="/r/a.sock")],
+    front = front_spec(
+        socket_path="/r/f.sock", workers=[WorkerRef(name="a", socket_path="/r/a.sock")]
     )
     assert msgspec.msgpack.decode(msgspec.msgpack.encode(front), type=FrontSpec) == front
+
+
+@pytest.mark.parametrize("spec_type", [WorkerSpec, FrontSpec, LoginSpec])
+def test_specs_have_no_defaults_to_disagree_with_the_config(
+    spec_type: type[msgspec.Struct],
+) -> None:
+    defaulted = [f.name for f in msgspec.structs.fields(spec_type) if not f.required]
+    assert defaulted == []
+
+
+def test_a_default_spec_carries_the_configs_defaults() -> None:
+    limits = DEFAULT_CONFIG.limits
+    assert worker_spec().queue_timeout_s == front_spec().queue_timeout_s == limits.queue_timeout_s

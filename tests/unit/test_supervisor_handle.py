@@ -9,10 +9,10 @@ import pytest
 
 from protocol.backoff import Backoff
 from protocol.child_socket import Pong
-from protocol.specs import WorkerSpec
 from protocol.vocabulary import ChildKind, ChildState, LoginState
 from protocol.worker_socket import WorkerReply
 from supervisor.handle import ALLOWED_FROM, ChildHandle, IllegalTransition, Timings
+from tests.specs import worker_spec
 
 pytestmark = pytest.mark.unit
 
@@ -20,7 +20,7 @@ S = ChildState
 
 
 def handle(transitions: list[tuple[ChildHandle, S, S, str]] | None = None) -> ChildHandle:
-    spec = WorkerSpec(name="a", socket_path="/nowhere", binary="x", work_dir="/nowhere")
+    spec = worker_spec(name="a", socket_path="/nowhere", binary="x", work_dir="/nowhere")
     return ChildHandle(
         kind=ChildKind.WORKER,
         name="a",
@@ -28,7 +28,7 @@ def handle(transitions: list[tuple[ChildHandle, S, S, str]] | None = None) -> Ch
         socket_path="/nowhere",
         make_spec=lambda: spec,
         incoming=WorkerReply,
-        timings=Timings(),
+        timings=Timings(ping_interval_s=1.0, ping_timeout_s=5.0),
         on_transition=(lambda *args: transitions.append(args)) if transitions is not None else None,
     )
 
@@ -128,6 +128,6 @@ def test_backoff_doubles_to_the_cap_with_jitter_and_resets() -> None:
 
 
 def test_template_excludes_where_things_live() -> None:
-    spec = WorkerSpec(name="a", socket_path="/run/x.sock", binary="b", work_dir="/w")
+    spec = worker_spec(name="a", socket_path="/run/x.sock", binary="b", work_dir="/w")
     template = msgspec.structs.replace(spec, socket_path="")
     assert template.binary == "b" and template.socket_path == ""

@@ -138,13 +138,13 @@ def test_specs_carry_the_config(tmp_path: Path) -> None:
     assert spec.work_dir == "/var/lib/gw/accounts/acct-a"
     assert (spec.login.username, spec.login.password, spec.login.auto_login) == ("u", "p", True)
     assert spec.binary == "/opt/Lingma"
-    front = front_spec(cfg, 0, "/run/gw/front-0.sock", [])
+    front = front_spec(cfg, 0, "/run/gw/front-0.sock", [], keys=[], limits_column=0)
     assert (front.host, front.port, front.reuse_port) == ("127.0.0.1", 8080, True)
     assert front.control_socket == "/run/gw/control.sock" and "sk-secret-1" not in repr(front)
     assert front.limits_table == "/run/gw/key-limits.shm" and front.usage_record
     limits = "\n[limits]\nidle_timeout_s = 5\nbody_timeout_s = 2.5\n"
     slow = config(tmp_path, BASE + limits, "s.toml")
-    slow_front = front_spec(slow, 0, "/run/gw/front-0.sock", [])
+    slow_front = front_spec(slow, 0, "/run/gw/front-0.sock", [], keys=[], limits_column=0)
     assert (slow_front.idle_timeout_s, slow_front.body_timeout_s) == (5.0, 2.5)
     moved = msgspec.structs.replace(spec, socket_path="/elsewhere")
     assert not spec_changed(spec, moved)

@@ -16,8 +16,8 @@ from typing import Any, cast
 
 import pytest
 
-from protocol.specs import WorkerSpec
 from protocol.vocabulary import ErrorCode
+from tests.specs import worker_spec
 from worker.acp import AcpFlow, acp_event
 from worker.legacy import IDLE_END_REASON, LegacyFlow
 from worker.login import LoginManager
@@ -271,7 +271,9 @@ async def test_a_failed_step_makes_a_success_finish_a_failure() -> None:
 
 
 def test_silence_is_timed_over_output_not_over_any_push() -> None:
-    clock = TurnClock(Timers(first_token_s=100.0, silence_s=5.0, legacy_idle_end_s=1.0))
+    clock = TurnClock(
+        Timers(call_s=1.0, setup_s=1.0, first_token_s=100.0, silence_s=5.0, legacy_idle_end_s=1.0)
+    )
     before = clock.remaining()
     clock.heard(output=False)  # a step callback or usage push: not the first token
     assert clock.stage is Stage.FIRST_TOKEN and clock.remaining() <= before
@@ -404,7 +406,7 @@ class FakeClient:
 async def test_an_update_endpoint_refusal_is_reported_not_logged_as_applied(
     caplog: pytest.LogCaptureFixture, result: dict[str, Any], refusal: bool
 ) -> None:
-    spec = WorkerSpec(
+    spec = worker_spec(
         name="a",
         socket_path="/nowhere",
         binary="x",

@@ -203,8 +203,7 @@ class CloudAccess:
             reply = await client.call("config/getEndpoint", {})
         except (RpcClosed, RpcError, TimeoutError, OSError):
             return ""
-        endpoint = reply.get("endpoint") if isinstance(reply, dict) else None
-        return endpoint if isinstance(endpoint, str) else ""
+        return discovery.endpoint_of(reply)
 
     async def _choose_base_url(self, credential: Credential) -> None:
         found = discovery.candidates(

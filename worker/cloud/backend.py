@@ -1,48 +1,31 @@
 """Runs in the worker: the cloud backend as the worker sees it — one object to start and ask.
 
 Owns the worker's one cloud HTTP session, the account's cloud standing (credential, base URL,
-models) and the chat service; worker/worker.py only dispatches to it when the account's
-`backend` is "cloud". The runtime keeps running beside it: it holds and refreshes the login.
+models) and the chat path (worker/cloud/path.py) the worker's chat runner uses when the
+account's `backend` is "cloud". The runtime keeps running beside it: it holds and refreshes
+the login.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from typing import Any
 
-from protocol.chat import ChatEvent, ChatRequest, Failure
 from protocol.specs import WorkerSpec
-from protocol.vocabulary import ErrorCode
 from protocol.worker_socket import ModelInfo
 from worker.cloud.access import CloudAccess, RuntimeView
 from worker.cloud.client import CloudClient
-from worker.cloud.service import CloudChatService
-from worker.metrics import WorkerMetrics
-from worker.slots import UpstreamSlots
+from worker.cloud.path import CloudPath
 
 
 class CloudBackend:
-    def __init__(
-        self,
-        spec: WorkerSpec,
-        *,
-        runtime: RuntimeView,
-        slots: UpstreamSlots,
-        metrics: WorkerMetrics,
-    ) -> None:
+    def __init__(self, spec: WorkerSpec, *, runtime: RuntimeView) -> None:
         self.spec = spec
         self.client = CloudClient(timeout_s=spec.rpc_timeout_s)
         self.access = CloudAccess(spec, runtime, self.client)
-        self.service = CloudChatService(
-            spec,
-            access=self.access,
-            client=self.client,
-            slots=slots,
-            metrics=metrics,
-            runtime_models=runtime.resolver,
-            on_rate_limited=runtime.cool_down,
+        self.path = CloudPath(
+            spec, access=self.access, client=self.client, runtime_models=runtime.resolver
         )
         self._upkeep: asyncio.Task[None] | None = None
 
@@ -76,17 +59,8 @@ class CloudBackend:
                 await self._upkeep
         await self.client.close()
 
-    def refusal(self, request: ChatRequest) -> ChatEvent | None:
+    def refusal(self) -> str | None:
         """Why this worker cannot take a chat now, on top of the runtime side's reasons."""
         if self.access.ready:
             return None
-        return Failure(
-            id=request.id,
-            code=ErrorCode.NOT_LOGGED_IN,
-            message=f"account {self.spec.name}: {self.access.note or 'cloud backend not ready'}",
-            served_by=self.spec.name,
-            retryable=True,
-        )
-
-    async def chat(self, request: ChatRequest, emit: Callable[[ChatEvent], None]) -> None:
-        await self.service.run(request, emit)
+        return f"account {self.spec.name}: {self.access.note or 'cloud backend not ready'}"

@@ -195,6 +195,12 @@ def unique(candidates: Iterable[BaseUrlCandidate]) -> list[BaseUrlCandidate]:
     return out
 
 
+def endpoint_of(reply: Any) -> str:
+    """The endpoint in the runtime's `config/getEndpoint` answer ("" when it names none)."""
+    endpoint = reply.get("endpoint") if isinstance(reply, dict) else None
+    return endpoint if isinstance(endpoint, str) else ""
+
+
 def candidates(
     *,
     explicit: str,

@@ -1,7 +1,8 @@
-"""Runs in the front: the OpenAI Responses object and its event stream, rendered from front events.
+"""Runs in the front: OpenAI Responses output — the event stream and the `response` object.
 
 Output items open and close as the reply changes kind (reasoning → message text → function
-calls); each event carries `type` and a `sequence_number`, as the SDKs expect.
+calls); each event carries `type` and a `sequence_number`, as the SDKs expect. Every
+`response` object echoes the request's settings (`envelope_extras`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import secrets
 from typing import Any
 
 from front.errors import ApiError
-from front.pipeline import Outcome
+from front.pipeline import Collected, Outcome
+from front.plan import ChatPlan
+from front.schemas_openai import ResponsesBody
 from front.sse import StreamRenderer, json_encode, named_event
 from protocol.chat import ToolCall
 
@@ -219,3 +222,57 @@ class ResponsesStreamRenderer(StreamRenderer):
         self._output.append(item)
         self._open_kind, self._open_text = "", []
         return out + self._event("response.output_item.done", {"output_index": index, "item": item})
+
+
+def response_body(
+    plan: ChatPlan, body: ResponsesBody, response_id: str, created: int, result: Collected
+) -> dict[str, Any]:
+    outcome = result.outcome or Outcome(finish_reason="stop")
+    output: list[dict[str, Any]] = []
+    if result.reasoning:
+        output.append(reasoning_item(f"rs_{secrets.token_hex(12)}", "".join(result.reasoning)))
+    if result.text:
+        output.append(
+            message_item(f"msg_{secrets.token_hex(12)}", "".join(result.text), "completed")
+        )
+    output += [
+        function_call_item(f"fc_{secrets.token_hex(12)}", c, "completed") for c in result.calls
+    ]
+    renderer = ResponsesStreamRenderer(
+        response_id, created, plan.model, envelope_extras(plan, body)
+    )
+    return renderer.response(outcome, output)
+
+
+def envelope_extras(plan: ChatPlan, body: ResponsesBody) -> dict[str, Any]:
+    """Request-echo fields every `response` object carries."""
+    choice: Any = plan.tool_choice
+    if plan.forced_tool:
+        choice = {"type": "function", "name": plan.forced_tool}
+    return {
+        "instructions": body.instructions,
+        "max_output_tokens": body.max_output_tokens,
+        "parallel_tool_calls": body.parallel_tool_calls
+        if body.parallel_tool_calls is not None
+        else True,
+        "previous_response_id": None,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "tool_choice": choice,
+        "tools": [
+            {
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": None,
+                "strict": None,
+            }
+            for t in plan.tools
+        ],
+        "metadata": body.metadata or {},
+        "user": body.user,
+        "store": False,
+        "text": {"format": {"type": "text"}},
+        "truncation": "disabled",
+        "reasoning": {"effort": None, "summary": None},
+    }

@@ -1,76 +1,30 @@
-"""Runs in the front: the non-chat public endpoints — /, /healthz, /v1/models, /metrics.
+"""Runs in the front: GET /v1/models — every READY account's models, and the configured aliases.
 
-/healthz tells a load balancer three things apart: this front is up and can route (ready),
-up but no account is READY (no_ready_account, still HTTP 200: restarting the front would not
-help), and draining (503, take it out of rotation). /readyz is the same body with 503 for
-anything but ready, for balancers and orchestrators that only read status codes.
+The workers answer `ModelsQuery`; the list is the union of their model keys, then every plain
+alias (never a glob pattern, which no client could send as a model name). One entry reads in
+both SDKs: OpenAI's model object plus Anthropic's field names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from aiohttp import web
 
-from front.auth import require_metrics
-from front.candidates import RECHECK_TIMEOUT_S
-from front.context import CONTEXT, FrontContext, ServeState
-from front.control import supervisor_metrics
+from front.bodies import json_response
+from front.chat_entry import authenticate
+from front.context import CONTEXT
 from front.errors import ApiError, ErrorKind, no_ready_account_message
-from front.httpkit import authenticate, json_response
 from front.keys import allowed_models
-from front.metrics import CONTENT_TYPE
-from front.worker_pool import WorkerLink
+from front.worker_pool import RECHECK_TIMEOUT_S, WorkerLink
 from protocol.framing import FrameError
 from protocol.worker_socket import Models, ModelsQuery
 
 log = logging.getLogger(__name__)
 
 MODELS_TIMEOUT_S = 10.0
-
-
-async def root(request: web.Request) -> web.Response:
-    return json_response({"ok": True, "service": "lingma-gw"})
-
-
-def health_payload(ctx: FrontContext) -> tuple[int, dict[str, Any]]:
-    links = list(ctx.pool.links.values())
-    ready = sum(1 for link in links if link.ready)
-    if ctx.state is ServeState.DRAINING:
-        status, code = "draining", 503
-    elif ready:
-        status, code = "ready", 200
-    else:
-        status, code = "no_ready_account", 200
-    return code, {
-        "ok": bool(ready) and ctx.state is ServeState.SERVING,
-        "status": status,
-        "time": int(time.time()),
-        "front": ctx.name,
-        "pool_size": len(links),
-        "pool_ready": ready,
-        "in_flight": ctx.admission.in_flight,
-        "queued": ctx.admission.queued,
-        "instances": [link.describe() for link in links],
-        "keys": len(ctx.keys),
-        "ledger": ctx.usage.health(),
-    }
-
-
-async def healthz(request: web.Request) -> web.Response:
-    code, payload = health_payload(request.app[CONTEXT])
-    return json_response(payload, status=code)
-
-
-async def readyz(request: web.Request) -> web.Response:
-    """/healthz for checkers that read only the status code: 503 unless an account is READY."""
-    _, payload = health_payload(request.app[CONTEXT])
-    code = 200 if payload["status"] == "ready" else 503
-    headers = None if code == 200 else {"Retry-After": "2"}
-    return json_response(payload, status=code, headers=headers)
 
 
 async def query_models(link: WorkerLink) -> Models | None:
@@ -144,17 +98,3 @@ async def list_models(request: web.Request) -> web.Response:
     shown = set(allowed_models(entry, [model["id"] for model in payload["data"]]))
     payload["data"] = [model for model in payload["data"] if model["id"] in shown]
     return json_response(payload)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    spec = ctx.spec
-    require_metrics(
-        request.headers,
-        authenticate=lambda _: authenticate(request),
-        metrics_token=spec.metrics_token,
-        public=spec.metrics_public,
-    )
-    text = await supervisor_metrics(spec.control_socket)
-    body = text.encode() if text is not None else ctx.metrics.exposition()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
