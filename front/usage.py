@@ -1,7 +1,7 @@
 """Runs in the front: one usage row per chat request, sent to the supervisor in batches.
 
 Recording is an append to a list on the request path; a background task sends what gathered
-every `FLUSH_EVERY_S` to the supervisor's control socket (`UsageReport`), and the front's
+every `FLUSH_EVERY_S` to the supervisor's control socket (`UsageReportRequest`), and the front's
 shutdown sends the rest after its last request ended, so a drain (SIGTERM, reload handover)
 loses nothing. Rows the supervisor cannot take stay here, bounded, and go with the next batch.
 The supervisor's reply says whether its database writes succeed: /healthz shows that.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from front.keys import KeyGate, key_name
 from front.supervisor_link import ask_supervisor
-from protocol.usage import LedgerState, UsageReply, UsageReport, UsageRow
+from protocol.usage import LedgerState, UsageReply, UsageReportRequest, UsageRow
 
 if TYPE_CHECKING:
     from front.pipeline import Outcome
@@ -88,7 +88,7 @@ class UsageRecorder:
             first = False
             batch = self._rows[:MAX_BATCH]
             reply = await ask_supervisor(
-                self._control_socket, UsageReport(rows=batch), FLUSH_TIMEOUT_S
+                self._control_socket, UsageReportRequest(rows=batch), FLUSH_TIMEOUT_S
             )
             if not isinstance(reply, UsageReply):
                 self._set_ledger(LedgerState.DEGRADED, "the supervisor did not take usage rows")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from protocol.keys import KeysReply, KeysRequest
-from protocol.usage import LedgerState, UsageReply, UsageReport, UsageRequest
+from protocol.usage import LedgerState, UsageReply, UsageReportRequest, UsageRequest
 from protocol.version import API_VERSION
 from protocol.vocabulary import Base, BinaryState, ChildKind, ChildState, ErrorCode, LoginState
 
@@ -61,7 +61,7 @@ ControlRequest = (
     | StatsRequest
     | MetricsRequest
     | KeysRequest  # protocol/keys.py: `lingma-gw keys ...`
-    | UsageReport  # protocol/usage.py: a front's usage rows
+    | UsageReportRequest  # protocol/usage.py: a front's usage rows
     | UsageRequest  # `lingma-gw usage`, /internal/usage
 )
 

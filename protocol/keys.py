@@ -31,6 +31,14 @@ class KeySource(enum.StrEnum):
     API_KEYS = "api_keys"  # the flat [auth] api_keys / API_KEYS list, named api-key-N
 
 
+class KeyState(enum.StrEnum):
+    """What `lingma-gw keys list` says of a key now."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    EXPIRED = "expired"
+
+
 class KeyAction(enum.StrEnum):
     ADD = "add"
     LIST = "list"
@@ -86,7 +94,7 @@ class KeyInfo(Base, frozen=True, kw_only=True):
     name: str
     source: KeySource
     limits: KeyLimits
-    state: str  # active | disabled | expired
+    state: KeyState
     created_at: float = 0.0
     requests_today: int = 0
     tokens_today: int = 0

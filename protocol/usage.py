@@ -2,7 +2,7 @@
 
 A front produces one `UsageRow` per chat request (it knows the key, the API, the status, the
 tokens, the latency and the account that served it) and sends them in batches to the
-supervisor (`UsageReport` on the control socket); the supervisor writes them to SQLite and
+supervisor (`UsageReportRequest` on the control socket); the supervisor writes them to SQLite and
 answers `UsageRequest` (CLI `lingma-gw usage`, the front's admin endpoint) with totals.
 """
 
@@ -44,8 +44,10 @@ class UsageRow(Base, array_like=True, frozen=True, kw_only=True):
     request_id: str = ""
 
 
-class UsageReport(Base, tag_field="type", tag="usage_report", frozen=True, kw_only=True):
-    """Front -> supervisor (control socket): a batch of rows; answered with `UsageReply`."""
+class UsageReportRequest(Base, tag_field="type", tag="usage_report", frozen=True, kw_only=True):
+    """Front -> supervisor (control socket): a batch of rows; answered with `UsageReply`.
+
+    The wire tag stays `usage_report`: fronts and supervisors of one release talk to each other."""
 
     rows: list[UsageRow]
     api_version: int = API_VERSION
@@ -70,7 +72,7 @@ class UsageGroup(Base, frozen=True, kw_only=True):
 
 
 class UsageReply(Base, tag_field="type", tag="usage_reply", frozen=True, kw_only=True):
-    """Also the reply to `UsageReport`: `ledger` tells the front whether writes succeed."""
+    """Also the reply to `UsageReportRequest`: `ledger` tells the front whether writes succeed."""
 
     ledger: LedgerState = LedgerState.OK
     ledger_note: str = ""

@@ -35,7 +35,7 @@ from protocol.control_socket import (
 )
 from protocol.framing import FrameError
 from protocol.keys import KeysRequest
-from protocol.usage import UsageReport, UsageRequest
+from protocol.usage import UsageReportRequest, UsageRequest
 from protocol.vocabulary import Backend, BinaryState, ErrorCode, LoginState
 from protocol.worker_socket import LoginBundle, LoginBundleQuery, LoginInfo, LoginStart
 from supervisor.config import ServerConfig
@@ -63,7 +63,7 @@ class Commands:
         roster: Roster,
         metrics: MetricsAggregate,
         reload: Callable[[], Awaitable[ControlReply]],
-        keys: Callable[[KeysRequest | UsageReport | UsageRequest], Awaitable[ControlReply]],
+        keys: Callable[[KeysRequest | UsageReportRequest | UsageRequest], Awaitable[ControlReply]],
         ledger: Callable[[], Ledger],
         settings: Callable[[], ServerConfig],
         started_at: float,
@@ -95,7 +95,7 @@ class Commands:
             case MetricsRequest():
                 await self._metrics.refresh(METRICS_MAX_AGE_S)
                 return MetricsReply(text=self._metrics.render())
-            case KeysRequest() | UsageReport() | UsageRequest():
+            case KeysRequest() | UsageReportRequest() | UsageRequest():
                 return await self._keys(request)
         return ErrorReply(code=ErrorCode.UNSUPPORTED, message="unknown control request")
 

@@ -165,7 +165,7 @@ def render_keys(keys: list[KeyInfo]) -> str:
         return "no API keys: /v1/* is open to anyone who can connect"
     rows = [
         [
-            k.name, k.source.value, k.state, ",".join(k.limits.models) or "*",
+            k.name, k.source.value, k.state.value, ",".join(k.limits.models) or "*",
             _limit(k.limits.rpm), _limit(k.limits.tokens_per_day), _limit(k.limits.max_concurrent),
             _when(k.limits.expires_at) if k.limits.expires_at else "-",
             str(k.requests_today), str(k.tokens_today),

@@ -3,7 +3,7 @@
 Owns the merged key table every front gets (config `[[keys]]`, then keys made with `lingma-gw
 keys add` from the database, then the flat `api_keys` list as `api-key-N`), the shared-memory
 limits table in the runtime dir and each front's column in it, and the `Ledger`. Answers the
-control requests `KeysRequest`, `UsageReport` and `UsageRequest`, and pushes `KeysUpdate` to
+control requests `KeysRequest`, `UsageReportRequest` and `UsageRequest`, and pushes `KeysUpdate` to
 every front whenever the table changes (CLI change, reload), awaiting their answers, so a key
 works on every front by the time `lingma-gw keys add` returns.
 """
@@ -33,10 +33,11 @@ from protocol.keys import (
     KeySource,
     KeysReply,
     KeysRequest,
+    KeyState,
     KeysUpdate,
 )
 from protocol.limits_table import LimitsTable
-from protocol.usage import UsageReply, UsageReport, UsageRequest
+from protocol.usage import UsageReply, UsageReportRequest, UsageRequest
 from protocol.vocabulary import ErrorCode
 from supervisor.config import Config
 from supervisor.handle import ChildHandle, NotConnected
@@ -174,9 +175,11 @@ class KeyService:
 
     # ------------------------------------------------------------------ control requests
 
-    async def handle(self, request: KeysRequest | UsageReport | UsageRequest) -> ControlReply:
+    async def handle(
+        self, request: KeysRequest | UsageReportRequest | UsageRequest
+    ) -> ControlReply:
         match request:
-            case UsageReport(rows=rows):
+            case UsageReportRequest(rows=rows):
                 self.ledger.submit(rows)
                 self.metrics.count(rows)
                 return self._usage_reply()
@@ -296,12 +299,12 @@ def _replace_disabled(entry: KeyEntry, disabled: bool) -> KeyLimits:
     return msgspec.structs.replace(entry.limits, disabled=disabled)
 
 
-def _state(entry: KeyEntry, now: float) -> str:
+def _state(entry: KeyEntry, now: float) -> KeyState:
     if entry.limits.disabled:
-        return "disabled"
+        return KeyState.DISABLED
     if entry.limits.expires_at and now >= entry.limits.expires_at:
-        return "expired"
-    return "active"
+        return KeyState.EXPIRED
+    return KeyState.ACTIVE
 
 
 _ELSEWHERE = {

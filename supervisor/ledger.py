@@ -1,6 +1,6 @@
 """Runs in the supervisor: the usage ledger — rows from the fronts, committed to SQLite in batches.
 
-Fronts send rows every half second (`UsageReport`); `submit` only appends them to a list, and
+Fronts send rows every half second (`UsageReportRequest`); `submit` only appends them to a list, and
 a background task commits the list every `COMMIT_EVERY_S` on the ledger's own thread (stdlib
 `sqlite3`, one connection, never touched by the event loop), and once more at shutdown after
 every front has sent its last rows. So a SIGTERM or a reload loses nothing, and a SIGKILL of

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from front.usage import UsageRecorder
-from protocol.usage import LedgerState, UsageReply, UsageReport, UsageRow
+from protocol.usage import LedgerState, UsageReply, UsageReportRequest, UsageRow
 from supervisor.control import ControlServer
 from tests.helpers import wait_until_async
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.component
 
 
 class FakeSupervisor:
-    """The supervisor's side of UsageReport, on a real Unix socket."""
+    """The supervisor's side of UsageReportRequest, on a real Unix socket."""
 
     def __init__(self, path: Path) -> None:
         self.rows: list[UsageRow] = []
@@ -30,7 +30,7 @@ class FakeSupervisor:
         self.server = ControlServer(str(path), self.handle)
 
     async def handle(self, request: Any) -> UsageReply:
-        assert isinstance(request, UsageReport)
+        assert isinstance(request, UsageReportRequest)
         self.reports += 1
         self.rows.extend(request.rows)
         return UsageReply(

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from protocol.control_socket import ErrorReply
-from protocol.keys import KeyAction, KeyLimits, KeySource, KeysReply, KeysRequest
-from protocol.usage import UsageGrouping, UsageReply, UsageReport, UsageRequest, UsageRow
+from protocol.keys import KeyAction, KeyLimits, KeySource, KeysReply, KeysRequest, KeyState
+from protocol.usage import UsageGrouping, UsageReply, UsageReportRequest, UsageRequest, UsageRow
 from protocol.vocabulary import ErrorCode
 from supervisor.config import Config, load_config
 from supervisor.keyservice import KeyService, KeyStoreError
@@ -81,7 +81,7 @@ async def test_cli_keys_join_the_table_and_config_keys_stay_the_config_s(sock_di
         assert alice.limits.disabled and alice.slot == slot  # same row: its counts carry on
         listing = await service.handle(KeysRequest(action=KeyAction.LIST))
         assert isinstance(listing, KeysReply)
-        assert {k.name: k.state for k in listing.keys}["alice"] == "disabled"
+        assert {k.name: k.state for k in listing.keys}["alice"] is KeyState.DISABLED
     finally:
         await service.close()
 
@@ -115,7 +115,7 @@ async def test_reports_reach_the_ledger_metrics_and_seed_today_s_tokens(sock_dir
                  prompt_tokens=7, completion_tokens=3),
         UsageRow(ts=now, key="carol", account="a", model="m", api="openai", status=429),
     ]  # fmt: skip
-    reply = await service.handle(UsageReport(rows=rows))
+    reply = await service.handle(UsageReportRequest(rows=rows))
     assert isinstance(reply, UsageReply) and reply.ledger.value == "ok"
     summary = await service.handle(UsageRequest(by=UsageGrouping.KEY, since_s=60))
     assert isinstance(summary, UsageReply)

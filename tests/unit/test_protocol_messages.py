@@ -151,7 +151,7 @@ CONTROL_REQUESTS: list[Any] = [
     keys.KeysRequest(
         action=keys.KeyAction.ADD, name="alice", sha256="ab" * 32, limits=keys.KeyLimits(rpm=5)
     ),
-    usage.UsageReport(
+    usage.UsageReportRequest(
         rows=[usage.UsageRow(ts=1.0, key="alice", account="a", model="m", api="openai", status=200)]
     ),
     usage.UsageRequest(by=usage.UsageGrouping.MODEL, since_s=60.0),
@@ -173,7 +173,10 @@ CONTROL_REPLIES: list[Any] = [
         message="ok",
         keys=[
             keys.KeyInfo(
-                name="alice", source=keys.KeySource.CLI, limits=keys.KeyLimits(), state="active"
+                name="alice",
+                source=keys.KeySource.CLI,
+                limits=keys.KeyLimits(),
+                state=keys.KeyState.ACTIVE,
             )
         ],
     ),
