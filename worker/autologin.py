@@ -5,8 +5,12 @@ The page is Alibaba's account form (lingma-protocol.md §8): `#fm-login-id`,
 so every frame is searched. After submitting, the runtime's own `/auth/callback` completes the
 login; the caller polls `auth/status` meanwhile. Credentials are typed into the page only and
 never logged.
+
+Playwright is imported when a login runs, not with the module: every worker imports this one,
+most never open a browser, and Playwright's import costs an idle worker about 7 MiB.
 """
 
+# ruff: noqa: PLC0415 - Playwright is imported inside the functions, see the module docstring
 from __future__ import annotations
 
 import asyncio
@@ -15,9 +19,10 @@ import logging
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import Frame, Page, async_playwright
+if TYPE_CHECKING:
+    from playwright.async_api import Frame, Page
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,8 @@ class LoginOutcome(enum.StrEnum):
 
 
 async def _find_form(page: Page, timeout: float) -> Frame | None:
+    from playwright.async_api import Error as PlaywrightError
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for frame in page.frames:
@@ -70,6 +77,8 @@ async def _submit(frame: Frame, username: str, password: str) -> None:
 
 
 async def _shown(page: Page, selector: str) -> bool:
+    from playwright.async_api import Error as PlaywrightError
+
     for frame in page.frames:
         try:
             element = await frame.query_selector(selector)
@@ -91,6 +100,8 @@ async def browser_login(
     logged_in: Callable[[], Awaitable[bool]],
 ) -> LoginOutcome:
     """Open `url`, submit the credentials, then wait until `logged_in()` or `timeout_s`."""
+    from playwright.async_api import async_playwright
+
     deadline = time.monotonic() + timeout_s
     with tempfile.TemporaryDirectory(prefix="lingma-gw-chromium-") as profile:
         async with async_playwright() as playwright:

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import uvloop
@@ -47,7 +47,6 @@ from worker import bundles
 from worker.account import Account
 from worker.binary import binary_usable
 from worker.chat import ChatPath, ChatRunner
-from worker.cloud.backend import CloudBackend
 from worker.ipc import IpcConnection
 from worker.login import import_bundle
 from worker.metrics import WorkerMetrics
@@ -55,6 +54,9 @@ from worker.reaper import SessionReaper
 from worker.runtime_client import RuntimeClient
 from worker.runtime_path import RuntimePath
 from worker.sessions import SessionCache, SessionEntry
+
+if TYPE_CHECKING:
+    from worker.cloud.backend import CloudBackend
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,7 @@ class Worker:
             on_discard=self._discard_entry,
         )
         self.account = Account(spec, metrics=self.metrics, sessions=self.sessions)
-        self.cloud = (  # the chat path of a `backend = "cloud"` account (worker/cloud/)
-            CloudBackend(spec, runtime=self.account) if spec.backend is Backend.CLOUD else None
-        )
+        self.cloud = self._cloud_backend() if spec.backend is Backend.CLOUD else None
         path: ChatPath[Any] = self.cloud.path if self.cloud is not None else self._runtime_path()
         self.chats = ChatRunner(
             spec, path, metrics=self.metrics, on_rate_limited=self.account.cool_down
@@ -89,6 +89,13 @@ class Worker:
         self._stop = asyncio.Event()
         self._chat_tasks: set[asyncio.Task[None]] = set()
         self._connections: set[asyncio.Task[Any]] = set()
+
+    def _cloud_backend(self) -> CloudBackend:
+        """The chat path of a `backend = "cloud"` account (worker/cloud/). Imported here: the
+        cloud modules (and `cryptography`) cost a runtime account's idle worker about 11 MiB."""
+        from worker.cloud.backend import CloudBackend  # noqa: PLC0415
+
+        return CloudBackend(self.spec, runtime=self.account)
 
     # ----------------------------------------------------------------- state
 
