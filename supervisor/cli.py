@@ -144,10 +144,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvloop
 
     from protocol.logs import configure_logging
+    from supervisor.child_entry import set_title
     from supervisor.config import config_warnings
     from supervisor.console import Console
     from supervisor.envconfig import SECRET_VARIABLES
-    from supervisor.spawn import SUPERVISOR_TITLE, set_title
+    from supervisor.spawn import SUPERVISOR_TITLE
     from supervisor.supervisor import AlreadyRunning, CannotStart, Supervisor
     from supervisor.systemd import Notifier
 

@@ -1,4 +1,4 @@
-"""Runs in the supervisor (and, for `child_main` only, first thing in each child): spawning.
+"""Runs in the supervisor: spawning fronts and workers (supervisor/child_entry.py starts each).
 
 Fronts and workers start as fresh interpreters under the "spawn" start method, by module name:
 the child imports `module` and calls its synchronous `run(spec_bytes)` with the msgpack-encoded
@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 from typing import Any
 
 import aiomultiprocess
 import aiomultiprocess.core
-import setproctitle
 
 from protocol.vocabulary import ChildKind
+from supervisor.child_entry import child_main
 
 WORKER_MODULE = "worker.worker"
 FRONT_MODULE = "front.process"
@@ -47,17 +46,6 @@ SUPERVISOR_TITLE = TITLE_PREFIX + "supervisor"
 def process_title(kind: ChildKind, name: str) -> str:
     """`lingma-gw: worker acct-a`, `lingma-gw: front 0`: the role, then which one."""
     return f"{TITLE_PREFIX}{kind.value} {name.removeprefix(kind.value + '-')}"
-
-
-def set_title(title: str) -> None:
-    setproctitle.setproctitle(title)
-
-
-def child_main(module: str, spec_bytes: bytes, title: str = "") -> None:
-    """The spawned child's target: take its title, import the component, hand it its spec."""
-    if title:
-        set_title(title)
-    importlib.import_module(module).run(spec_bytes)
 
 
 class ChildProcess(aiomultiprocess.Process):  # type: ignore[misc]
