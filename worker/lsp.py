@@ -26,10 +26,10 @@ class LspFramingError(ValueError):
     """The byte stream cannot be parsed any more (bad header, absurd length)."""
 
 
-def encode_message(message: dict[str, Any]) -> str:
-    """One LSP-framed message as the text of one WebSocket frame (length counted in bytes)."""
+def encode_message(message: dict[str, Any]) -> bytes:
+    """One LSP-framed message as the UTF-8 payload of one text frame (length counted in bytes)."""
     body = msgspec.json.encode(message)
-    return f"Content-Length: {len(body)}\r\n\r\n{body.decode()}"
+    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
 def _content_length(header: bytes) -> int:

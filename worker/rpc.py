@@ -5,7 +5,9 @@ An incoming message with a `method` is a server push: it is acknowledged when it
 live request it belongs to (worker/routes.py); anything else with an id answers one of our
 calls. One connection serves many chats at once: ACP chats multiplex on it by request id, and
 `ask_slot` keeps legacy `chat/ask` to one in flight per connection (§11.7). The framing lives
-in worker/lsp.py.
+in worker/lsp.py; frames written in one loop turn share one socket write (worker/ws_batch.py).
+Text frames stay bytes both ways (`decode_text=False`, `send_frame`): the framing and msgspec
+work on UTF-8 bytes, so decoding each frame to `str` and back would only cost time.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import aiohttp
 
 from worker.lsp import MAX_MESSAGE_BYTES, LspDecoder, LspFramingError, encode_message
 from worker.routes import PushRouter
+from worker.ws_batch import batch_writes
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +110,16 @@ def push_reply(method: str, params: dict[str, Any]) -> Any:
     return None
 
 
+def _time_out(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class RpcConnection:
     """One WebSocket to the runtime: calls with per-call timeouts, pushes routed by request."""
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, url: str, *, tap: Tap | None = None
+        self, ws: aiohttp.ClientWebSocketResponse[bool], url: str, *, tap: Tap | None = None
     ) -> None:
         self.url = url
         self.routes = PushRouter()
@@ -144,13 +152,14 @@ class RpcConnection:
             try:
                 async with asyncio.timeout(timeout):
                     ws = await session.ws_connect(
-                        url, headers=headers, max_msg_size=MAX_MESSAGE_BYTES
+                        url, headers=headers, max_msg_size=MAX_MESSAGE_BYTES, decode_text=False
                     )
             except aiohttp.WSServerHandshakeError as exc:
                 last = exc
                 continue
             except (aiohttp.ClientError, OSError) as exc:  # refused, reset, ...
                 raise RpcClosed(f"cannot connect to port {port}: {exc}") from exc
+            batch_writes(ws)
             return cls(ws, url, tap=tap)
         raise RpcClosed(f"no WebSocket on port {port}: {last}")
 
@@ -172,10 +181,13 @@ class RpcConnection:
 
     async def call(self, method: str, params: dict[str, Any] | None, timeout: float) -> Any:
         future = await self.begin_call(method, params or {})
+        # A timer handle that fails the answer's future, rather than an asyncio.timeout
+        # context (an object, a reschedule and a task cancellation path on every call).
+        timer = asyncio.get_running_loop().call_later(timeout, _time_out, future)
         try:
-            async with asyncio.timeout(timeout):
-                return await future
+            return await future
         finally:
+            timer.cancel()
             if not future.done():
                 future.cancel()
 
@@ -222,7 +234,7 @@ class RpcConnection:
         if self.tap is not None:
             self.tap("out", message)
         try:
-            await self._ws.send_str(encode_message(message))
+            await self._ws.send_frame(encode_message(message), aiohttp.WSMsgType.TEXT)
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             if self.state is ConnState.OPEN:  # no later caller should pick this one any more
                 self.state = ConnState.BROKEN
@@ -232,12 +244,11 @@ class RpcConnection:
     async def _read_loop(self) -> None:
         try:
             async for frame in self._ws:
-                if frame.type == aiohttp.WSMsgType.TEXT:
-                    data = frame.data.encode()
-                elif frame.type == aiohttp.WSMsgType.BINARY:
-                    data = frame.data
-                else:
+                if frame.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break
+                data = frame.data
+                if isinstance(data, str):  # a socket that decodes text frames after all
+                    data = data.encode()
                 for message in self._decoder.feed(data):
                     await self._dispatch(message)
         except (LspFramingError, aiohttp.ClientError, ConnectionError) as exc:

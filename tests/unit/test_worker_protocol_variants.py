@@ -62,8 +62,8 @@ class FakeSocket:
         self.sent: list[Any] = []
         self._closed = asyncio.Event()
 
-    async def send_str(self, text: str) -> None:
-        self.sent.extend(LspDecoder().feed(text.encode()))
+    async def send_frame(self, payload: bytes, _opcode: int) -> None:
+        self.sent.extend(LspDecoder().feed(payload))
 
     async def close(self) -> None:
         self._closed.set()
@@ -177,7 +177,7 @@ async def test_an_error_next_to_a_null_result_fails_the_call() -> None:
 
 
 def test_frames_we_send_count_bytes_and_carry_object_params() -> None:
-    (message,) = LspDecoder().feed(encode_message({"method": "m", "params": {"t": "好"}}).encode())
+    (message,) = LspDecoder().feed(encode_message({"method": "m", "params": {"t": "好"}}))
     assert message == {"method": "m", "params": {"t": "好"}}
 
 

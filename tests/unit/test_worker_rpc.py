@@ -19,8 +19,9 @@ pytestmark = pytest.mark.unit
 
 
 def test_content_length_counts_utf8_bytes_not_characters() -> None:
-    text = encode_message({"jsonrpc": "2.0", "method": "chat/answer", "params": {"text": "你好"}})
-    header, body = text.split("\r\n\r\n", 1)
+    message = {"jsonrpc": "2.0", "method": "chat/answer", "params": {"text": "你好"}}
+    payload = encode_message(message)
+    header, body = payload.decode().split("\r\n\r\n", 1)
     assert header == f"Content-Length: {len(body.encode())}"
     assert len(body.encode()) > len(body)
 
@@ -28,10 +29,10 @@ def test_content_length_counts_utf8_bytes_not_characters() -> None:
 def test_several_messages_in_one_frame_and_one_split_across_frames() -> None:
     first = encode_message({"id": 1, "result": "a"})
     second = encode_message({"id": 2, "result": "中文"})
-    data = (first + second).encode()
+    data = first + second
     decoder = LspDecoder()
     assert decoder.feed(data[:5]) == []
-    cut = len(first.encode()) + 7
+    cut = len(first) + 7
     assert decoder.feed(data[5:cut]) == [{"id": 1, "result": "a"}]
     assert decoder.feed(data[cut:]) == [{"id": 2, "result": "中文"}]
 
@@ -41,7 +42,7 @@ def test_any_split_of_the_byte_stream_decodes_the_same(
     texts: list[str], data: st.DataObject
 ) -> None:
     messages = [{"id": i, "result": t} for i, t in enumerate(texts)]
-    stream = "".join(encode_message(m) for m in messages).encode()
+    stream = b"".join(encode_message(m) for m in messages)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     decoder = LspDecoder()
     decoded = []
