@@ -4,8 +4,11 @@ Every chat opens or continues a Lingma session, and the runtime keeps each one u
 deleted (lingma-protocol.md §11.7 "delete throw-away sessions"; LP deletes them with
 `chat/deleteSessionById`, §5). A session is thrown away when its chat failed or was cancelled,
 when session reuse is off, or when the session cache drops it (LRU, TTL, a concurrent twin).
-Deleting runs in the background on the control connection, one call at a time and never on a
-chat's path. Sessions of an earlier binary start are skipped: they died with it.
+Deleting runs in the background on the control connection, never on a chat's path. Sessions
+wait a moment (`LINGER_S`) for company and then go in batches of at most `BATCH` calls at once:
+their frames leave in one write (worker/ws_batch.py) and their answers mostly arrive in one
+read, where a call per finished chat would cost the worker and the runtime a write and a
+wake-up each. Sessions of an earlier binary start are skipped: they died with it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from worker.runtime_client import RuntimeClient
 log = logging.getLogger(__name__)
 
 MAX_PENDING = 1000  # beyond this the oldest waiting session is forgotten (the runtime keeps it)
+BATCH = 16  # deletions in flight at once
+LINGER_S = 0.25  # how long a batch that is not full yet waits for more sessions
 DELETE = "chat/deleteSessionById"
 
 # The client to delete through, and the binary generation it belongs to.
@@ -44,9 +49,11 @@ class SessionReaper:
         *,
         timeout_s: float,
         on_outcome: Callable[[DeleteOutcome], None] = lambda _outcome: None,
+        linger_s: float = LINGER_S,
     ) -> None:
         self._current = current
         self._timeout_s = timeout_s
+        self._linger_s = linger_s
         self._on_outcome = on_outcome
         self._pending: deque[tuple[str, int]] = deque()
         self._wake = asyncio.Event()
@@ -83,11 +90,14 @@ class SessionReaper:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            session_id, generation = self._pending.popleft()
-            outcome = await self._delete(session_id, generation)
-            self._on_outcome(outcome)
-            if outcome is DeleteOutcome.REFUSED:
-                log.info("the runtime did not delete session %s", session_id)
+            if len(self._pending) < BATCH:
+                await asyncio.sleep(self._linger_s)
+            batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
+            outcomes = await asyncio.gather(*(self._delete(*entry) for entry in batch))
+            for (session_id, _generation), outcome in zip(batch, outcomes, strict=True):
+                self._on_outcome(outcome)
+                if outcome is DeleteOutcome.REFUSED:
+                    log.info("the runtime did not delete session %s", session_id)
 
     async def _delete(self, session_id: str, generation: int) -> DeleteOutcome:
         client, current = self._current()
