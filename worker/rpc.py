@@ -250,7 +250,9 @@ class RpcConnection:
                 if isinstance(data, str):  # a socket that decodes text frames after all
                     data = data.encode()
                 for message in self._decoder.feed(data):
-                    await self._dispatch(message)
+                    # `_dispatch` inlined: most messages need no ack, so no coroutine each.
+                    if (ack := self._route(message)) is not None:
+                        await self._acknowledge(ack)
         except (LspFramingError, aiohttp.ClientError, ConnectionError) as exc:
             log.warning("runtime connection %s broken: %s", self.url, exc)
         finally:
@@ -268,8 +270,18 @@ class RpcConnection:
             self.on_lost(self)
 
     async def _dispatch(self, message: Any) -> None:
+        """One incoming message: routed, and acknowledged when it is a push with an id."""
+        if (ack := self._route(message)) is not None:
+            await self._acknowledge(ack)
+
+    async def _acknowledge(self, ack: dict[str, Any]) -> None:
+        with contextlib.suppress(RpcClosed):
+            await self._send(ack)
+
+    def _route(self, message: Any) -> dict[str, Any] | None:
+        """Route one incoming message; returns the ack a push with an id needs."""
         if not isinstance(message, dict):
-            return
+            return None
         if self.tap is not None:
             self.tap("in", message)
         method = message.get("method")
@@ -277,17 +289,15 @@ class RpcConnection:
             raw_params = message.get("params")
             params = raw_params if isinstance(raw_params, dict) else {"value": raw_params}
             push_id = message.get("id")
-            if push_id is not None:
-                reply = {"jsonrpc": "2.0", "id": push_id, "result": push_reply(method, params)}
-                with contextlib.suppress(RpcClosed):
-                    await self._send(reply)
             self.routes.deliver(method, params)
-            return
+            if push_id is None:
+                return None
+            return {"jsonrpc": "2.0", "id": push_id, "result": push_reply(method, params)}
         call_id = message.get("id")
         # Only our own integer ids answer a call; a list or object id must not break the loop.
         future = self._pending.get(call_id) if isinstance(call_id, int) else None
         if future is None or future.done():
-            return
+            return None
         error = message.get("error")
         if error:
             code = error.get("code", 0) if isinstance(error, dict) else 0
@@ -295,3 +305,4 @@ class RpcConnection:
             future.set_exception(RpcError(code if isinstance(code, int) else 0, str(text)))
         else:
             future.set_result(message.get("result"))
+        return None
