@@ -130,14 +130,13 @@ class MuxClient:
     async def _read_loop(self, stream: FramedStream[Any, Any]) -> None:
         try:
             while True:
-                try:
-                    reply = await stream.recv()
-                except FrameDecodeError as exc:
-                    log.warning("undecodable frame from %s: %s", self.path, exc)
-                    continue
-                inbox = self._waiters.get(reply.id)
-                if inbox is not None:
-                    inbox.put(reply)
+                for reply in await stream.recv_batch():
+                    if isinstance(reply, FrameDecodeError):
+                        log.warning("undecodable frame from %s: %s", self.path, reply)
+                        continue
+                    inbox = self._waiters.get(reply.id)
+                    if inbox is not None:
+                        inbox.put(reply)
         except (FrameError, OSError) as exc:
             log.debug("connection to %s ended: %s", self.path, exc)
         finally:

@@ -55,16 +55,17 @@ class IpcConnection:
         try:
             while True:
                 try:
-                    request = await self.stream.recv()
-                except FrameDecodeError as exc:
-                    self.send(Failure(id=0, code=ErrorCode.BAD_FRAME, message=str(exc)))
-                    continue
+                    requests = await self.stream.recv_batch()
                 except FrameTooLarge as exc:
                     self.send(Failure(id=0, code=ErrorCode.BAD_FRAME, message=str(exc)))
                     with contextlib.suppress(FrameError, OSError):
                         await self.stream.drain()
                     break
-                self.dispatch(request)
+                for request in requests:
+                    if isinstance(request, FrameDecodeError):
+                        self.send(Failure(id=0, code=ErrorCode.BAD_FRAME, message=str(request)))
+                    else:
+                        self.dispatch(request)
         except (ConnectionClosed, OSError):
             pass
         finally:

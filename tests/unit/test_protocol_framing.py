@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import struct
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -12,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol.chat import Cancel, Delta
-from protocol.framing import FrameParser, FrameTooLarge, encode_frame, encode_frames
+from protocol.framing import (
+    ConnectionClosed,
+    FrameDecodeError,
+    FramedStream,
+    FrameParser,
+    FrameTooLarge,
+    encode_frame,
+    encode_frames,
+)
 from protocol.worker_socket import WorkerReply, WorkerRequest
 
 pytestmark = pytest.mark.unit
@@ -66,3 +76,39 @@ def test_garbage_bodies_raise_decode_errors_only(garbage: bytes) -> None:
     decoder = msgspec.msgpack.Decoder(WorkerRequest)
     with contextlib.suppress(msgspec.DecodeError):
         decoder.decode(garbage)
+
+
+def test_whole_frames_before_an_oversized_header_come_first() -> None:
+    parser = FrameParser(max_frame=1024)
+    good = encode_frame(Cancel(id=1))
+    assert len(parser.feed(good + struct.pack(">I", 1025) + b"xx")) == 1
+    with pytest.raises(FrameTooLarge):
+        parser.feed(b"")
+
+
+def framed_reader(data: bytes, *, eof: bool) -> FramedStream[Any, Any]:
+    """A stream over bytes already received (no socket): the reader is fed by hand."""
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    if eof:
+        reader.feed_eof()
+    return FramedStream(reader, cast(Any, None), WorkerRequest)
+
+
+async def test_a_burst_is_received_at_once_and_a_bad_frame_is_its_own_error() -> None:
+    garbage = struct.pack(">I", 3) + b"\xc1\xc1\xc1"
+    burst = encode_frame(Cancel(id=1)) + garbage + encode_frame(Cancel(id=2))
+    stream = framed_reader(burst, eof=True)
+    first, bad, last = await stream.recv_batch()
+    assert (first, last) == (Cancel(id=1), Cancel(id=2))
+    assert isinstance(bad, FrameDecodeError)
+    with pytest.raises(ConnectionClosed):
+        await stream.recv_batch()
+
+
+async def test_recv_takes_one_message_of_a_burst_at_a_time() -> None:
+    stream = framed_reader(encode_frames([Cancel(id=1), Cancel(id=2)]) + b"\0\0", eof=True)
+    assert await stream.recv() == Cancel(id=1)
+    assert await stream.recv() == Cancel(id=2)
+    with pytest.raises(ConnectionClosed, match="mid-frame"):
+        await stream.recv()
