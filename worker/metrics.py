@@ -67,6 +67,12 @@ class WorkerMetrics:
             registry=r,
         )
         self._stats = _Totals()
+        # Labelled children looked up once: `labels()` costs about 2 us a call, and a chat
+        # made five of them. Models and statuses are few, so these dicts stay small.
+        self._prompt_tokens = self.tokens.labels(kind="prompt")
+        self._completion_tokens = self.tokens.labels(kind="completion")
+        self._outcomes: dict[tuple[str, str], Counter] = {}
+        self._timings: dict[str, tuple[Histogram, Histogram]] = {}
 
     def login_attempted(self, outcome: str) -> None:
         self.login_attempts.labels(outcome).inc()
@@ -84,12 +90,18 @@ class WorkerMetrics:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
     ) -> None:
-        self.requests.labels(model=model, status=status).inc()
-        self.latency.labels(model=model).observe(total_s)
+        outcome = self._outcomes.get((model, status))
+        if outcome is None:
+            outcome = self._outcomes[model, status] = self.requests.labels(model, status)
+        outcome.inc()
+        timings = self._timings.get(model)
+        if timings is None:
+            timings = self._timings[model] = (self.latency.labels(model), self.ttft.labels(model))
+        timings[0].observe(total_s)
         if ttft_s is not None:
-            self.ttft.labels(model=model).observe(ttft_s)
-        self.tokens.labels(kind="prompt").inc(prompt_tokens)
-        self.tokens.labels(kind="completion").inc(completion_tokens)
+            timings[1].observe(ttft_s)
+        self._prompt_tokens.inc(prompt_tokens)
+        self._completion_tokens.inc(completion_tokens)
         self._stats.requests += 1
         self._stats.failures += status != "ok"
         self._stats.prompt_tokens += prompt_tokens
