@@ -2,8 +2,10 @@
 
 One `ClientSession` per worker keeps connections alive across chats (no connector cap: every
 open stream holds one). Deadlines match the runtime path: connecting and every silence between
-two reads are bounded by `rpc_timeout_s`; the caller bounds the whole chat. `trust_env` honours
-HTTPS_PROXY/HTTP_PROXY like LP-N. Non-2xx answers and broken streams become `CloudFailure`s.
+two reads are bounded by `rpc_timeout_s`; the caller bounds the whole chat. HTTPS_PROXY /
+HTTP_PROXY / NO_PROXY (and ~/.netrc for the proxy's login) are honoured like LP-N, looked up once
+per base URL: aiohttp's `trust_env` looks them up in a worker thread on every request, two thread
+hand-offs per chat. Non-2xx answers and broken streams become `CloudFailure`s.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import msgspec
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from protocol.chat import ImageInput
 from worker.cloud.credential import Credential
@@ -40,17 +44,41 @@ def _transport_failure(exc: BaseException, where: str) -> CloudFailure:
     return CloudFailure(FailureKind.CUT, f"cloud {where}: connection failed ({type(exc).__name__})")
 
 
+class Proxy(NamedTuple):
+    url: URL | None
+    auth: aiohttp.BasicAuth | None
+
+
 class CloudClient:
     def __init__(self, *, timeout_s: float) -> None:
         self._http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s),
-            trust_env=True,
         )
         self._upload_paths = list(UPLOAD_PATHS)
+        self._proxies: dict[str, Proxy] = {}
+
+    def proxy(self, base_url: str) -> Proxy:
+        """The environment's proxy for `base_url` (None when there is none or NO_PROXY says so)."""
+        found = self._proxies.get(base_url)
+        if found is None:
+            try:
+                found = Proxy(*get_env_proxy_for_url(URL(base_url)))
+            except LookupError:
+                found = Proxy(None, None)
+            self._proxies[base_url] = found
+        return found
 
     async def close(self) -> None:
         await self._http.close()
+
+    def _send(
+        self, method: str, base_url: str, target: str, **kwargs: Any
+    ) -> aiohttp.client._RequestContextManager:
+        proxy = self.proxy(base_url)
+        return self._http.request(
+            method, base_url + target, proxy=proxy.url, proxy_auth=proxy.auth, **kwargs
+        )
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse, where: str) -> None:
         if response.status < 400:
@@ -72,7 +100,7 @@ class CloudClient:
         """A signed GET; the decoded JSON body (None if not JSON), raising on status >= 400."""
         headers = signed_headers(credential, path=path, body=b"", accept="application/json")
         try:
-            async with self._http.get(base_url + path, headers=headers) as response:
+            async with self._send("GET", base_url, path, headers=headers) as response:
                 await self._raise_for_status(response, where)
                 raw = await response.read()
         except aiohttp.ClientError as exc:
@@ -100,8 +128,8 @@ class CloudClient:
         """POST the signed body; yields the stream of decoded events (raises CloudFailure)."""
         headers = signed_headers(credential, path=CHAT_PATH, body=body)
         try:
-            response = await self._http.post(
-                base_url + CHAT_PATH + CHAT_QUERY, data=body, headers=headers
+            response = await self._send(
+                "POST", base_url, CHAT_PATH + CHAT_QUERY, data=body, headers=headers
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_failure(exc, "chat") from None
@@ -146,7 +174,7 @@ class CloudClient:
         target = f"{path}?request_id={request_id}"
         headers = signed_headers(credential, path=target, body=body, accept="application/json")
         try:
-            async with self._http.post(base_url + target, data=body, headers=headers) as resp:
+            async with self._send("POST", base_url, target, data=body, headers=headers) as resp:
                 await self._raise_for_status(resp, "image upload")
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
