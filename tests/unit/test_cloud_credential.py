@@ -132,3 +132,19 @@ def test_store_rereads_only_when_the_files_change(tmp_path: Path) -> None:
     os.replace(workdir.id_path, tmp_path / "id.bak")
     with pytest.raises(CredentialError):
         store.reload()
+
+
+def test_a_store_with_a_recheck_period_looks_at_the_files_that_often(tmp_path: Path) -> None:
+    workdir = logged_in_dir(tmp_path)
+    workdir.write_user(new_user("first"))
+    now = [100.0]
+    store = CredentialStore(tmp_path, recheck_s=1.0, clock=lambda: now[0])
+    first = store.current()
+    workdir.write_user(new_user("second"))
+    now[0] += 0.5
+    assert store.current() is first  # not looked at yet
+    now[0] += 0.6
+    second = store.current()
+    assert not second.same_login(first)
+    workdir.write_user(new_user("third"))
+    assert not store.reload().same_login(second)  # an auth error re-reads at once

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 READY_RECHECK_S = 30.0
 WAITING_RECHECK_S = 1.0
 MODELS_MAX_AGE_S = 600.0
+CREDENTIAL_RECHECK_S = 1.0  # a refreshed login is seen within this (an auth error re-reads at once)
 
 
 class RuntimeView(Protocol):
@@ -72,7 +73,9 @@ class CloudAccess:
         self.spec = spec
         self.runtime = runtime
         self.client = client
-        self.credentials = CredentialStore(spec.work_dir, spec.cloud_credential_file)
+        self.credentials = CredentialStore(
+            spec.work_dir, spec.cloud_credential_file, recheck_s=CREDENTIAL_RECHECK_S
+        )
         self.resolver = ModelResolver(spec.model_aliases, spec.default_model)
         self.raw_models: dict[str, Any] = {}
         self.base_url = ""

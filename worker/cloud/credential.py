@@ -14,6 +14,8 @@ import base64
 import binascii
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,14 +282,29 @@ def _identity(path: Path) -> FileIdentity:
 
 
 class CredentialStore:
-    """The account's current credential, re-read whenever one of its files changes."""
+    """The account's current credential, re-read whenever one of its files changes.
 
-    def __init__(self, work_dir: str | Path, explicit_file: str = "") -> None:
+    `recheck_s` > 0 looks at the files at most that often: every chat asks for the credential
+    (twice), and two `stat` calls each time cost more than the rest of the lookup. A refreshed
+    login is then seen within `recheck_s`; an auth error re-reads at once (`reload`).
+    """
+
+    def __init__(
+        self,
+        work_dir: str | Path,
+        explicit_file: str = "",
+        *,
+        recheck_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.work_dir = Path(work_dir)
         self.explicit_file = Path(explicit_file) if explicit_file else None
         self._seen: tuple[FileIdentity, ...] | None = None
         self._credential: Credential | None = None
         self._problem = "the credential was not read yet"
+        self._recheck_s = recheck_s
+        self._clock = clock
+        self._next_check = 0.0
 
     @property
     def watched(self) -> list[Path]:
@@ -305,11 +322,20 @@ class CredentialStore:
 
     def current(self) -> Credential:
         """The credential, re-read only when its files changed; raises CredentialError."""
-        if self.changed():
+        if self._due() and self.changed():
             return self.reload()
         if self._credential is None:
             raise CredentialError(self._problem)
         return self._credential
+
+    def _due(self) -> bool:
+        if self._recheck_s <= 0:
+            return True
+        now = self._clock()
+        if now < self._next_check:
+            return False
+        self._next_check = now + self._recheck_s
+        return True
 
     def reload(self) -> Credential:
         """Read again whatever the file identities say (an upstream auth error asks for it)."""
