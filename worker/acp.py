@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from protocol.vocabulary import ErrorCode
@@ -138,14 +138,24 @@ class AcpFlow:
             params["contextParams"] = [image.item() for image in images]
         return params
 
-    async def stream(
+    def stream(
         self, conn: RpcConnection, pushes: PushQueue, ask: Ask, timers: Timers
     ) -> AsyncGenerator[Event, None]:
-        """The turn's events; its image files exist from the prompt until the turn is over."""
-        if ask.images and self.images is None:
+        """The turn's events; its image files exist from the prompt until the turn is over.
+
+        A turn without images gets the turn's own generator: a wrapper around it would cost
+        one more generator step for every streamed chunk.
+        """
+        if not ask.images:
+            return self._stream(conn, pushes, ask, timers, ())
+        return self._stream_with_images(conn, pushes, ask, timers)
+
+    async def _stream_with_images(
+        self, conn: RpcConnection, pushes: PushQueue, ask: Ask, timers: Timers
+    ) -> AsyncGenerator[Event, None]:
+        if self.images is None:
             raise UpstreamFailure(ErrorCode.BAD_REQUEST, "this flow has no place for images")
-        staging = self.images.staged(ask.request_id, ask.images) if self.images else _no_images()
-        async with staging as images:
+        async with self.images.staged(ask.request_id, ask.images) as images:
             async for event in self._stream(conn, pushes, ask, timers, images):
                 yield event
 
@@ -202,11 +212,6 @@ class AcpFlow:
         if method != "session/update" or push_request_id(params) not in ("", ask.request_id):
             return False
         return isinstance(acp_event(params.get("update")), End)
-
-
-@contextlib.asynccontextmanager
-async def _no_images() -> AsyncIterator[list[PromptImage]]:
-    yield []
 
 
 def _own(method: str, params: dict[str, Any], ask: Ask) -> bool:
