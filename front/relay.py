@@ -5,6 +5,9 @@
 (UNAVAILABLE, OVERLOADED, upstream 429, connection lost); after that a failure ends the reply.
 `stream_response` delays the HTTP headers until the first event, so a failure that happens
 before it is still a proper HTTP status; after it, an in-band error event in the API's format.
+Events travel in batches, from the worker's socket to the client's: whatever of a chat arrived
+together goes through each step (and into the client's socket) at once, so a streamed answer's
+cost per chunk is the rendering, not a generator step per layer.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from front.errors import ApiError, ErrorKind, from_failure, no_ready_account_mes
 from front.forced import needs_call, reply_with_call
 from front.pipeline import Collected, EventPipeline, FrontEvent, Outcome
 from front.plan import ChatPlan, RequestMeta
-from front.sse import CoalescingWriter, StreamRenderer, open_stream
+from front.sse import StreamRenderer, open_stream
 from front.usage import settle
 from protocol.chat import Delta, Failure, Finish, Reasoning, ToolCall
 from protocol.framing import FrameError
@@ -75,8 +78,8 @@ def _no_worker_error(failures: list[Failure]) -> ApiError:
 
 async def worker_events(
     ctx: FrontContext, forms: RequestForms, meta: RequestMeta
-) -> AsyncGenerator[object, None]:
-    """The chat's events from the first worker that starts answering."""
+) -> AsyncGenerator[list[object], None]:
+    """The chat's events, a burst at a time, from the first worker that starts answering."""
     links = await candidate_links(ctx, forms, meta.affinity, meta.deadline)
     failures: list[Failure] = []
     for attempt, link in enumerate(links):
@@ -87,15 +90,15 @@ async def worker_events(
         try:
             chat = forms.for_backend(link.backend, meta.deadline)
             request = msgspec.structs.replace(chat, id=link.client.next_id())
-            async with contextlib.aclosing(link.client.stream(request)) as events:
-                async for event in events:
-                    if not started and _retry_elsewhere(event):
-                        assert isinstance(event, Failure)
-                        failures.append(msgspec.structs.replace(event, served_by=link.name))
+            async with contextlib.aclosing(link.client.stream_batches(request)) as batches:
+                async for batch in batches:
+                    if not started and _retry_elsewhere(batch[0]):
+                        assert isinstance(batch[0], Failure)
+                        failures.append(msgspec.structs.replace(batch[0], served_by=link.name))
                         break
                     started = True
                     meta.served_by, meta.backend = link.name, link.backend
-                    yield event
+                    yield batch
                 else:
                     return
         except (FrameError, OSError) as exc:
@@ -105,7 +108,7 @@ async def worker_events(
                     ErrorKind.UPSTREAM, f"worker {link.name} went away mid-reply"
                 ) from exc
             if started:
-                yield RESTART
+                yield [RESTART]
             failures.append(
                 Failure(
                     id=0, code=ErrorCode.UNAVAILABLE, message="unreachable", served_by=link.name
@@ -121,9 +124,14 @@ def _retry_elsewhere(event: object) -> bool:
     return isinstance(event, Failure) and (event.code in RETRYABLE or event.retryable)
 
 
+Item = FrontEvent | Outcome | Restart
+Batch = list[Item]
+
+
 async def run_chat(
     ctx: FrontContext, plan: ChatPlan, meta: RequestMeta
-) -> AsyncGenerator[FrontEvent | Outcome | Restart, None]:
+) -> AsyncGenerator[Batch, None]:
+    """The client-visible items of one chat, a burst of the worker's events at a time."""
     remaining = None if meta.deadline is None else meta.deadline - asyncio.get_running_loop().time()
     try:
         await ctx.admission.acquire(max_wait=remaining)
@@ -137,42 +145,57 @@ async def run_chat(
     try:
         pipeline: EventPipeline | None = None  # built for the backend of the worker that answers
         forms = RequestForms(plan, request_id=meta.request_id, scope=meta.scope)
-        async with contextlib.aclosing(worker_events(ctx, forms, meta)) as events:
-            async for event in events:
-                if event is RESTART:
-                    pipeline = None
-                    yield RESTART
-                    continue
-                if isinstance(event, Failure):
-                    raise from_failure(event)
-                if pipeline is None:
-                    pipeline = EventPipeline(plan, native=meta.backend is Backend.CLOUD)
-                if isinstance(event, Finish):
-                    tail, outcome = pipeline.finish(event, meta.served_by)
-                    for item in tail:
-                        yield item
-                    yield outcome
-                    return
-                for item in pipeline.feed(event):
-                    yield item
-                if pipeline.limited:
+        async with contextlib.aclosing(worker_events(ctx, forms, meta)) as batches:
+            async for batch in batches:
+                items: Batch = []
+                for event in batch:
+                    if event is RESTART:
+                        pipeline = None
+                        items.append(RESTART)
+                        continue
+                    if isinstance(event, Failure):
+                        if items:
+                            yield items  # what came before it still goes out
+                        raise from_failure(event)
+                    if pipeline is None:
+                        pipeline = EventPipeline(plan, native=meta.backend is Backend.CLOUD)
+                    if isinstance(event, Finish):
+                        tail, outcome = pipeline.finish(event, meta.served_by)
+                        yield [*items, *tail, outcome]
+                        return
+                    items += pipeline.feed(event)
+                    if pipeline.limited:
+                        break
+                if items:
+                    yield items
+                if pipeline is not None and pipeline.limited:
                     break  # leaving the stream cancels the worker's upstream answer
         pipeline = pipeline or EventPipeline(plan, native=meta.backend is Backend.CLOUD)
         tail, outcome = pipeline.finish(None, meta.served_by)
-        for item in tail:
-            yield item
-        yield outcome
+        yield [*tail, outcome]
     finally:
         ctx.admission.release()
 
 
-def chat_items(
-    ctx: FrontContext, plan: ChatPlan, meta: RequestMeta
-) -> AsyncGenerator[FrontEvent | Outcome | Restart, None]:
-    """`run_chat`'s items; a forced tool choice may take a second ask (front/forced.py)."""
+def chat_items(ctx: FrontContext, plan: ChatPlan, meta: RequestMeta) -> AsyncGenerator[Batch, None]:
+    """`run_chat`'s batches; a forced tool choice may take a second ask (front/forced.py)."""
     if needs_call(plan):
-        return reply_with_call(plan, lambda again: run_chat(ctx, again, meta))
+        forced = reply_with_call(plan, lambda again: _one_by_one(run_chat(ctx, again, meta)))
+        return _as_batches(forced)
     return run_chat(ctx, plan, meta)
+
+
+async def _one_by_one(batches: AsyncGenerator[Batch, None]) -> AsyncGenerator[Item, None]:
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for item in batch:
+                yield item
+
+
+async def _as_batches(items: AsyncGenerator[Item, None]) -> AsyncGenerator[Batch, None]:
+    async with contextlib.aclosing(items):
+        async for item in items:
+            yield [item]
 
 
 def _record(
@@ -202,45 +225,48 @@ def _deadline_error() -> ApiError:
 
 
 class _StreamOut:
-    """The HTTP side of one streamed reply: headers go out with the first chunk."""
+    """The HTTP side of one streamed reply: headers go out with the first chunk.
+
+    Each batch of items is rendered and written at once by the relaying task itself: a burst
+    of the worker's events costs one write, and a stream needs no writer task of its own.
+    aiohttp's `write` waits for the client only when its buffer is full, which is the stream's
+    backpressure.
+    """
 
     def __init__(self, request: web.Request, renderer: StreamRenderer) -> None:
         self.request = request
         self.renderer = renderer
         self.response: web.StreamResponse | None = None
-        self.writer: CoalescingWriter | None = None
         self.outcome: Outcome | None = None
 
     @property
     def started(self) -> bool:
-        return self.writer is not None
+        return self.response is not None
 
-    async def send(self, item: FrontEvent | Outcome) -> None:
-        if isinstance(item, Outcome):
-            self.outcome, chunk = item, self.renderer.close(item)
-        else:
-            chunk = self.renderer.event(item)
-        if self.writer is None:
+    async def send(self, batch: Batch) -> None:
+        renderer = self.renderer
+        chunks: list[bytes] = []
+        for item in batch:
+            if isinstance(item, Outcome):
+                self.outcome = item
+                chunks.append(renderer.close(item))
+            elif not isinstance(item, Restart):  # never for a streamed chat: it fails in-band
+                chunks.append(renderer.event(item))
+        if not chunks:
+            return
+        if self.response is None:
             self.response = await open_stream(self.request)
-            self.writer = CoalescingWriter(self.response)
-            chunk = self.renderer.open() + chunk
-        await self.writer.write(chunk)
-
-    async def flush(self) -> None:
-        if self.writer is not None:
-            await self.writer.close()
+            chunks.insert(0, renderer.open())
+        await self.response.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     async def fail(self, error: ApiError) -> None:
         """An in-band error event: the stream has started, so the status is already 200."""
         log.warning("stream ended by an error after the first byte: %s", error.message)
-        assert self.writer is not None
+        assert self.response is not None
         with contextlib.suppress(ConnectionResetError):
-            await self.writer.write(self.renderer.error(error))
-            await self.writer.close()
+            await self.response.write(self.renderer.error(error))
 
     async def end(self) -> web.StreamResponse:
-        if self.writer is not None:
-            self.writer.abort()
         if self.response is None:
             return web.Response(status=204)  # the client left before the headers: nobody reads it
         with contextlib.suppress(ConnectionResetError):
@@ -262,15 +288,13 @@ async def stream_response(
         try:
             meta.ticket = ctx.gate.admit(meta.key)  # a key over its limits: 429 before anything
             async with asyncio.timeout_at(meta.deadline):
-                async with contextlib.aclosing(chat_items(ctx, plan, meta)) as items:
-                    async for item in items:
-                        if isinstance(item, Restart):
-                            continue  # never for a streamed chat: it fails in-band instead
-                        if not out.started:
+                async with contextlib.aclosing(chat_items(ctx, plan, meta)) as batches:
+                    async for batch in batches:
+                        started = out.started
+                        await out.send(batch)
+                        if not started and out.started:
                             elapsed = asyncio.get_running_loop().time() - meta.started
                             ctx.metrics.ttft.labels(plan.api.value).observe(elapsed)
-                        await out.send(item)
-                await out.flush()
             status = 200
         except TimeoutError:
             error = _deadline_error()
@@ -294,18 +318,19 @@ async def collect(ctx: FrontContext, plan: ChatPlan, meta: RequestMeta) -> Colle
     try:
         meta.ticket = ctx.gate.admit(meta.key)
         async with asyncio.timeout_at(meta.deadline):
-            async with contextlib.aclosing(chat_items(ctx, plan, meta)) as items:
-                async for item in items:
-                    if type(item) is Delta:
-                        result.text.append(item.text)
-                    elif type(item) is Reasoning:
-                        result.reasoning.append(item.text)
-                    elif isinstance(item, ToolCall):
-                        result.calls.append(item)
-                    elif isinstance(item, Outcome):
-                        result.outcome = item
-                    elif item is RESTART:
-                        result = Collected()
+            async with contextlib.aclosing(chat_items(ctx, plan, meta)) as batches:
+                async for batch in batches:
+                    for item in batch:
+                        if type(item) is Delta:
+                            result.text.append(item.text)
+                        elif type(item) is Reasoning:
+                            result.reasoning.append(item.text)
+                        elif isinstance(item, ToolCall):
+                            result.calls.append(item)
+                        elif isinstance(item, Outcome):
+                            result.outcome = item
+                        elif item is RESTART:
+                            result = Collected()
         status = 200
     except TimeoutError:
         status = ErrorKind.TIMEOUT.status

@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 _CLOSED = object()  # queued to every waiter when the connection is lost
 
 
+def _end_of_chat(batch: list[Any]) -> int:
+    """Where the chat ends in `batch` (its Finish or Failure, or the lost connection), or -1."""
+    for index, event in enumerate(batch):
+        if event is _CLOSED or isinstance(event, Finish | Failure):
+            return index
+    return -1
+
+
 class MuxClient:
     """Client side of a worker (or front) socket: `call` for one reply, `stream` for a chat."""
 
@@ -90,8 +98,17 @@ class MuxClient:
             self._waiters.pop(request_id, None)
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[Any, None]:
-        """Send a chat and yield its events until Finish or Failure.
+        """Send a chat and yield its events until Finish or Failure (see `stream_batches`)."""
+        async with contextlib.aclosing(self.stream_batches(request)) as batches:
+            async for batch in batches:
+                for event in batch:
+                    yield event
 
+    async def stream_batches(self, request: ChatRequest) -> AsyncGenerator[list[Any], None]:
+        """Send a chat and yield its events a burst at a time, until Finish or Failure.
+
+        Each batch is every event that has arrived when the consumer asks (at least one), so a
+        relay pays its per-step costs once per burst of the worker's frames, not per event.
         Leaving the iteration early (client gone, deadline) sends `Cancel` so the worker stops
         the upstream answer instead of generating into the void.
         """
@@ -100,14 +117,20 @@ class MuxClient:
         try:
             await self._send(request)
             while True:
-                event = await inbox.get()
-                if event is _CLOSED:
+                batch = [await inbox.get()]
+                if inbox:
+                    batch += inbox.take_all()
+                end = _end_of_chat(batch)
+                if end < 0:
+                    yield batch
+                    continue
+                if batch[end] is _CLOSED:
+                    if end:
+                        yield batch[:end]
                     raise ConnectionClosed(f"{self.path}: connection lost")
-                if isinstance(event, Finish | Failure):
-                    finished = True
-                    yield event
-                    return
-                yield event
+                finished = True
+                yield batch[: end + 1]
+                return
         finally:
             self._waiters.pop(request.id, None)
             if not finished and self.connected:

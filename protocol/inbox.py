@@ -56,6 +56,12 @@ class Inbox(Generic[T]):
             self._head = head + 1
         return cast(T, item)
 
+    def take_all(self) -> list[T]:
+        """Every queued item, oldest first: a consumer that handles a burst at once."""
+        items, head = self._items, self._head
+        self._items, self._head = [], 0
+        return cast(list[T], items[head:] if head else items)
+
     async def get(self) -> T:
         while not len(self):
             if self._waiter is not None:

@@ -118,6 +118,43 @@ async def test_concurrent_streams_each_get_their_own_ordered_events(
     await client.close()
 
 
+class BurstServer:
+    """Answers every chat with CHUNKS deltas and its Finish, all in one write."""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream: FramedStream[object, object] = FramedStream(reader, writer, WorkerRequest)
+        try:
+            while True:
+                request = await stream.recv()
+                if isinstance(request, ChatRequest):
+                    rid = request.id
+                    for i in range(CHUNKS):
+                        stream.send_nowait(Delta(id=rid, text=f"{i};"))
+                    await stream.send(Finish(id=rid))
+        except ConnectionClosed:
+            pass
+        finally:
+            await stream.close()
+
+
+async def test_a_burst_of_events_is_one_batch_that_ends_with_the_finish(sock_dir: Path) -> None:
+    path = str(sock_dir / "b.sock")
+    srv = await start_unix_server(path, BurstServer().handle)
+    client = MuxClient(path)
+    try:
+        batches = [batch async for batch in client.stream_batches(chat(client.next_id()))]
+        events = [event for batch in batches for event in batch]
+        assert [e.text for e in events[:-1] if isinstance(e, Delta)] == [
+            f"{i};" for i in range(CHUNKS)
+        ]
+        assert isinstance(events[-1], Finish)
+        assert len(batches) == 1  # one write, one read: the relay takes it in one step
+    finally:
+        await client.close()
+        srv.close()
+        await srv.wait_closed()
+
+
 async def test_leaving_a_stream_early_sends_cancel(server: tuple[StreamingServer, str]) -> None:
     peer, path = server
     client = MuxClient(path)
