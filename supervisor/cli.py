@@ -119,7 +119,7 @@ def _version() -> str:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from supervisor.config import config_warnings, describe
+    from supervisor.config_report import config_warnings, describe
 
     config = load(args.config)
     if config is None:
@@ -145,7 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from protocol.logs import configure_logging
     from supervisor.child_entry import set_title
-    from supervisor.config import config_warnings
+    from supervisor.config_report import config_warnings
     from supervisor.console import Console
     from supervisor.envconfig import SECRET_VARIABLES
     from supervisor.spawn import SUPERVISOR_TITLE

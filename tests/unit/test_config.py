@@ -11,7 +11,8 @@ import pytest
 
 from protocol.specs import ChatFlow
 from protocol.vocabulary import Backend
-from supervisor.config import Config, ConfigError, config_warnings, load_config, parse_listen
+from supervisor.config import Config, ConfigError, load_config, parse_listen
+from supervisor.config_report import config_warnings
 from supervisor.specs import front_spec, worker_spec
 
 pytestmark = pytest.mark.unit
