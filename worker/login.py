@@ -218,9 +218,15 @@ class LoginManager:
         front retries such chats elsewhere), and `lingma-gw login` renews it by hand.
         """
         status = await self._status()
-        if not self.auto_configured or self.running or not is_logged_in(status):
+        if not self.auto_configured or not is_logged_in(status):
             return  # logged out indeed: refresh() sees it and renews it
         identity = login_identity(status)
+        if self._task is not None and not self._task.done():
+            # An auto-login is finishing (the runtime may report its login before the browser
+            # closes): judge the doubt once it is over, and only if that login is still there.
+            await asyncio.wait({self._task})
+            if login_identity(await self._status()) != identity:
+                return  # another login since: the doubted one is gone already
         if not identity or identity == self._abandoned_login:
             return  # no way to tell a renewed login from this one, or renewing it failed before
         log.warning("a chat found the login gone while the runtime still reports it: renewing it")
