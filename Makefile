@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= examples/demo.toml
 QUICK ?=
+# Test files run in parallel, each file whole in one pytest worker (module fixtures, order).
+# Most of a test's time is waiting on real processes, so 3 workers fit 2 cores.
+TEST_WORKERS ?= 3
 # Real CLI clients (Claude Code, Codex CLI) for tests/clients, pinned in package.json there.
 NODE_CLIENTS := tests/clients/node
 NODE_STAMP := $(NODE_CLIENTS)/node_modules/.installed
@@ -41,7 +44,8 @@ format: install
 	$(BIN)/ruff format .
 
 test: install lint
-	$(BIN)/pytest -p no:cacheprovider tests/unit tests/component tests/process tests/clients
+	$(BIN)/pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile \
+		tests/unit tests/component tests/process tests/clients
 
 test-unit test-component test-process test-clients: install
 	$(BIN)/pytest tests/$(subst test-,,$@)
