@@ -108,6 +108,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         async with LoadGenerator(plan.loadgen_processes) as load:
             bench_run = Run(plan, root, owned, load, args.only & SCENARIOS)
+            await bench_run.guarded("litellm_venv", bench_run.prepare())
             try:
                 async with asyncio.timeout(budget):
                     await bench_run.start_all()

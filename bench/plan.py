@@ -37,7 +37,7 @@ class Plan:
 FULL = Plan(
     quick=False,
     levels=(1, 16, 64, 256),
-    duration_s=3.0,
+    duration_s=2.5,
     warmup_s=0.5,
     max_warmup_s=4.0,
     max_duration_s=5.0,
