@@ -287,7 +287,7 @@ class Run:
         """Scenario 5 through the cloud backend. It climbs once the runtime ramp has sampled its
         top: the runtime's streams then only trickle to their end (the bench waits for that
         anyway), and each gateway's RSS is its own processes', so neither ramp moves the
-        other's numbers, and the cloud ramp costs the run no time of its own."""
+        other's numbers; in the full plan its shorter answers end first, so it costs no time."""
         gateway = self.gateways.get(cloud.SLOW_NAME)
         if not self.wants("scale_cloud") or gateway is None:
             return
