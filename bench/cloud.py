@@ -32,6 +32,7 @@ from bench.procs import BenchError, Owned, free_port, wait_port
 from bench.scenarios import Sweep, compare
 
 NAME = "cloud"
+SLOW_NAME = "cloud_slow"  # the open-stream ramp's cloud gateway (bench/scale.py)
 # The emulator serves its cloud side (/algo on its HTTP port) only when asked (issue 17).
 CLOUD_KNOB = {"LINGMA_EMULATOR_CLOUD": "1"}
 CLOUD_MODEL = ""  # the cloud's automatic model choice (§14.7: "" = auto)
@@ -43,8 +44,10 @@ FLOORS = {
 }
 
 
-def gateway_setup(instant_env: dict[str, str]) -> GatewaySetup:
-    return GatewaySetup(NAME, {**instant_env, **CLOUD_KNOB}, backend="cloud")
+def gateway_setup(emulator_env: dict[str, str], name: str = NAME) -> GatewaySetup:
+    """A gateway whose one account chats through the emulator's cloud side; `emulator_env`
+    paces that side (instant here, slow for the open-stream ramp)."""
+    return GatewaySetup(name, {**emulator_env, **CLOUD_KNOB}, backend="cloud")
 
 
 async def unavailable(owned: Owned, root: Path, setup: GatewaySetup) -> str | None:

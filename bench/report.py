@@ -128,6 +128,9 @@ def _footprint(results: dict[str, Any]) -> dict[str, Any]:
         "loadgen_rss_mib_at_top": _top_step(results).get("loadgen_rss_mib"),
         "idle_worker_rss_mib": _get(results, "idle", "max_worker_rss_mib"),
         "idle_front_rss_mib": _get(results, "idle", "max_front_rss_mib"),
+        # the same ramp through the cloud backend (context: issue 18 sets no target for it)
+        "cloud_kib_per_open_stream": _get(results, "scale_cloud", "kib_per_open_stream"),
+        "cloud_open_stream_errors": _get(results, "scale_cloud", "errors"),
     }
 
 

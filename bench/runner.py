@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ SCENARIOS = frozenset(
         "sessions",
         "chunks",
         "scale",
+        "scale_cloud",
         "keys",
     }
 )
@@ -47,31 +48,30 @@ NEEDS = {
     "sessions": {"main", "no_cache"},
     "chunks": {"long"},
     "scale": {"slow"},
+    "scale_cloud": {cloud.SLOW_NAME},
     "keys": {"keys_on", "keys_off"},
 }
+# The scenarios that need the cloud backend (and the emulator's cloud side).
+CLOUD_SCENARIOS = ("cloud", "scale_cloud")
 INSTANT = {"LINGMA_EMULATOR_FIRST_TOKEN_MS": "0", "LINGMA_EMULATOR_TOKENS_PER_S": "0"}
 
 
 def gateway_setups(plan: Plan) -> dict[str, GatewaySetup]:
     """main: instant short answers; no_cache: the same without the session cache; long: 1000
     chunks per answer at full speed; slow: a realistic trickle for the open-stream ramp;
-    cloud: instant answers through the cloud backend."""
+    cloud: instant answers through the cloud backend; cloud_slow: the trickle through it."""
     long_env = {
         **INSTANT,
         "LINGMA_EMULATOR_INSTANT_CHUNKS": "1000",
         "LINGMA_EMULATOR_REPLY_TOKENS": str(plan.long_reply_tokens),
     }
-    slow_env = {
-        "LINGMA_EMULATOR_FIRST_TOKEN_MS": str(plan.scale_first_token_ms),
-        "LINGMA_EMULATOR_TOKENS_PER_S": str(plan.scale_tokens_per_s),
-        "LINGMA_EMULATOR_REPLY_TOKENS": str(plan.scale_reply_tokens),
-    }
     return {
         "main": GatewaySetup("main", dict(INSTANT), record=True),
         "no_cache": GatewaySetup("no_cache", dict(INSTANT), session_reuse=False, record=True),
         "long": GatewaySetup("long", long_env),
-        "slow": GatewaySetup("slow", slow_env),
+        "slow": GatewaySetup("slow", plan.runtime_ramp.emulator_env()),
         "cloud": cloud.gateway_setup(INSTANT),
+        cloud.SLOW_NAME: cloud.gateway_setup(plan.cloud_ramp.emulator_env(), cloud.SLOW_NAME),
         **keys.setups(INSTANT),
     }
 
@@ -183,18 +183,19 @@ class Run:
 
     async def probe_cloud(self) -> None:
         """Decide once whether the cloud path can run here (issue 17 may not be merged yet)."""
-        if not self.wants("cloud"):
+        wanted = [name for name in CLOUD_SCENARIOS if self.wants(name)]
+        if not wanted:
             return
         setup = gateway_setups(self.plan)["cloud"]
         self.cloud_blocked = await cloud.unavailable(self.owned, self.root, setup)
         if self.cloud_blocked is not None:
-            self.skipped["cloud"] = self.cloud_blocked
+            self.skipped.update(dict.fromkeys(wanted, self.cloud_blocked))
 
     async def start_gateways(self) -> None:
         cache = await make_login_cache(self.owned, self.root)
         needed = set().union(*(NEEDS.get(s, set()) for s in self.only))
         if self.cloud_blocked is not None:
-            needed.discard("cloud")
+            needed -= {cloud.NAME, cloud.SLOW_NAME}
         setups = {n: s for n, s in gateway_setups(self.plan).items() if n in needed}
         gateways = {name: BenchGateway(setup, self.root) for name, setup in setups.items()}
         if not gateways:
@@ -262,13 +263,43 @@ class Run:
             await asyncio.sleep(1.0)  # let the just-started processes settle before sampling
             idle = scale.idle_footprint(gw["main"])
             self.results["idle"] = await self.guarded("idle_footprint", idle)
-        if self.wants("scale") and "slow" in gw:
-            ramp = scale.open_streams(self.plan, gw["slow"], after_ramp=self.begin_litellm)
-            self.results["scale"] = await self.guarded("open_streams", ramp)
-            cut = (self.results.get("scale") or {}).get("ramp_cut")
-            if cut:
-                self.skipped["scale_top"] = cut
-        self.stop_gateways("slow")
+        runtime_at_top = asyncio.Event()
+
+        def at_top() -> None:
+            self.begin_litellm()
+            runtime_at_top.set()
+
+        await asyncio.gather(self.runtime_ramp(at_top), self.cloud_ramp(runtime_at_top))
+        # Stopping blocks the loop for the gateways' drains: only once both ramps are over.
+        self.stop_gateways("slow", cloud.SLOW_NAME)
+
+    async def runtime_ramp(self, at_top: Callable[[], None]) -> None:
+        """Scenario 5 through the runtime; `at_top` once its top is sampled (or it cannot run)."""
+        try:
+            if self.wants("scale") and "slow" in self.gateways:
+                ramp = self.plan.runtime_ramp
+                opened = scale.open_streams(ramp, self.gateways["slow"], after_ramp=at_top)
+                await self.ramp_result("scale", "open_streams", opened)
+        finally:
+            at_top()
+
+    async def cloud_ramp(self, runtime_at_top: asyncio.Event) -> None:
+        """Scenario 5 through the cloud backend. It climbs once the runtime ramp has sampled its
+        top: the runtime's streams then only trickle to their end (the bench waits for that
+        anyway), and each gateway's RSS is its own processes', so neither ramp moves the
+        other's numbers; in the full plan its shorter answers end first, so it costs no time."""
+        gateway = self.gateways.get(cloud.SLOW_NAME)
+        if not self.wants("scale_cloud") or gateway is None:
+            return
+        await runtime_at_top.wait()
+        opened = scale.open_streams(self.plan.cloud_ramp, gateway)
+        await self.ramp_result("scale_cloud", "open_streams_cloud", opened)
+
+    async def ramp_result(self, key: str, step: str, opened: Awaitable[dict[str, Any]]) -> None:
+        self.results[key] = await self.guarded(step, opened)
+        cut = (self.results.get(key) or {}).get("ramp_cut")
+        if cut:
+            self.skipped[f"{key}_top"] = cut
 
     async def comparison_scenarios(self) -> None:
         """Against the baselines: the generator's ceiling, the closed-loop sweep (direct,

@@ -1,5 +1,9 @@
 """Runs in the bench: scenario 5 (open streams against a slow upstream) and 6 (idle footprint).
 
+One ramp serves both paths: through the runtime (the `slow` gateway) and through the cloud
+backend (the `cloud_slow` gateway, whose upstream is the emulator's cloud side streaming just
+as slowly), each reported with its own KiB per open stream.
+
 Streams are opened in steps up to the plan's maximum, each step in batches (a batch waits for
 the previous one to open, so the listeners' accept queues never overflow into SYN retries); at
 each step, once every stream has its response headers, the RSS of the front(s) and workers is
@@ -28,7 +32,7 @@ import aiohttp
 
 from bench.bodies import GATEWAY_MODEL, openai_body
 from bench.gateway import API_KEY, BenchGateway, GatewayPids
-from bench.plan import Plan
+from bench.plan import Ramp
 from bench.procs import FD_MARGIN, MIB, ensure_fd_limit, rss_bytes, uss_bytes
 
 SETTLE_S = 0.5
@@ -132,37 +136,34 @@ async def _wait_open(book: StreamBook, launched: int, timeout_s: float) -> None:
                 await book.changed.wait()
 
 
-def stream_seconds(plan: Plan) -> float:
-    """How long one slow answer takes upstream (first token, then the reply at its rate)."""
-    return plan.scale_first_token_ms / 1000 + plan.scale_reply_tokens / plan.scale_tokens_per_s
-
-
 async def open_streams(
-    plan: Plan, gateway: BenchGateway, after_ramp: Callable[[], object] | None = None
+    ramp: Ramp, gateway: BenchGateway, after_ramp: Callable[[], object] | None = None
 ) -> dict[str, Any]:
-    """Ramp to the plan's top step of concurrent slow streams; RSS per step; errors must be 0.
+    """Ramp to the top step of concurrent slow streams; RSS per step; errors must be 0.
 
-    A step whose streams do not all open within `scale_step_timeout_s` ends the ramp: the
+    The same ramp measures the runtime path and the cloud path: only the gateway behind
+    `gateway.url` (its account's backend) and the ramp's steps differ.
+    A step whose streams do not all open within `step_timeout_s` ends the ramp: the
     shortfall is recorded as stalled streams (errors), never waited for without bound.
     `after_ramp` is called once the top is sampled, while the streams trickle to their end.
     """
     pids = await gateway.pids()
-    fd_limits, steps_planned = _make_fd_room(pids, plan.scale_steps)
+    fd_limits, steps_planned = _make_fd_room(pids, ramp.steps)
     idle = _rss_sample(pids)
     book = StreamBook()
     body = openai_body(GATEWAY_MODEL, stream=True, prompt="tell me a long story")
     steps: list[dict[str, Any]] = []
     tasks: list[asyncio.Task[None]] = []
     started = last_launch = time.monotonic()
-    finish_within = stream_seconds(plan) + plan.scale_step_timeout_s * len(plan.scale_steps)
+    finish_within = ramp.stream_seconds() + ramp.step_timeout_s * len(ramp.steps)
     timeout = aiohttp.ClientTimeout(total=finish_within + 30.0)
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0), timeout=timeout
     ) as session:
         for step in steps_planned:
-            step_deadline = time.monotonic() + plan.scale_step_timeout_s
+            step_deadline = time.monotonic() + ramp.step_timeout_s
             while len(tasks) < step and time.monotonic() < step_deadline:
-                batch = min(plan.scale_batch, step - len(tasks))
+                batch = min(ramp.batch, step - len(tasks))
                 tasks += [
                     asyncio.create_task(_one_stream(session, gateway, book, body))
                     for _ in range(batch)
@@ -182,28 +183,26 @@ async def open_streams(
                     **_rss_sample(pids),
                 }
             )
-            print(f"  open streams {steps[-1]}", flush=True)
+            print(f"  open streams ({gateway.setup.name}) {steps[-1]}", flush=True)
             if steps[-1]["stalled"] or book.errors:
                 break
         if after_ramp is not None:
             after_ramp()
         # The last streams were launched at `last_launch`; none should outlive one answer's
         # duration after that by more than the slack of a step.
-        remaining = (
-            last_launch + stream_seconds(plan) + plan.scale_step_timeout_s - time.monotonic()
-        )
+        remaining = last_launch + ramp.stream_seconds() + ramp.step_timeout_s - time.monotonic()
         done, pending = await asyncio.wait(tasks, timeout=max(1.0, remaining))
         for task in pending:
             task.cancel()
             book.fail("stream did not finish within the time an answer takes plus the ramp")
         await asyncio.gather(*pending, return_exceptions=True)
-    result = _scale_result(idle, steps, book, len(done))
+    result = scale_result(idle, steps, book, len(done))
     result["fd_soft_limits"] = fd_limits
     result["ramp_top"] = steps_planned[-1] if steps_planned else 0
-    if steps_planned != plan.scale_steps:
+    if steps_planned != ramp.steps:
         result["ramp_cut"] = (
             f"descriptor limits {fd_limits} leave room for {steps_planned[-1:]} streams, "
-            f"not {plan.scale_steps[-1]}"
+            f"not {ramp.steps[-1]}"
         )
     return result
 
@@ -228,7 +227,7 @@ def _make_fd_room(
     return limits, tuple(step for step in planned if step <= room)
 
 
-def _scale_result(
+def scale_result(
     idle: dict[str, float], steps: list[dict[str, Any]], book: StreamBook, done: int
 ) -> dict[str, Any]:
     clean = [s for s in steps if s["errors"] == 0]

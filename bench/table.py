@@ -123,14 +123,29 @@ def _streaming_rows(results: dict[str, Any]) -> list[str]:
     return ["", "streaming", *lines] if lines else []
 
 
+# Each open-stream ramp (scenario 5): its key in the results and the title it prints under.
+RAMPS = (
+    ("scale", "open streams (slow upstream)"),
+    ("scale_cloud", "open streams through the cloud backend (slow cloud upstream)"),
+)
+
+
 def _scale_rows(results: dict[str, Any]) -> list[str]:
-    scale = results.get("scale") or {}
+    lines: list[str] = []
+    for key, title in RAMPS:
+        lines += _ramp_rows(results.get(key) or {}, title)
+    return lines
+
+
+def _ramp_rows(scale: dict[str, Any], title: str) -> list[str]:
     steps = scale.get("steps") or []
     if not steps:
         return []
-    lines = ["", "open streams (slow upstream): open / errors / front + workers RSS / bench RSS"]
+    lines = ["", f"{title}: open / errors / front + workers RSS / bench RSS"]
     idle = (scale.get("idle") or {}).get("gateway_rss_mib")
-    lines.append(f"  idle: {_fmt(idle)} MiB")
+    lines.append(
+        f"  idle: {_fmt(idle)} MiB; {_fmt(scale.get('kib_per_open_stream'))} KiB per stream"
+    )
     lines += [
         f"  {s['target']:>5} launched: {s['open']:>5} open, {s['errors']} errors, "
         f"{s['stalled']} stalled, {_fmt(s['gateway_rss_mib'])} MiB / "

@@ -1,5 +1,6 @@
 """The bench's pure logic: the cloud client's signature and credential, open-loop statistics,
-which baseline the headline ratios use, and how targets judge a run (no timings asserted)."""
+which baseline the headline ratios use, how targets judge a run, and the open-stream ramps of
+both backends (no timings asserted)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from bench import report, thresholds
+from bench import report, table, thresholds
 from bench.cloud_direct import read_credential, signature_headers
 from bench.openloop import RateJob, RateOutcome, summarize_rate
+from bench.plan import FULL, QUICK, Plan
+from bench.scale import StreamBook, scale_result
 from bench.targets import CloudTarget, HttpTarget
 from emulator.user_cache import encrypt_user, new_user
 
@@ -119,3 +122,74 @@ def test_targets_say_which_hold_and_what_was_not_measured() -> None:
     failed = {**full_ramp, "open_stream_errors": 3}
     verdicts = {t["ratio"]: t["met"] for t in thresholds.evaluate(failed)}
     assert verdicts["max_open_streams_without_error"] is False
+
+
+@pytest.mark.parametrize("plan", [FULL, QUICK], ids=["full", "quick"])
+def test_both_ramps_share_one_slow_upstream_and_the_cloud_one_ends_first(plan: Plan) -> None:
+    runtime, cloud = plan.runtime_ramp, plan.cloud_ramp
+    assert runtime.steps == plan.scale_steps
+    assert cloud.steps == plan.cloud_scale_steps
+    env_runtime, env_cloud = runtime.emulator_env(), cloud.emulator_env()
+    assert env_runtime["LINGMA_EMULATOR_REPLY_TOKENS"] == str(plan.scale_reply_tokens)
+    assert env_cloud["LINGMA_EMULATOR_REPLY_TOKENS"] == str(plan.cloud_scale_reply_tokens)
+    pace = ("LINGMA_EMULATOR_FIRST_TOKEN_MS", "LINGMA_EMULATOR_TOKENS_PER_S")
+    assert [env_runtime[k] for k in pace] == [env_cloud[k] for k in pace]
+    # The cloud ramp climbs while the runtime's streams trickle: its answers must not outlast
+    # them, or it would lengthen the run.
+    assert cloud.stream_seconds() <= runtime.stream_seconds()
+    assert max(cloud.steps) <= max(runtime.steps)
+
+
+def test_the_full_runtime_ramp_still_reaches_the_open_streams_target() -> None:
+    assert FULL.scale_steps[-1] == thresholds.OPEN_STREAMS_TARGET
+    assert list(FULL.scale_steps) == sorted(set(FULL.scale_steps))
+
+
+def _step(target: int, open_now: int, gateway_mib: float, errors: int = 0) -> dict[str, Any]:
+    return {
+        "target": target,
+        "open": open_now,
+        "errors": errors,
+        "stalled": 0,
+        "gateway_rss_mib": gateway_mib,
+        "loadgen_rss_mib": 60.0,
+    }
+
+
+def test_kib_per_open_stream_is_the_growth_at_the_top_over_the_streams_open() -> None:
+    idle = {"gateway_rss_mib": 100.0}
+    steps = [_step(100, 100, 102.0), _step(1000, 1000, 120.0), _step(2000, 1500, 130.0, 2)]
+    book = StreamBook(errors=2)
+    result = scale_result(idle, steps, book, done=1498)
+    assert result["kib_per_open_stream"] == round(30.0 * 1024 / 1500, 2)
+    assert result["max_open_streams_without_error"] == 1000  # the last step had errors
+    assert result["errors"] == 2
+
+
+def test_the_cloud_ramp_is_reported_beside_the_runtime_one() -> None:
+    idle = {"gateway_rss_mib": 90.0}
+    results = {
+        "scale": {"idle": idle, "steps": [_step(500, 500, 100.0)], "kib_per_open_stream": 20.48},
+        "scale_cloud": {
+            "idle": idle,
+            "steps": [_step(200, 200, 95.0)],
+            "kib_per_open_stream": 25.6,
+            "errors": 0,
+        },
+    }
+    ratios = report.ratios(results)
+    assert ratios["kib_per_open_stream"] == 20.48
+    assert ratios["cloud_kib_per_open_stream"] == 25.6
+    assert ratios["cloud_open_stream_errors"] == 0
+    assert "cloud_kib_per_open_stream" not in {t.key for t in thresholds.TARGETS}  # context
+    lines = table.render({**results, "ratios": ratios}).splitlines()
+    runtime_title = next(i for i, line in enumerate(lines) if "slow upstream)" in line)
+    cloud_title = next(i for i, line in enumerate(lines) if "through the cloud backend" in line)
+    assert runtime_title < cloud_title
+    assert "200 open" in lines[cloud_title + 2]
+
+
+def test_a_run_without_the_cloud_ramp_reports_nothing_for_it() -> None:
+    ratios = report.ratios({"scale": {"kib_per_open_stream": 20.0}})
+    assert ratios["cloud_kib_per_open_stream"] is None
+    assert "cloud backend" not in table.render({"ratios": ratios})
