@@ -229,7 +229,8 @@ plan_messages = MESSAGES.plan  # what tests and count_tokens call
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
-    ctx, _body, plan, meta = await admit_chat(request, MESSAGES)
+    ctx, body, plan, meta = await admit_chat(request, MESSAGES)
+    del body  # the plan has what the reply needs; a stream need not keep the parsed body
     message_id = f"msg_{secrets.token_hex(12)}"
     if plan.stream:
         renderer = AnthropicStreamRenderer(message_id, plan.model, plan.prompt_tokens)

@@ -38,6 +38,15 @@ def message_envelope(message_id: str, model: str) -> dict[str, Any]:
 
 
 class AnthropicStreamRenderer(StreamRenderer):
+    __slots__ = (
+        "_delta_head",
+        "_delta_tail",
+        "_envelope",
+        "_index",
+        "_open_kind",
+        "_prompt_tokens",
+    )
+
     def __init__(self, message_id: str, model: str, prompt_tokens: int) -> None:
         self._envelope = message_envelope(message_id, model)
         self._prompt_tokens = prompt_tokens

@@ -28,9 +28,11 @@ IMAGE_URLS_NEED_CLOUD = (
 
 
 class RequestForms:
+    __slots__ = ("_built", "_request_id", "_scope", "plan")  # one per open chat
+
     def __init__(self, plan: ChatPlan, *, request_id: str, scope: str) -> None:
         self.plan = plan
-        self._fields = {"request_id": request_id, "scope": scope}
+        self._request_id, self._scope = request_id, scope
         self._built: dict[Backend, ChatRequest] = {}
 
     def for_backend(self, backend: Backend, deadline: float | None) -> ChatRequest:
@@ -55,7 +57,8 @@ class RequestForms:
             turns=plan.turns if cloud else [],
             temperature=plan.temperature if cloud else None,
             reasoning_effort=plan.reasoning_effort if cloud else "",
-            **self._fields,
+            request_id=self._request_id,
+            scope=self._scope,
         )
 
     def eligible(self, links: list[WorkerLink], known: Iterable[WorkerLink]) -> list[WorkerLink]:

@@ -20,6 +20,8 @@ class LimitHit(enum.StrEnum):
 
 
 class OutputLimiter:
+    __slots__ = ("_buf", "_emitted", "_max_tokens", "_stops", "hit", "stop_sequence")
+
     def __init__(self, stop: Sequence[str], max_tokens: int | None) -> None:
         self._stops = [s for s in stop if s]
         self._max_tokens = max_tokens

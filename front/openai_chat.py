@@ -215,7 +215,8 @@ plan_chat = CHAT_COMPLETIONS.plan  # what tests and count_tokens call
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    ctx, _body, plan, meta = await admit_chat(request, CHAT_COMPLETIONS)
+    ctx, body, plan, meta = await admit_chat(request, CHAT_COMPLETIONS)
+    del body  # the plan has what the reply needs; a stream need not keep the parsed body
     completion_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
     if plan.stream:
         renderer = ChatStreamRenderer(completion_id, created, plan.model, plan.include_usage)

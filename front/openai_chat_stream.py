@@ -42,6 +42,8 @@ def _tool_call_json(call: ToolCall) -> dict[str, Any]:
 class ChatStreamRenderer(StreamRenderer):
     """chat.completion.chunk SSE; the envelope is encoded once, each text chunk appends to it."""
 
+    __slots__ = ("_envelope", "_head", "_include_usage", "_text_head", "_text_tail", "_tool_index")
+
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
         envelope = {
             "id": completion_id,

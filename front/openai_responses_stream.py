@@ -67,6 +67,19 @@ def _error_json(error: ApiError) -> dict[str, Any]:
 
 
 class ResponsesStreamRenderer(StreamRenderer):
+    __slots__ = (
+        "_created",
+        "_delta_head",
+        "_extras",
+        "_id",
+        "_model",
+        "_open_id",
+        "_open_kind",
+        "_open_text",
+        "_output",
+        "_seq",
+    )
+
     def __init__(self, response_id: str, created: int, model: str, extras: dict[str, Any]) -> None:
         self._id = response_id
         self._created = created

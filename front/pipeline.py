@@ -20,7 +20,7 @@ import msgspec
 from front.limits import LimitHit, OutputLimiter
 from front.plan import ChatPlan
 from front.tool_stream import Segment, ToolTextParser
-from front.tools import ParsedCall, ToolNames
+from front.tools import NO_TOOLS, ParsedCall, ToolNames
 from protocol.chat import Delta, Finish, FinishReason, Reasoning, ToolCall
 from protocol.tokens import TokenCount
 
@@ -61,6 +61,22 @@ def new_call_id(prefix: str) -> str:
 
 
 class EventPipeline:
+    __slots__ = (  # one per open chat
+        "_clock",
+        "_held",
+        "_hold_text",
+        "_limiter",
+        "_names",
+        "_native",
+        "_parser",
+        "_plain",
+        "_plan",
+        "_started",
+        "calls",
+        "first_output_ms",
+        "output",
+    )
+
     def __init__(
         self, plan: ChatPlan, clock: Callable[[], float] = time.monotonic, *, native: bool = False
     ) -> None:
@@ -68,7 +84,7 @@ class EventPipeline:
         self._clock = clock
         self._started = clock()
         self._native = native
-        self._names = ToolNames(t.name for t in plan.tools)
+        self._names = ToolNames(t.name for t in plan.tools) if plan.tools else NO_TOOLS
         emulated = plan.parses_tools and not native
         self._parser = ToolTextParser(self._names) if emulated else None
         self._hold_text = emulated and plan.tool_choice != "auto"

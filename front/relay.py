@@ -233,6 +233,8 @@ class _StreamOut:
     backpressure.
     """
 
+    __slots__ = ("outcome", "renderer", "request", "response")  # one per open stream
+
     def __init__(self, request: web.Request, renderer: StreamRenderer) -> None:
         self.request = request
         self.renderer = renderer

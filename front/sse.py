@@ -40,7 +40,12 @@ def open_object(payload: dict[str, object]) -> bytes:
 
 
 class StreamRenderer(abc.ABC):
-    """One response stream in one API's format; every method returns bytes to write."""
+    """One response stream in one API's format; every method returns bytes to write.
+
+    One renderer lives as long as its stream: subclasses declare `__slots__` (no __dict__).
+    """
+
+    __slots__ = ()
 
     @abc.abstractmethod
     def open(self) -> bytes: ...

@@ -120,6 +120,8 @@ def _normal(name: str) -> str:
 class ToolNames:
     """Matches a name a model wrote against the declared tools, forgiving case and separators."""
 
+    __slots__ = ("_fuzzy", "exact")
+
     def __init__(self, names: Iterable[str]) -> None:
         self.exact = set(names)
         self._fuzzy = {_normal(n): n for n in self.exact}
@@ -128,6 +130,9 @@ class ToolNames:
         if name in self.exact:
             return name
         return self._fuzzy.get(_normal(name))
+
+
+NO_TOOLS = ToolNames(())  # shared by every chat without tools: nothing mutates a ToolNames
 
 
 def _call_from_object(obj: dict[str, Any], names: ToolNames) -> ParsedCall | None:

@@ -54,7 +54,7 @@ class CacheLookup(enum.Enum):
     MISS = "miss"
 
 
-@dataclass
+@dataclass(slots=True)  # one per open chat: no per-instance __dict__
 class RuntimeChat:
     """One chat's progress: what was asked upstream, on which connection, what came back."""
 

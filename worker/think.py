@@ -48,6 +48,8 @@ def _held_tail(buffer: str, *tokens: str) -> int:
 
 
 class ThinkSplitter:
+    __slots__ = ("_buffer", "_card_newline", "_where")  # one per open chat
+
     def __init__(self) -> None:
         self._buffer = ""
         self._where = _Where.OUTSIDE

@@ -26,7 +26,7 @@ from worker.routes import CLOSED_PUSH
 PROMPT_DONE = "$/prompt-done"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per open chat
 class Ask:
     request_id: str
     session_id: str
