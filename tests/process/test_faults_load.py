@@ -1,30 +1,35 @@
 """Process: faults under load - 64 concurrent mixed clients against the real `lingma-gw serve`.
 
-One gateway (2 emulated accounts, 2 fronts) is shared by the scenarios, which run in file
-order; each starts by waiting until everything is READY again. The last one stops the gateway
-(SIGTERM with streams open). Figures (requests sent / failed / retried, recovery times) are
-printed and written to `figures.json` in the gateway's directory.
+Upstream faults, a dropped runtime connection, SIGHUP and, last, SIGTERM with streams open
+(it stops the file's gateway). The set-up is tests/process/faults_support.py; processes killed
+under load are in test_faults_kills.py. Figures (requests sent / failed / retried, recovery
+times) are printed and written to `figures.json` in the gateway's directory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from protocol.control_socket import ChildStatus
-from protocol.vocabulary import ChildState
-from tests.helpers import ChildProcesses, assert_all_gone, free_port, wait_until_async
+from tests.helpers import assert_all_gone, wait_until_async
+from tests.process.faults_support import (
+    ACCOUNTS,
+    AFTER,
+    FRONTS,
+    WARMUP,
+    S,
+    all_ready,
+    assert_bounded,
+    faults_gateway,
+    in_flight_at,
+    split,
+)
 from tests.process.gateway import API_KEY, SupervisedGateway, wait_exit
 from tests.process.load_support import (
     Figures,
@@ -34,36 +39,16 @@ from tests.process.load_support import (
     describe_failures,
     one_request,
     render_config,
-    retries_total,
     set_script,
-    start_serve,
     tally,
 )
 
 pytestmark = pytest.mark.process
 
-S = ChildState
-ACCOUNTS = ["acct-a", "acct-b"]
-FRONTS = ["front-0", "front-1"]
-WARMUP = 80  # results before the fault: the load is flowing
-AFTER = 80  # results after recovery: it flows again
-
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[SupervisedGateway]:
-    root = Path(tempfile.mkdtemp(prefix="lgw-fl-", dir="/tmp"))
-    children = ChildProcesses()
-    try:
-        for name in ACCOUNTS:
-            set_script(root, name, [])
-        port = free_port()
-        gw = start_serve(children, root, port, render_config(root, port, ACCOUNTS))
-        asyncio.run(gw.login_all(ACCOUNTS, timeout=60))
-        yield gw
-    finally:
-        children.kill_all()
-        if not os.environ.get("LGW_KEEP_LOGS"):
-            shutil.rmtree(root, ignore_errors=True)
+    yield from faults_gateway()
 
 
 @pytest.fixture(scope="module")
@@ -75,197 +60,6 @@ def figures(gateway: SupervisedGateway) -> Figures:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         yield session
-
-
-async def all_ready(gw: SupervisedGateway, timeout: float = 40) -> dict[str, ChildStatus]:
-    """Every worker and front READY, and every front routing to both workers."""
-    await gw.wait_states({name: S.READY for name in [*ACCOUNTS, *FRONTS]}, timeout)
-
-    async def fronts_see_both() -> bool:
-        connector = aiohttp.TCPConnector(force_close=True)  # new connections: both fronts
-        async with aiohttp.ClientSession(connector=connector) as http:
-            for _ in range(6):
-                async with http.get(gw.base_url + "/healthz") as response:
-                    if (await response.json())["pool_ready"] != len(ACCOUNTS):
-                        return False
-        return True
-
-    await wait_until_async(fronts_see_both, timeout, "both fronts routing to both workers")
-    return await gw.rows()
-
-
-async def wait_replaced(
-    gw: SupervisedGateway, name: str, old_pid: int, timeout: float = 40
-) -> float:
-    """Seconds until `name` is READY again with a new pid."""
-    started = time.monotonic()
-
-    async def replaced() -> bool:
-        row = (await gw.rows())[name]
-        return row.state == S.READY and row.pid not in (None, old_pid)
-
-    await wait_until_async(replaced, timeout, f"{name} replaced and READY")
-    return time.monotonic() - started
-
-
-def split(results: list[Result]) -> tuple[list[Result], list[Result]]:
-    return [r for r in results if not r.stream], [r for r in results if r.stream]
-
-
-def assert_bounded(results: list[Result]) -> None:
-    bad = [r for r in results if r.kind in (Kind.HANG, Kind.BAD_SHAPE, Kind.CONN_ERROR)]
-    assert not bad, describe_failures(bad)
-
-
-def in_flight_at(result: Result, moment: float, slack: float = 1.0) -> bool:
-    return result.started_at <= moment + slack and result.ended_at >= moment
-
-
-def assert_only_streams_in_flight_failed(results: list[Result], fault_at: float) -> None:
-    """A worker lost at `fault_at`: every non-streamed request still succeeded (retried before
-    its first byte), and only streams already running then ended, with an in-band error."""
-    assert_bounded(results)
-    plain, streams = split(results)
-    assert all(r.kind is Kind.OK for r in plain), describe_failures(plain)
-    for r in streams:
-        assert r.kind is Kind.OK or (r.kind is Kind.STREAM_ERROR and in_flight_at(r, fault_at)), (
-            describe_failures([r])
-        )
-
-
-async def test_sigkill_worker_under_load(
-    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
-) -> None:
-    rows = await all_ready(gateway)
-    victim = rows["acct-a"]
-    assert victim.pid is not None
-    retries_before = await retries_total(http, gateway.base_url)
-    load = Load(gateway.base_url)
-    load.start()
-    await load.wait_for(WARMUP)
-    killed_at = time.monotonic()
-    os.kill(victim.pid, signal.SIGKILL)
-    recovery = await wait_replaced(gateway, "acct-a", victim.pid)
-    await load.wait_for(AFTER)
-    results = await load.stop()
-
-    assert_only_streams_in_flight_failed(results, killed_at)
-    retried = await retries_total(http, gateway.base_url) - retries_before
-    figures.record(
-        "sigkill_worker",
-        clients=load.clients,
-        sent=len(results),
-        **tally(results),
-        gateway_retries=retried,
-        recovery_s=round(recovery, 2),
-    )
-
-
-async def test_sigkill_lingma_binary_under_load(
-    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
-) -> None:
-    rows = await all_ready(gateway)
-    worker, binary = rows["acct-b"].pid, rows["acct-b"].binary_pid
-    assert worker is not None and binary is not None
-    load = Load(gateway.base_url)
-    load.start()
-    await load.wait_for(WARMUP)
-    killed_at = time.monotonic()
-    os.kill(binary, signal.SIGKILL)
-
-    async def binary_back() -> bool:
-        row = (await gateway.rows())["acct-b"]
-        return row.state == S.READY and row.binary_pid not in (None, binary)
-
-    await wait_until_async(binary_back, 40, "acct-b's Lingma binary restarted")
-    recovery = time.monotonic() - killed_at
-    await load.wait_for(AFTER)
-    results = await load.stop()
-
-    assert_bounded(results)
-    assert (await gateway.rows())["acct-b"].pid == worker  # the worker itself lived on
-    for r in results:
-        clean_upstream_error = (
-            r.kind is Kind.STREAM_ERROR or (r.kind is Kind.HTTP_ERROR and r.status == 502)
-        ) and in_flight_at(r, killed_at)
-        assert r.kind is Kind.OK or clean_upstream_error, describe_failures([r])
-    counts = tally(results)
-    figures.record(
-        "sigkill_lingma_binary",
-        clients=load.clients,
-        sent=len(results),
-        **counts,
-        failed_in_flight=counts["stream_error"] + counts["http_error"],
-        recovery_s=round(recovery, 2),
-    )
-
-
-async def test_sigstop_worker_is_replaced(
-    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
-) -> None:
-    rows = await all_ready(gateway)
-    victim = rows["acct-b"].pid
-    assert victim is not None
-    retries_before = await retries_total(http, gateway.base_url)
-    load = Load(gateway.base_url)
-    load.start()
-    await load.wait_for(WARMUP)
-    stopped_at = time.monotonic()
-    os.kill(victim, signal.SIGSTOP)
-    try:
-        recovery = await wait_replaced(gateway, "acct-b", victim)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, signal.SIGCONT)  # in case it was not replaced: let teardown reap it
-    await load.wait_for(AFTER)
-    results = await load.stop()
-
-    assert_only_streams_in_flight_failed(results, stopped_at)
-    longest = max(r.elapsed for r in results)
-    retried = await retries_total(http, gateway.base_url) - retries_before
-    figures.record(
-        "sigstop_worker",
-        clients=load.clients,
-        sent=len(results),
-        **tally(results),
-        gateway_retries=retried,
-        replaced_after_s=round(recovery, 2),
-        longest_request_s=round(longest, 2),
-    )
-
-
-async def test_sigkill_front_other_front_keeps_serving(
-    gateway: SupervisedGateway, figures: Figures, http: aiohttp.ClientSession
-) -> None:
-    rows = await all_ready(gateway)
-    victim = rows["front-0"].pid
-    assert victim is not None
-    load = Load(gateway.base_url, retry_conn_errors=True)
-    load.start()
-    await load.wait_for(WARMUP)
-    killed_at = time.monotonic()
-    os.kill(victim, signal.SIGKILL)
-    recovery = await wait_replaced(gateway, "front-0", victim)
-    back_at = time.monotonic()
-    await load.wait_for(AFTER)
-    results = await load.stop()
-
-    assert_bounded(results)  # connection errors were retried by the clients
-    for r in results:
-        # Only a stream the dead front was writing can be cut; everything else succeeds.
-        cut = r.kind is Kind.CUT and in_flight_at(r, killed_at, slack=0.5)
-        assert r.kind is Kind.OK or cut, describe_failures([r])
-    while_down = [r for r in results if killed_at < r.started_at and r.ended_at < back_at]
-    assert [r for r in while_down if r.kind is Kind.OK], "nothing was served while front-0 was down"
-    figures.record(
-        "sigkill_front",
-        clients=load.clients,
-        sent=len(results),
-        **tally(results),
-        client_reconnects=load.client_retries,
-        served_while_down=len(while_down),
-        recovery_s=round(recovery, 2),
-    )
 
 
 # Emulator faults from its script. Each client sends one kind of request; the rules hold on
