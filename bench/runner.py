@@ -137,7 +137,7 @@ class Run:
     async def start_litellm(self) -> None:
         if self.mock_url is None:
             raise BenchError("the mock OpenAI server is not running")
-        if not (self.wants("non_streaming") or self.wants("cloud")):
+        if not self.compares_litellm:
             return
         if self.plan.quick:
             # Importing LiteLLM alone costs 7-20 s of CPU on this class of machine.
@@ -218,13 +218,18 @@ class Run:
             gateway.proc = None
 
     @property
+    def compares_litellm(self) -> bool:
+        """A scenario of this run measures LiteLLM beside lingma-gw."""
+        return self.wants("non_streaming") or self.wants("cloud")
+
+    @property
     def install_log(self) -> Path:
         return self.root / "logs" / "litellm-install.log"
 
     async def prepare(self) -> None:
         """One-time set-up outside the run's budget: the pinned LiteLLM venv on a fresh clone
         (two minutes of pip here) is not a part of any measurement."""
-        if self.plan.quick or not (self.wants("non_streaming") or self.wants("cloud")):
+        if self.plan.quick or not self.compares_litellm:
             return
         self.install_log.parent.mkdir(parents=True, exist_ok=True)
         self.litellm_venv_s = await litellm_env.ensure_venv(self.install_log)
